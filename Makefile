@@ -1,0 +1,45 @@
+# Two entry points: `make run` (live demo) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest test-slow system-deps fixtures bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/gmail-rejection-exporter demo
+
+system-deps:
+	bash tests/install-system-deps.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check exporter tests bench
+	$(BIN)/ruff format --check exporter tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# pytest exits 5 when it collected nothing; make treats every non-zero status as failure.
+pytest: $(STAMP) system-deps
+	$(BIN)/pytest -ra
+
+test: lint typecheck pytest
+
+test-slow: $(STAMP) system-deps
+	$(BIN)/pytest -ra -m slow --run-slow
+
+fixtures: $(STAMP)
+	bash tests/fixtures/make_mta_logs.sh
+
+bench: $(STAMP)
+	bash bench/install-peers.sh
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
