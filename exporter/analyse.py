@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
+
+from exporter.events import Delivery, Event
+from exporter.google import GoogleHosts
+from exporter.mta import exim, generic, opensmtpd, postfix, sendmail
+from exporter.mta.common import Context
+from exporter.reply import normalise
+from exporter.rules import Rules
 
 MAX_LINE_BYTES: Final = 32 * 1024
 """Longer lines are skipped (reason too_long). Sources may cut a line at MAX_LINE_BYTES + 1 bytes and drop the
@@ -11,9 +19,114 @@ rest up to its newline: the analyser only needs to see that it is too long."""
 
 SKIP_REASONS: Final = ("too_long", "not_text", "unparseable")
 
+FORMATS: Final = ("auto", "postfix", "exim", "sendmail", "opensmtpd", "generic")
+
+Parser = Callable[[str, Context], Delivery | None]
+_PARSERS: Final[dict[str, Parser]] = {
+    "postfix": postfix.parse,
+    "exim": exim.parse,
+    "sendmail": sendmail.parse,
+    "opensmtpd": opensmtpd.parse,
+    "generic": generic.parse,
+}
+# Byte strings one of which every line about Google holds: its host names, its PTR names, its reply marker.
+_GOOGLE_MARKERS: Final = (b"oogle", b"gsmtp", b"gmail", b"OOGLE", b"GMAIL", b"1e100", b"GSMTP")
+
 
 @dataclass(frozen=True, slots=True)
 class Skipped:
     """A line that was not analysed, and why (one of SKIP_REASONS)."""
 
     reason: str
+
+
+class Analyser:
+    """Turns raw log lines of one stream into Events. Keeps per-stream state (the log's year, queue-id
+    joins), so use one Analyser per source."""
+
+    def __init__(
+        self,
+        rules: Rules,
+        *,
+        google_hosts: Sequence[str] = (),
+        log_format: str | None = None,
+        track_senders: bool = False,
+        now: float | None = None,
+    ) -> None:
+        if log_format not in (None, *FORMATS):
+            raise ValueError(f"unknown log format {log_format!r}; one of {', '.join(FORMATS)}")
+        self.rules = rules
+        google = GoogleHosts(google_hosts)
+        self._ctx = Context(google, now=now, track_senders=track_senders)
+        self._markers = _GOOGLE_MARKERS + google.markers
+        self._forced = None if log_format in (None, "auto") else _PARSERS[log_format]
+        self._track_senders = track_senders
+
+    def analyse(self, line: bytes) -> Event | Skipped | None:
+        """An Event for a line about a delivery to Google, Skipped for a line we refuse, else None.
+        Never raises."""
+        if len(line) > MAX_LINE_BYTES:
+            return Skipped("too_long")
+        if b"\x00" in line:
+            return Skipped("not_text")
+        if not any(m in line for m in self._markers):
+            if not self._worth_a_look(line):
+                return None
+        try:
+            text = line.decode("utf-8")
+            valid = True
+        except UnicodeDecodeError:
+            text = line.decode("utf-8", "replace")
+            valid = False
+        text = text.rstrip("\r\n")
+        self._ctx.line = line
+        try:
+            delivery = self._parse(text)
+            event = self._event(delivery) if delivery is not None else None
+        except Exception:  # a parser bug must cost one line, never the daemon
+            return Skipped("unparseable")
+        if event is not None:
+            return event
+        if not valid:
+            return Skipped("not_text")
+        if "gsmtp" in text.lower() and not self._ignorable(text):
+            return Skipped("unparseable")
+        return None
+
+    def _worth_a_look(self, line: bytes) -> bool:
+        """Lines that do not name Google but feed a join: senders, and Postfix's expiry of a message that
+        Google deferred."""
+        if b"status=expired" in line:
+            return True
+        return self._track_senders and (b"from=<" in line or b" <= " in line or b"from=" in line)
+
+    def _parse(self, text: str) -> Delivery | None:
+        if self._forced is not None:
+            return self._forced(text, self._ctx)
+        if "/smtp[" in text or "/lmtp[" in text or "/error[" in text or "/qmgr[" in text or "postfix" in text:
+            found = postfix.parse(text, self._ctx)
+            if found is not None or postfix.TAG.search(text):
+                return found
+        if "sendmail[" in text or "sm-mta[" in text or "sm-msp-queue[" in text:
+            return sendmail.parse(text, self._ctx)
+        if "smtpd[" in text:
+            found = opensmtpd.parse(text, self._ctx)
+            if found is not None or opensmtpd.TAG.search(text):
+                return found
+        if exim.LINE.search(text):
+            return exim.parse(text, self._ctx)
+        return generic.parse(text, self._ctx)
+
+    @staticmethod
+    def _ignorable(text: str) -> bool:
+        """Lines that quote Google's marker but record no delivery (the DSN we send back, header dumps)."""
+        return "/bounce[" in text or "/cleanup[" in text
+
+    def _event(self, delivery: Delivery) -> Event:
+        reply = normalise(delivery.reply) if delivery.reply else None
+        if delivery.status in ("sent", "expired") or delivery.connection_error is not None:
+            return Event(delivery, reply, None)
+        if reply is not None and reply.code is not None and reply.code.startswith("2"):
+            return Event(delivery, reply, None)
+        fallback = "temporary" if delivery.status == "deferred" else "permanent"
+        return Event(delivery, reply, self.rules.classify(reply, fallback_severity=fallback))

@@ -1,0 +1,86 @@
+"""What the MTA parsers share: the per-stream context and small text helpers."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Final
+
+from exporter.google import GoogleHosts
+from exporter.timestamps import TimestampParser
+
+_MEMORY: Final = 20_000
+"""Queue ids remembered for joins (sender, earlier Google deferral): bounded whatever the log holds."""
+
+GMAIL_DOMAINS: Final = frozenset(("gmail.com", "googlemail.com"))
+
+
+class BoundedMap(OrderedDict[str, str]):
+    """A small LRU map: the oldest entries go once it holds `limit` of them."""
+
+    def __init__(self, limit: int = _MEMORY) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def remember(self, key: str, value: str) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        if len(self) > self.limit:
+            self.popitem(last=False)
+
+
+class Context:
+    """Per-stream state the parsers need: Google's hosts, the clock of the log and queue-id joins."""
+
+    def __init__(self, google: GoogleHosts, *, now: float | None = None, track_senders: bool = False) -> None:
+        self.google = google
+        self.clock = TimestampParser(now)
+        self.track_senders = track_senders
+        self.senders = BoundedMap()
+        """queue id -> envelope sender domain, from the MTA's 'from=' lines."""
+        self.google_queue_ids = BoundedMap()
+        """queue ids with a delivery attempt at Google, to recognise a later 'status=expired'."""
+        self.line = b""
+
+    def time(self) -> float | None:
+        """Timestamp of the line being parsed."""
+        return self.clock.parse(self.line)
+
+
+def domain_of(address: str | None) -> str | None:
+    """Lower-case domain of an address, or None; the local part never leaves this function."""
+    if not address:
+        return None
+    _, at, domain = address.strip().strip("<>").rpartition("@")
+    if not at or not domain:
+        return None
+    return domain.lower().rstrip(".>") or None
+
+
+_ERROR_KINDS: Final = (
+    ("timed out", "timeout"),
+    ("timeout", "timeout"),
+    ("connection refused", "refused"),
+    ("refused", "refused"),
+    ("lost connection", "lost_connection"),
+    ("connection reset", "lost_connection"),
+    ("connection closed", "lost_connection"),
+    ("unexpected disconnection", "lost_connection"),
+    ("tls", "tls"),
+    ("ssl", "tls"),
+    ("handshake", "tls"),
+    ("certificate", "tls"),
+    ("name service error", "dns"),
+    ("host not found", "dns"),
+    ("domain name not found", "dns"),
+    ("no mx", "dns"),
+    ("dns", "dns"),
+)
+
+
+def connection_error_kind(text: str) -> str:
+    """Why Google never answered, from an MTA's own words."""
+    lower = text.lower()
+    for needle, kind in _ERROR_KINDS:
+        if needle in lower:
+            return kind
+    return "other"

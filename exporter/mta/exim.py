@@ -1,0 +1,100 @@
+"""Exim mainlog: '**' bounces, '==' deferrals, '=>'/'->' deliveries, host-level 'H=' lines, '<=' senders."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from exporter.events import Delivery
+from exporter.mta.common import Context, connection_error_kind, domain_of
+
+# Message ids: 6-6-2 base62 (Exim < 4.97) or 6-11-4 (4.97 and later).
+LINE: Final = re.compile(
+    r"(?:^|\s)([0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}) (\*\*|==|=>|->|<=|H=)\s?"
+)
+_HOST: Final = re.compile(r"(?:^|\s)H=([^\s\[]{1,255})(?: \([^)]{0,255}\))? \[[^\]]{1,64}\]")
+_SMTP_ERROR: Final = re.compile(r"SMTP error from remote mail server after [^:]{0,600}:\s*")
+_CONFIRMATION: Final = re.compile(r' C="(.*?)"(?: |$)')
+_SENDER: Final = re.compile(r"\sF=<([^>]{0,512})>")
+_TRAILER: Final = re.compile(r"(?:\s+(?:DT|QT|ST|RT)=\S{1,40})+\s*$")
+_DEFER: Final = re.compile(r"\sdefer \((-?\d+)\)(?::\s*(.*))?")
+
+
+def parse(line: str, ctx: Context) -> Delivery | None:
+    """A Delivery for an Exim mainlog line about Google, else None."""
+    m = LINE.search(line)
+    if m is None:
+        return None
+    message_id, flag = m.group(1), m.group(2)
+    rest = line[m.end() :]
+    if flag == "<=":
+        if ctx.track_senders:
+            ctx.senders.remember(message_id, domain_of(rest.split(" ", 1)[0]) or "")
+        return None
+    if flag == "H=":
+        rest = "H=" + rest
+        return _host_line(rest, message_id, ctx)
+
+    address, _, fields = rest.partition(" ")
+    host_match = _HOST.search(fields)
+    host = ctx.google.canonical(host_match.group(1)) if host_match else None
+    error = _SMTP_ERROR.search(fields)
+    reply = _TRAILER.sub("", fields[error.end() :]) if error else None
+    if host is None and not (reply and "gsmtp" in reply.lower()):
+        return None
+    sender_match = _SENDER.search(fields)
+    sender = domain_of(sender_match.group(1)) if sender_match else None
+    if sender is None and ctx.track_senders:
+        sender = ctx.senders.get(message_id)
+
+    status: str
+    connection_error: str | None = None
+    if flag in ("=>", "->"):
+        status = "sent"
+        confirmation = _CONFIRMATION.search(fields)
+        reply = confirmation.group(1) if confirmation else None
+    elif flag == "**":
+        status = "expired" if "retry timeout exceeded" in fields.lower() and reply is None else "bounced"
+    else:
+        defer = _DEFER.search(fields)
+        if defer is not None and defer.group(1) == "-53":  # retry time not reached: no attempt was made
+            return None
+        status = "deferred"
+        if reply is None:
+            connection_error = connection_error_kind(defer.group(2) or "" if defer else fields)
+    return Delivery(
+        mta="exim",
+        scope="recipient",
+        status=status,
+        timestamp=ctx.time(),
+        queue_id=message_id,
+        recipient_domain=domain_of(address),
+        google_host=host,
+        reply=reply,
+        connection_error=connection_error,
+        sender=sender,
+    )
+
+
+def _host_line(rest: str, message_id: str, ctx: Context) -> Delivery | None:
+    """The host-level line Exim writes before the recipient line for the same reply: connection scope, so
+    the reply is counted once, on the recipient line."""
+    host_match = _HOST.search(rest)
+    if host_match is None:
+        return None
+    host = ctx.google.canonical(host_match.group(1))
+    error = _SMTP_ERROR.search(rest)
+    reply = _TRAILER.sub("", rest[error.end() :]) if error else None
+    if host is None and not (reply and "gsmtp" in reply.lower()):
+        return None
+    return Delivery(
+        mta="exim",
+        scope="connection",
+        status=None,
+        timestamp=ctx.time(),
+        queue_id=message_id,
+        recipient_domain=None,
+        google_host=host,
+        reply=reply,
+        connection_error=None if reply else connection_error_kind(rest[host_match.end() :]),
+    )

@@ -1,0 +1,56 @@
+"""A Google reply in any other line: Haraka, Stalwart, Exchange NDRs, DSN Diagnostic-Code, JSON event logs."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from exporter.events import Delivery
+from exporter.mta.common import Context, domain_of
+
+# The first 'NNN-N.N.N' / 'NNN N.N.N' that is not part of a longer token starts the reply.
+_REPLY_START: Final = re.compile(
+    r"(?<![\w.])[245]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3}|[xX]\.[xX]{1,3}\.[xX]{1,3})\b"
+)
+_BARE_START: Final = re.compile(r"(?:smtp;\s*|said:\s*|returned '|:\s)([245]\d\d)[ -]")
+_HOST: Final = re.compile(r"([A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}\.?)")
+_RECIPIENT: Final = re.compile(r"[\w.+'=-]{1,128}@([A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8})")
+
+
+def parse(line: str, ctx: Context) -> Delivery | None:
+    """A Delivery for a line that carries Google's reply but no MTA format we know."""
+    marker = line.lower().rfind("gsmtp")
+    if marker < 0:
+        return None
+    head = line[:marker]
+    start = _REPLY_START.search(head)
+    begin = start.start() if start else -1
+    if start is None:
+        bare = _BARE_START.search(head)
+        if bare is None:
+            return None
+        begin = bare.start(1)
+    reply = line[begin : marker + 5]
+    code = reply[:3]
+    if code.startswith("2"):
+        status = "sent"
+    elif code.startswith("4"):
+        status = "deferred"
+    else:
+        status = "bounced"
+    host = None
+    for m in _HOST.finditer(line[:begin]):
+        host = ctx.google.canonical(m.group(1))
+        if host:
+            break
+    recipient = _RECIPIENT.search(line[:begin])
+    return Delivery(
+        mta="generic",
+        scope="recipient",
+        status=status,
+        timestamp=ctx.time(),
+        queue_id=None,
+        recipient_domain=domain_of("x@" + recipient.group(1)) if recipient else None,
+        google_host=host,
+        reply=reply,
+    )

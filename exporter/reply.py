@@ -1,0 +1,95 @@
+"""A reply as an MTA logged it -> basic code, enhanced code, clean text and Google's origin marker.
+
+MTAs flatten Gmail's multi-line replies in different ways; all of them are undone here:
+Postfix joins lines with a space and keeps every `550-5.7.26 ` prefix, SASL warnings join with `?`,
+Exim joins with the two characters `\\n`, OpenSMTPD drops the `550-` prefix of later lines and glues a
+multi-digit enhanced code to the previous word (`fails5.7.26 to pass`), Sendmail keeps the first line only.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from exporter.events import Reply
+
+# A reply starts with a basic code, then '-' (more lines follow) or ' ' (last line) or its end.
+_START: Final = re.compile(r"\s*['\"]?([2-5]\d\d)(?:[ -]|$)")
+_ENHANCED: Final = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_MASKED: Final = re.compile(r"[xX#*]\.[xX#*]{1,3}\.[xX#*]{1,3}(?![\w.])")
+# Line joins: Exim's literal backslash-n (also \r\n), real newlines, and Postfix's '?' before the next code.
+_JOINS: Final = re.compile(r"\\r\\n|\\n|\\r|[\r\n]+|\?(?=[2-5]\d\d[ -])")
+_SESSION_ID: Final = re.compile(r"[\w.-]{6,100}")
+_GCDP: Final = re.compile(r"\s*-\s*gcdp\b", re.IGNORECASE)
+_MTA_NOTE: Final = re.compile(r"\s*\((?:in reply to|conversation with)[^)]*\)\s*$", re.IGNORECASE)
+_SPACES: Final = re.compile(r"\s+")
+
+MAX_REPLY_CHARS: Final = 4096
+"""Longer replies are cut: Gmail's longest are about 600 characters."""
+
+
+def normalise(raw: str) -> Reply:
+    """Turn a logged reply into a Reply; never raises, whatever the input."""
+    text = raw[:MAX_REPLY_CHARS]
+    text = _JOINS.sub(" ", text)
+
+    at = text.lower().rfind("gsmtp")
+    marked = at >= 0
+    origin = "gsmtp"
+    if marked:
+        text = _strip_trailer(text[:at])
+    text = _MTA_NOTE.sub("", text)
+    if "gcdp" in text.lower():
+        stripped = _GCDP.sub(" ", text)
+        if stripped != text:
+            origin = "gcdp"
+            text = stripped
+
+    code: str | None = None
+    enhanced: str | None = None
+    start = _START.match(text)
+    if start:
+        code = start.group(1)
+        rest = text[start.end() :]
+        enh = _ENHANCED.match(rest)
+        masked = None if enh else _MASKED.match(rest)
+        if enh:
+            enhanced = f"{enh.group(1)}.{int(enh.group(2))}.{int(enh.group(3))}"
+            text = _strip_prefixes(rest[enh.end() :], code, enh.group(0))
+        elif masked:
+            text = _strip_prefixes(rest[masked.end() :], code, masked.group(0))
+        else:
+            text = _strip_prefixes(rest, code, None)
+    text = _SPACES.sub(" ", text).strip()
+    return Reply(code=code, enhanced_code=enhanced, text=text, origin=origin, marked=marked)
+
+
+def _strip_trailer(head: str) -> str:
+    """Drop Google's '<session id> -' before 'gsmtp' (and so whatever the MTA logged after it)."""
+    head = head.rstrip()
+    if head.endswith("-"):
+        head = head[:-1].rstrip()
+    before, _, last = head.rpartition(" ")
+    # Session ids always hold a digit; a last word without one is reply text.
+    if before and _SESSION_ID.fullmatch(last) and any(ch.isdigit() for ch in last):
+        return before
+    return head
+
+
+def _strip_prefixes(body: str, code: str, enhanced: str | None) -> str:
+    """Remove the continuation prefixes that the first line's code and enhanced code announce."""
+    if enhanced is not None:
+        esc = re.escape(enhanced)
+        # '550-5.7.26 ' and '550 5.7.26 ' anywhere, then a lone (possibly glued) '5.7.26'.
+        body = re.sub(rf"(?<!\d){code}[ -]{esc}(?![\d.])", " ", body)
+        body = re.sub(rf"(?<![\d.]){esc}(?![\d.])", " ", body)
+    body = re.sub(rf"(?:^|(?<=\s)){code}-", " ", body)
+    return body
+
+
+def squeeze(text: str) -> str:
+    """Lower-case letters and digits only: the form rule phrases are matched in.
+
+    Matching in this form makes phrases indifferent to case, punctuation, wrapping, doubled spaces and
+    OpenSMTPD's glued lines ('message islikely unsolicited')."""
+    return "".join(ch for ch in text.lower() if ch.isalnum())

@@ -1,0 +1,100 @@
+"""Log timestamps -> Unix seconds: traditional syslog, RFC 3339/ISO 8601 and Exim's local time."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime
+from typing import Final
+
+_MONTHS: Final = {
+    m: i
+    for i, m in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1
+    )
+}
+_ISO: Final = re.compile(
+    rb"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(\.\d{1,9})?(Z|[+-]\d\d:?\d\d)?(?=[\s\]|])"
+)
+_SYSLOG: Final = re.compile(
+    rb"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) {1,2}(\d{1,2}) (\d\d):(\d\d):(\d\d)"
+)
+_SEARCH_BYTES: Final = 96
+"""Timestamps sit at the start, behind at most a container or relay prefix."""
+
+
+class TimestampParser:
+    """Parses the first timestamp of a line. Syslog omits the year: it is inferred from `now` and then only
+    moves forward, by one at New Year (a December line followed by a January line)."""
+
+    def __init__(self, now: float | None = None) -> None:
+        self._now = now
+        self._year: int | None = None
+        self._last_month = 0
+        self._cache_key = b""
+        self._cache_value: float | None = None
+
+    def parse(self, line: bytes) -> float | None:
+        """Unix time of the line's timestamp, or None if it has none we know."""
+        head = line[:_SEARCH_BYTES]
+        iso = _ISO.search(head)
+        syslog = _SYSLOG.search(head) if iso is None or iso.start() > 0 else None
+        if syslog is not None and (iso is None or syslog.start() < iso.start()):
+            return self._syslog(syslog)
+        if iso is not None:
+            return self._iso(iso)
+        return None
+
+    def _iso(self, m: re.Match[bytes]) -> float | None:
+        key = m.group(0)
+        if key == self._cache_key:
+            return self._cache_value
+        year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
+        fraction = float(m.group(7)) if m.group(7) else 0.0
+        zone = m.group(8)
+        try:
+            if zone is None:
+                value = time.mktime((year, month, day, hour, minute, second, 0, 0, -1)) + fraction
+            else:
+                text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+                tz = "+00:00" if zone == b"Z" else zone.decode()
+                if len(tz) == 5:
+                    tz = tz[:3] + ":" + tz[3:]
+                value = datetime.fromisoformat(text + tz).timestamp() + fraction
+        except (ValueError, OverflowError):
+            return None
+        self._cache_key, self._cache_value = key, value
+        return value
+
+    def _syslog(self, m: re.Match[bytes]) -> float | None:
+        month = _MONTHS[m.group(1).decode()]
+        if self._year is None:
+            now = time.localtime(self._now if self._now is not None else time.time())
+            # A log read in January may start in December: a date more than a day ahead is last year's.
+            self._year = (
+                now.tm_year - 1 if (month, int(m.group(2))) > (now.tm_mon, now.tm_mday + 1) else now.tm_year
+            )
+        elif month < self._last_month - 6:
+            self._year += 1
+        self._last_month = month
+        key = m.group(0) + str(self._year).encode()
+        if key == self._cache_key:
+            return self._cache_value
+        try:
+            value = time.mktime(
+                (
+                    self._year,
+                    month,
+                    int(m.group(2)),
+                    int(m.group(3)),
+                    int(m.group(4)),
+                    int(m.group(5)),
+                    0,
+                    0,
+                    -1,
+                )
+            )
+        except (ValueError, OverflowError):
+            return None
+        self._cache_key, self._cache_value = key, value
+        return value
