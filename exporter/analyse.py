@@ -69,9 +69,8 @@ class Analyser:
             return Skipped("too_long")
         if b"\x00" in line:
             return Skipped("not_text")
-        if not any(m in line for m in self._markers):
-            if not self._worth_a_look(line):
-                return None
+        if not any(m in line for m in self._markers) and not self._worth_a_look(line):
+            return None
         try:
             text = line.decode("utf-8")
             valid = True

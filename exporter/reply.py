@@ -59,7 +59,7 @@ def normalise(raw: str) -> Reply:
         elif masked:
             text = _strip_prefixes(rest[masked.end() :], code, masked.group(0))
         else:
-            text = _strip_prefixes(rest, code, None)
+            text = _strip_prefixes(rest, code, None, multiline=text[start.end() - 1] == "-")
     text = _SPACES.sub(" ", text).strip()
     return Reply(code=code, enhanced_code=enhanced, text=text, origin=origin, marked=marked)
 
@@ -76,7 +76,7 @@ def _strip_trailer(head: str) -> str:
     return head
 
 
-def _strip_prefixes(body: str, code: str, enhanced: str | None) -> str:
+def _strip_prefixes(body: str, code: str, enhanced: str | None, *, multiline: bool = False) -> str:
     """Remove the continuation prefixes that the first line's code and enhanced code announce."""
     if enhanced is not None:
         esc = re.escape(enhanced)
@@ -84,6 +84,9 @@ def _strip_prefixes(body: str, code: str, enhanced: str | None) -> str:
         body = re.sub(rf"(?<!\d){code}[ -]{esc}(?![\d.])", " ", body)
         body = re.sub(rf"(?<![\d.]){esc}(?![\d.])", " ", body)
     body = re.sub(rf"(?:^|(?<=\s)){code}-", " ", body)
+    if multiline and enhanced is None:
+        # 'NNN-' lines announce a last line that starts 'NNN ' (replies without an enhanced code).
+        body = re.sub(rf"(?<=\s){code} ", " ", body)
     return body
 
 

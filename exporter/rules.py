@@ -204,7 +204,7 @@ def _parse_file(path: str) -> tuple[list[Rule], set[str]]:
 def _parse_rule(path: str, node: yaml.Node) -> Rule:
     line = yamlfile.line_of(node)
     fields: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-    for key, key_node, value in yamlfile.items(path, node, "rule"):
+    for key, key_node, value_node in yamlfile.items(path, node, "rule"):
         if key not in _RULE_KEYS:
             raise ConfigError(
                 path,
@@ -212,7 +212,7 @@ def _parse_rule(path: str, node: yaml.Node) -> Rule:
                 key,
                 f"unknown rule key; expected one of: {', '.join(_RULE_KEYS)}",
             )
-        fields[key] = (key_node, value)
+        fields[key] = (key_node, value_node)
 
     def text(key: str) -> str | None:
         if key not in fields:

@@ -61,10 +61,10 @@ def _outcome(body: str, recipient: str, queue_id: str | None, ctx: Context) -> D
             host = ctx.google.canonical(connect.group(1))
     domain = domain_of(recipient)
     google_reply = "gsmtp" in detail.lower()
-    if host is None and not google_reply:
-        # relay=none and no host named: only a DNS failure for gmail.com itself is still about Google.
-        if not (status == "deferred" and domain in GMAIL_DOMAINS and relay == "none"):
-            return None
+    # relay=none and no host named: only a DNS failure for gmail.com itself is still about Google.
+    dns_failure_for_gmail = status == "deferred" and domain in GMAIL_DOMAINS and relay == "none"
+    if host is None and not google_reply and not dns_failure_for_gmail:
+        return None
     if queue_id:
         ctx.google_queue_ids.remember(queue_id, "")
 

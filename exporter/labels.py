@@ -1,0 +1,30 @@
+"""Bounded label values: what a code may look like before it becomes a Prometheus label or a JSON field."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+NONE: Final = "none"
+"""Label value for a code the reply did not carry."""
+OTHER: Final = "other"
+"""Label value for anything outside the allowed shapes."""
+
+# RFC 5321 basic codes and RFC 3463 enhanced codes (subject 0-7, detail up to 99): together a few thousand
+# values at most, whatever the log contains.
+_CODE: Final = re.compile(r"[245][0-5]\d")
+_ENHANCED: Final = re.compile(r"[245]\.[0-7]\.\d{1,2}")
+
+
+def code_label(code: str | None) -> str | None:
+    """The basic code, 'other' when it is not RFC 5321-shaped, None when absent."""
+    if code is None:
+        return None
+    return code if _CODE.fullmatch(code) else OTHER
+
+
+def enhanced_label(enhanced: str | None) -> str | None:
+    """The enhanced code, 'other' when it is not RFC 3463-shaped, None when absent."""
+    if enhanced is None:
+        return None
+    return enhanced if _ENHANCED.fullmatch(enhanced) else OTHER

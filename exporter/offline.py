@@ -1,0 +1,356 @@
+"""The offline commands: `classify` (one JSON object per line about Google), `report` (a postmaster's
+summary of log files) and `check-rules`."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any, Final
+
+from exporter.analyse import MAX_LINE_BYTES, Analyser, Skipped
+from exporter.errors import ConfigError
+from exporter.events import STATUSES, Event
+from exporter.labels import code_label, enhanced_label
+from exporter.redact import redact
+from exporter.rules import CATEGORIES, Rules, load_rules
+from exporter.sources.lines import LineSplitter
+
+_CHUNK: Final = 1 << 20
+
+
+def add_classify_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_common(parser)
+    parser.add_argument("files", nargs="*", metavar="FILE", help="log files (plain or .gz); stdin when none")
+    parser.set_defaults(handler=run_classify)
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_common(parser)
+    parser.add_argument("files", nargs="+", metavar="FILE", help="log files, oldest first (plain or .gz)")
+    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    parser.set_defaults(handler=run_report)
+
+
+def add_check_rules_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="*", metavar="FILE", help="rules files (default: the bundled rules)")
+    parser.set_defaults(handler=run_check_rules)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rules.file", dest="rules_files", action="append", default=[], metavar="FILE",
+                        help="extra rules file, before the bundled rules (repeatable)")  # fmt: skip
+    parser.add_argument("--log.format", dest="log_format", default="auto", metavar="FORMAT",
+                        help="force an MTA format: postfix, exim, sendmail, opensmtpd, generic")  # fmt: skip
+    parser.add_argument("--google.host", dest="google_hosts", action="append", default=[], metavar="HOST",
+                        help="another relay host name that is Google's (repeatable)")  # fmt: skip
+
+
+def _analyser(args: argparse.Namespace) -> Analyser:
+    rules = load_rules(args.rules_files)
+    return Analyser(rules, google_hosts=args.google_hosts, log_format=args.log_format)
+
+
+def _open(path: str) -> IO[bytes]:
+    if path == "-":
+        return sys.stdin.buffer
+    raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
+    if raw.read(2) == b"\x1f\x8b":
+        raw.seek(0)
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    raw.seek(0)
+    return raw
+
+
+def read_lines(stream: IO[bytes]) -> Iterator[bytes]:
+    """Lines of a stream without their newline; an overlong line is cut, never held whole."""
+    splitter = LineSplitter(MAX_LINE_BYTES)
+    read = stream.read
+    while chunk := read(_CHUNK):
+        yield from splitter.feed(chunk)
+    yield from splitter.flush()
+
+
+def event_json(number: int, event: Event) -> dict[str, Any]:
+    """The `classify` contract: one object per line about a delivery to Google."""
+    d, reply, verdict = event.delivery, event.reply, event.verdict
+    return {
+        "line": number,
+        "mta": d.mta,
+        "scope": d.scope,
+        "status": d.status,
+        "code": code_label(reply.code) if reply else None,
+        "enhanced_code": enhanced_label(reply.enhanced_code) if reply else None,
+        "category": verdict.category if verdict else None,
+        "reason": verdict.reason if verdict else None,
+        "severity": verdict.severity if verdict else None,
+        "origin": reply.origin if reply else None,
+        "google_host": d.google_host,
+        "timestamp": d.timestamp,
+        "queue_id": d.queue_id,
+        "recipient_domain": d.recipient_domain,
+        "connection_error": d.connection_error,
+        "text": redact(reply.text) if reply else None,
+    }
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    try:
+        analyser = _analyser(args)
+    except ConfigError as err:
+        print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
+        return 2
+    out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", write_through=False)
+    try:
+        for path in args.files or ["-"]:
+            stream = _open(path)
+            try:
+                for number, line in enumerate(read_lines(stream), start=1):
+                    result = analyser.analyse(line)
+                    if isinstance(result, Event):
+                        out.write(json.dumps(event_json(number, result), separators=(", ", ": ")) + "\n")
+            finally:
+                if stream is not sys.stdin.buffer:
+                    stream.close()
+        out.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError as err:
+        print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
+        return 1
+    finally:
+        out.detach()
+    return 0
+
+
+@dataclass
+class ReasonSummary:
+    """Counts of one (category, reason, code, enhanced code) with an example reply."""
+
+    category: str
+    reason: str
+    code: str | None
+    enhanced_code: str | None
+    severity: str
+    count: int = 0
+    first_seen: float | None = None
+    last_seen: float | None = None
+    example: str = ""
+
+
+@dataclass
+class Report:
+    """What `report` accumulates; its size depends on the rules, not on the log."""
+
+    lines: int = 0
+    files: list[str] = field(default_factory=list)
+    deliveries: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    categories: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
+    reasons: dict[tuple[str, str, str | None, str | None], ReasonSummary] = field(default_factory=dict)
+    connection_errors: dict[str, int] = field(default_factory=dict)
+    connection_scope_replies: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    first_seen: float | None = None
+    last_seen: float | None = None
+
+    def add(self, event: Event) -> None:
+        d = event.delivery
+        when = d.timestamp
+        if when is not None:
+            self.first_seen = when if self.first_seen is None else min(self.first_seen, when)
+            self.last_seen = when if self.last_seen is None else max(self.last_seen, when)
+        if d.scope == "recipient" and d.status in self.deliveries:
+            self.deliveries[d.status] += 1
+        if d.connection_error is not None and d.scope == "recipient":
+            self.connection_errors[d.connection_error] = self.connection_errors.get(d.connection_error, 0) + 1
+        verdict, reply = event.verdict, event.reply
+        if verdict is None:
+            return
+        if not event.is_rejection:
+            self.connection_scope_replies += 1
+            return
+        self.categories[verdict.category] = self.categories.get(verdict.category, 0) + 1
+        code = code_label(reply.code) if reply else None
+        enhanced = enhanced_label(reply.enhanced_code) if reply else None
+        key = (verdict.category, verdict.reason, code, enhanced)
+        summary = self.reasons.get(key)
+        if summary is None:
+            example = redact(reply.text)[:300] if reply else ""
+            summary = self.reasons[key] = ReasonSummary(*key, verdict.severity, example=example)
+        summary.count += 1
+        if when is not None:
+            summary.first_seen = when if summary.first_seen is None else min(summary.first_seen, when)
+            summary.last_seen = when if summary.last_seen is None else max(summary.last_seen, when)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "lines": self.lines,
+            "first_seen": _iso(self.first_seen),
+            "last_seen": _iso(self.last_seen),
+            "deliveries": self.deliveries,
+            "rejections_by_category": {k: v for k, v in self.categories.items() if v},
+            "rejections": [
+                {
+                    "category": s.category,
+                    "reason": s.reason,
+                    "code": s.code,
+                    "enhanced_code": s.enhanced_code,
+                    "severity": s.severity,
+                    "count": s.count,
+                    "first_seen": _iso(s.first_seen),
+                    "last_seen": _iso(s.last_seen),
+                    "example": s.example,
+                }
+                for s in self.sorted_reasons()
+            ],
+            "connection_errors": self.connection_errors,
+            "connection_scope_replies": self.connection_scope_replies,
+            "skipped_lines": self.skipped,
+        }
+
+    def sorted_reasons(self) -> list[ReasonSummary]:
+        return sorted(self.reasons.values(), key=lambda s: (-s.count, s.category, s.reason))
+
+    def as_text(self) -> str:
+        out: list[str] = []
+        w = out.append
+        w(f"Files: {', '.join(self.files)}")
+        w(
+            f"Lines read: {self.lines}    Period: {_iso(self.first_seen) or '-'} .. {_iso(self.last_seen) or '-'}"
+        )
+        w("")
+        w("Deliveries to Google (per recipient)")
+        total = sum(self.deliveries.values())
+        for status in STATUSES:
+            n = self.deliveries[status]
+            share = f"{100 * n / total:5.1f} %" if total else "    -"
+            w(f"  {status:<10} {n:>10}  {share}")
+        w("")
+        w("Rejections by category")
+        rejected = sum(self.categories.values())
+        if not rejected:
+            w("  none")
+        for category, n in sorted(self.categories.items(), key=lambda kv: -kv[1]):
+            if n:
+                w(f"  {category:<16} {n:>10}")
+        if self.reasons:
+            w("")
+            w("Rejections by reason and code")
+            header = f"  {'count':>8}  {'category':<15} {'reason':<32} {'code':<4} {'enhanced':<8}  first seen .. last seen"
+            w(header)
+            for s in self.sorted_reasons():
+                w(
+                    f"  {s.count:>8}  {s.category:<15} {s.reason:<32} {s.code or '-':<4} {s.enhanced_code or '-':<8}"
+                    f"  {_iso(s.first_seen) or '-'} .. {_iso(s.last_seen) or '-'}"
+                )
+            w("")
+            w("Example reply per reason (addresses redacted)")
+            seen: set[str] = set()
+            for s in self.sorted_reasons():
+                if s.reason in seen:
+                    continue
+                seen.add(s.reason)
+                w(f"  {s.reason}: {s.example or '(the MTA logged no reply text)'}")
+        if self.connection_errors:
+            w("")
+            w("Deferrals without a reply from Google (connection errors)")
+            for kind, n in sorted(self.connection_errors.items(), key=lambda kv: -kv[1]):
+                w(f"  {kind:<16} {n:>10}")
+        if self.skipped:
+            w("")
+            w("Skipped lines")
+            for reason, n in sorted(self.skipped.items()):
+                w(f"  {reason:<16} {n:>10}")
+        return "\n".join(out) + "\n"
+
+
+def _iso(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(when))
+
+
+class _Progress:
+    """Bytes read so far, on stderr, when stderr is a terminal."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.total = sum(os.path.getsize(p) for p in paths if p != "-" and os.path.exists(p))
+        self.done = 0
+        self._last = 0.0
+
+    def update(self, nbytes: int) -> None:
+        self.done += nbytes
+        now = time.monotonic()
+        if self.enabled and now - self._last > 0.5:
+            self._last = now
+            share = f" ({100 * self.done / self.total:.0f} %)" if self.total else ""
+            sys.stderr.write(f"\r{self.done / 1e6:,.0f} MB read{share}   ")
+            sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 40 + "\r")
+
+
+def build_report(paths: Sequence[str], analyser: Analyser) -> Report:
+    """Read the files in order (oldest first) and summarise; memory stays bounded whatever their size."""
+    report = Report(files=list(paths))
+    progress = _Progress(paths)
+    analyse = analyser.analyse
+    skipped = report.skipped
+    for path in paths:
+        with _open(path) as stream:
+            raw = getattr(stream, "fileobj", None) or stream
+            last_pos = 0
+            for line in read_lines(stream):
+                report.lines += 1
+                result = analyse(line)
+                if result is None:
+                    continue
+                if isinstance(result, Skipped):
+                    skipped[result.reason] = skipped.get(result.reason, 0) + 1
+                else:
+                    report.add(result)
+                if progress.enabled and report.lines % 65536 == 0:
+                    pos = raw.tell()
+                    progress.update(pos - last_pos)
+                    last_pos = pos
+    progress.finish()
+    return report
+
+
+def run_report(args: argparse.Namespace) -> int:
+    try:
+        analyser = _analyser(args)
+        report = build_report(args.files, analyser)
+    except ConfigError as err:
+        print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
+        return 2
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        json.dump(report.as_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(report.as_text())
+    return 0
+
+
+def run_check_rules(args: argparse.Namespace) -> int:
+    try:
+        rules: Rules = load_rules(args.files)
+    except ConfigError as err:
+        print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
+        return 2
+    reasons = len(rules.reasons)
+    print(f"OK: {len(rules.rules)} rules, {reasons} reasons, from {', '.join(rules.files)}")
+    return 0
