@@ -1,0 +1,61 @@
+"""Where lines come from: followed files, the systemd journal, standard input.
+
+A source reads lines and hands them, in batches, to a Sink together with the position that follows the batch.
+The sink applies the batch and records the position under one lock, so a saved position always matches the
+counters saved with it (exactly once across restarts).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+ROTATION_KINDS: Final = ("rename", "truncate", "recreate")
+"""How a followed file was replaced: `rename` (logrotate `create`: the name now points to a new inode; the
+old file is drained to its end first), `truncate` (copytruncate: the size fell below the read offset; reading
+restarts at 0), `recreate` (the file was deleted and a new one appeared under the name)."""
+
+Position = dict[str, Any]
+"""A source's JSON-able resume point: for a file, device, inode, offset and fingerprint; for the journal, a
+cursor. Opaque to everything but the source that made it."""
+
+
+class Sink(Protocol):
+    """Where sources deliver what they read; implemented by the daemon."""
+
+    def lines(
+        self, source: str, lines: list[bytes], nbytes: int, key: str, position: Position | None
+    ) -> None:
+        """Complete lines (without newline) read from `source`; `position` is where reading resumes after
+        them, stored under `key` (None for sources that cannot resume)."""
+
+    def rotated(self, source: str, kind: str) -> None:
+        """The followed file was rotated (one of ROTATION_KINDS)."""
+
+    def error(self, source: str) -> None:
+        """The source failed (journalctl exited, a read error) and will retry."""
+
+
+@dataclass
+class SourceStatus:
+    """What the landing page and the readiness check show about one source; written by its reader thread."""
+
+    name: str
+    open: bool = False
+    offset: int = 0
+    size: int = 0
+    last_read: float = 0.0
+    """Unix time at which the last line was read."""
+    finished: bool = False
+    """True when the source ended (standard input closed)."""
+
+
+class Source(Protocol):
+    """A reader of one kind of input, run in its own thread until `stop` is set."""
+
+    def statuses(self) -> list[SourceStatus]:
+        """One entry per followed stream."""
+
+    def run(self, stop: threading.Event) -> None:
+        """Read and deliver lines until `stop` is set."""
