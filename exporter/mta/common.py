@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from typing import Final
 
@@ -12,6 +13,11 @@ _MEMORY: Final = 20_000
 """Queue ids remembered for joins (sender, earlier Google deferral): bounded whatever the log holds."""
 
 GMAIL_DOMAINS: Final = frozenset(("gmail.com", "googlemail.com"))
+
+REPLY_START: Final = re.compile(
+    r"(?<![\w.])[245]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3}|[xX]\.[xX]{1,3}\.[xX]{1,3})(?![\w.])"
+)
+"""Where a reply with an enhanced code starts inside an MTA's own words: 'NNN-N.N.N' or 'NNN N.N.N'."""
 
 
 class BoundedMap(OrderedDict[str, str]):

@@ -6,14 +6,17 @@ import re
 from typing import Final
 
 from exporter.events import Delivery
-from exporter.mta.common import Context, connection_error_kind, domain_of
+from exporter.mta.common import REPLY_START, Context, connection_error_kind, domain_of
 
 # Message ids: 6-6-2 base62 (Exim < 4.97) or 6-11-4 (4.97 and later).
 LINE: Final = re.compile(
     r"(?:^|\s)([0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}) (\*\*|==|=>|->|<=|H=)\s?"
 )
 _HOST: Final = re.compile(r"(?:^|\s)H=([^\s\[]{1,255})(?: \([^)]{0,255}\))? \[[^\]]{1,64}\]")
-_SMTP_ERROR: Final = re.compile(r"SMTP error from remote mail server after [^:]{0,600}:\s*")
+# 'after RCPT TO:<a@b>:', 'after MAIL FROM:<a@b> SIZE=123:', 'after end of data:', 'after initial connection:'
+_SMTP_ERROR: Final = re.compile(
+    r"SMTP error from remote mail server after (?:[^:<]{0,100}:<[^>]{0,512}>[^:]{0,100}|[^:]{0,200}):\s*"
+)
 _CONFIRMATION: Final = re.compile(r' C="(.*?)"(?: |$)')
 _SENDER: Final = re.compile(r"\sF=<([^>]{0,512})>")
 _TRAILER: Final = re.compile(r"(?:\s+(?:DT|QT|ST|RT)=\S{1,40})+\s*$")
@@ -38,8 +41,7 @@ def parse(line: str, ctx: Context) -> Delivery | None:
     address, _, fields = rest.partition(" ")
     host_match = _HOST.search(fields)
     host = ctx.google.canonical(host_match.group(1)) if host_match else None
-    error = _SMTP_ERROR.search(fields)
-    reply = _TRAILER.sub("", fields[error.end() :]) if error else None
+    reply = _reply(fields)
     if host is None and not (reply and "gsmtp" in reply.lower()):
         return None
     sender_match = _SENDER.search(fields)
@@ -83,8 +85,7 @@ def _host_line(rest: str, message_id: str, ctx: Context) -> Delivery | None:
     if host_match is None:
         return None
     host = ctx.google.canonical(host_match.group(1))
-    error = _SMTP_ERROR.search(rest)
-    reply = _TRAILER.sub("", rest[error.end() :]) if error else None
+    reply = _reply(rest)
     if host is None and not (reply and "gsmtp" in reply.lower()):
         return None
     return Delivery(
@@ -98,3 +99,13 @@ def _host_line(rest: str, message_id: str, ctx: Context) -> Delivery | None:
         reply=reply,
         connection_error=None if reply else connection_error_kind(rest[host_match.end() :]),
     )
+
+
+def _reply(fields: str) -> str | None:
+    """The remote reply in a delivery line: after 'SMTP error from remote mail server after …:', or quoted in
+    Exim's own words ('Remote host closed connection in response to HELO … (EHLO response was: 421-4.7.0 …)')."""
+    error = _SMTP_ERROR.search(fields)
+    if error is not None:
+        return _TRAILER.sub("", fields[error.end() :])
+    start = REPLY_START.search(fields)
+    return fields[start.start() :] if start is not None else None

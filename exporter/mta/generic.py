@@ -6,12 +6,8 @@ import re
 from typing import Final
 
 from exporter.events import Delivery
-from exporter.mta.common import Context, domain_of
+from exporter.mta.common import REPLY_START, Context, domain_of
 
-# The first 'NNN-N.N.N' / 'NNN N.N.N' that is not part of a longer token starts the reply.
-_REPLY_START: Final = re.compile(
-    r"(?<![\w.])[245]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3}|[xX]\.[xX]{1,3}\.[xX]{1,3})\b"
-)
 _BARE_START: Final = re.compile(r"(?:smtp;\s*|said:\s*|returned '|:\s)([245]\d\d)[ -]")
 _HOST: Final = re.compile(r"([A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}\.?)")
 _RECIPIENT: Final = re.compile(r"[\w.+'=-]{1,128}@([A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8})")
@@ -23,7 +19,9 @@ def parse(line: str, ctx: Context) -> Delivery | None:
     if marker < 0:
         return None
     head = line[:marker]
-    start = _REPLY_START.search(head)
+    start = REPLY_START.search(head)
+    if start is not None and start.start() == 0:
+        return None  # a reply at column 0 continues the previous entry (Exim writes real newlines)
     begin = start.start() if start else -1
     if start is None:
         bare = _BARE_START.search(head)

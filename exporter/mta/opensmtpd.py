@@ -40,7 +40,8 @@ def parse(line: str, ctx: Context) -> Delivery | None:
     if status is None:
         return None
     relay = fields.get("relay", "")
-    named = _RELAY_HOST.search(relay)
+    # 6.x quotes 'IP (name)'; 5.x writes it bare, so the name follows the field the regex stopped at.
+    named = _RELAY_HOST.search(relay) or _RELAY_HOST.search(body[body.find("relay=") :][:300])
     host = ctx.google.canonical(named.group(1) if named else relay.split(" ", 1)[0])
     if host is None and "gsmtp" not in stat.lower():
         return None

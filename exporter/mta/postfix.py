@@ -126,12 +126,6 @@ def _connection(body: str, queue_id: str | None, ctx: Context) -> Delivery | Non
 def _qmgr(body: str, queue_id: str | None, ctx: Context) -> Delivery | None:
     if queue_id is None:
         return None
-    if body.startswith("from=<"):
-        if ctx.track_senders:
-            sender = _FROM.match(body)
-            domain = domain_of(sender.group(1)) if sender else None
-            ctx.senders.remember(queue_id, domain or "")
-        return None
     if "status=expired" in body and queue_id in ctx.google_queue_ids:
         return Delivery(
             mta="postfix",
@@ -144,4 +138,10 @@ def _qmgr(body: str, queue_id: str | None, ctx: Context) -> Delivery | None:
             reply=None,
             sender=ctx.senders.get(queue_id) if ctx.track_senders else None,
         )
+    if body.startswith("from=<"):
+        if ctx.track_senders:
+            sender = _FROM.match(body)
+            domain = domain_of(sender.group(1)) if sender else None
+            ctx.senders.remember(queue_id, domain or "")
+        return None
     return None
