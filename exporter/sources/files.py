@@ -24,6 +24,7 @@ import hashlib
 import logging
 import lzma
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -117,6 +118,18 @@ def siblings(path: str) -> list[str]:
         for name in names
         if len(name) > len(base) and name.startswith(base) and name[len(base)] in ROTATED_SEPARATORS
     ]
+
+
+def rotation_age(path: str, rotated: str) -> tuple[int, int, str]:
+    """Sort key of a rotated sibling of `path`, older first: name.3 < name.2 < name.1, and
+    name-20261128 < name-20261129 (a compression suffix does not count)."""
+    rest = os.path.basename(rotated)[len(os.path.basename(path)) :]
+    for suffix in COMPRESSED:
+        rest = rest.removesuffix(suffix)
+    numbered = re.fullmatch(r"[.\-_]([0-9]{1,4})", rest)
+    if numbered:
+        return (0, -int(numbered.group(1)), "")
+    return (1, 0, rest)
 
 
 def _matches(path: str, saved: FileId) -> bool:
@@ -299,7 +312,6 @@ class FollowedFile:
             self._had_live = True
             return
         consumed: set[str] = set()
-        newer_than = 0
         if found is None:
             log.warning(
                 "%s: the file of the saved position is gone; reading the current file from its start",
@@ -308,8 +320,7 @@ class FollowedFile:
         else:
             self._drain_saved(found[0], main, stop, None)
             consumed.add(main["fingerprint"])
-            newer_than = os.stat(found[0]).st_mtime_ns
-            for path in self._newer_siblings(newer_than, exclude=found[0]):
+            for path in self._newer_siblings(found[0]):
                 if stop.is_set():
                     return
                 try:
@@ -332,18 +343,12 @@ class FollowedFile:
         if not stop.is_set():
             self._open_live(offset_at_end=False)
 
-    def _newer_siblings(self, mtime_ns: int, exclude: str) -> list[str]:
-        found = []
-        for path in siblings(self.path):
-            if path == exclude:
-                continue
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            if st.st_mtime_ns >= mtime_ns:
-                found.append((st.st_mtime_ns, path))
-        return [path for _, path in sorted(found)]
+    def _newer_siblings(self, than: str) -> list[str]:
+        """Rotated siblings newer than `than`, oldest first, by the rotation's naming (not by mtime: a
+        compressed copy gets a new mtime)."""
+        limit = rotation_age(self.path, than)
+        found = [p for p in siblings(self.path) if p != than and rotation_age(self.path, p) > limit]
+        return sorted(found, key=lambda p: rotation_age(self.path, p))
 
     def _same_as_live(self, head: bytes) -> bool:
         try:
