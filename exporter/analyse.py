@@ -59,8 +59,13 @@ class Analyser:
         google = GoogleHosts(google_hosts)
         self._ctx = Context(google, now=now, track_senders=track_senders)
         self._markers = _GOOGLE_MARKERS + google.markers
+        # Lines that do not name Google but feed a join: Postfix's expiry of a message Google deferred, and
+        # (when the sender_domain label is on) the MTA's sender lines.
+        self._join_markers: tuple[bytes, ...] = (b"status=expired",)
+        if track_senders:
+            self._join_markers += (b"from=", b" <= ")
+        self._all_markers = self._markers + self._join_markers
         self._forced = None if log_format in (None, "auto") else _PARSERS[log_format]
-        self._track_senders = track_senders
 
     def analyse(self, line: bytes) -> Event | Skipped | None:
         """An Event for a line about a delivery to Google, Skipped for a line we refuse, else None.
@@ -69,8 +74,42 @@ class Analyser:
             return Skipped("too_long")
         if b"\x00" in line:
             return Skipped("not_text")
-        if not any(m in line for m in self._markers) and not self._worth_a_look(line):
-            return None
+        for marker in self._all_markers:
+            if marker in line:
+                return self._analyse_candidate(line)
+        return None
+
+    def analyse_batch(self, lines: list[bytes]) -> list[Event | Skipped]:
+        """The results of a batch of lines, in order, leaving out the lines about anything else.
+
+        Same results as calling analyse() on each line, several times faster on a busy log: the prefilter
+        runs over the whole batch at C speed (one substring search per marker), so Python only looks at the
+        few lines that can concern Google."""
+        if not lines:
+            return []
+        blob = b"\n".join(lines)
+        if b"\x00" in blob or max(map(len, lines)) > MAX_LINE_BYTES:
+            return [r for r in map(self.analyse, lines) if r is not None]
+        ends: dict[int, int] = {}
+        find, rfind, size = blob.find, blob.rfind, len(blob)
+        for marker in self._all_markers:
+            at = find(marker)
+            while at >= 0:
+                start = rfind(b"\n", 0, at) + 1
+                end = find(b"\n", at)
+                if end < 0:
+                    end = size
+                ends[start] = end
+                at = find(marker, end)
+        results: list[Event | Skipped] = []
+        for start in sorted(ends):
+            result = self._analyse_candidate(blob[start : ends[start]])
+            if result is not None:
+                results.append(result)
+        return results
+
+    def _analyse_candidate(self, line: bytes) -> Event | Skipped | None:
+        """analyse() for a line that passed the prefilter."""
         try:
             text = line.decode("utf-8")
             valid = True
@@ -91,13 +130,6 @@ class Analyser:
         if "gsmtp" in text.lower() and not self._ignorable(text):
             return Skipped("unparseable")
         return None
-
-    def _worth_a_look(self, line: bytes) -> bool:
-        """Lines that do not name Google but feed a join: senders, and Postfix's expiry of a message that
-        Google deferred."""
-        if b"status=expired" in line:
-            return True
-        return self._track_senders and (b"from=<" in line or b" <= " in line or b"from=" in line)
 
     def _parse(self, text: str) -> Delivery | None:
         if self._forced is not None:

@@ -68,13 +68,20 @@ def _open(path: str) -> IO[bytes]:
     return raw
 
 
-def read_lines(stream: IO[bytes]) -> Iterator[bytes]:
-    """Lines of a stream without their newline; an overlong line is cut, never held whole."""
+def read_batches(stream: IO[bytes]) -> Iterator[list[bytes]]:
+    """Lines of a stream without their newline, a chunk's worth at a time; an overlong line is cut, never
+    held whole."""
     splitter = LineSplitter(MAX_LINE_BYTES)
     read = stream.read
     while chunk := read(_CHUNK):
-        yield from splitter.feed(chunk)
-    yield from splitter.flush()
+        yield splitter.feed(chunk)
+    yield splitter.flush()
+
+
+def read_lines(stream: IO[bytes]) -> Iterator[bytes]:
+    """Lines of a stream without their newline."""
+    for batch in read_batches(stream):
+        yield from batch
 
 
 def event_json(number: int, event: Event) -> dict[str, Any]:
@@ -304,22 +311,20 @@ def build_report(paths: Sequence[str], analyser: Analyser) -> Report:
     """Read the files in order (oldest first) and summarise; memory stays bounded whatever their size."""
     report = Report(files=list(paths))
     progress = _Progress(paths)
-    analyse = analyser.analyse
+    analyse_batch = analyser.analyse_batch
     skipped = report.skipped
     for path in paths:
         with _open(path) as stream:
             raw = getattr(stream, "fileobj", None) or stream
             last_pos = 0
-            for line in read_lines(stream):
-                report.lines += 1
-                result = analyse(line)
-                if result is None:
-                    continue
-                if isinstance(result, Skipped):
-                    skipped[result.reason] = skipped.get(result.reason, 0) + 1
-                else:
-                    report.add(result)
-                if progress.enabled and report.lines % 65536 == 0:
+            for lines in read_batches(stream):
+                report.lines += len(lines)
+                for result in analyse_batch(lines):
+                    if isinstance(result, Skipped):
+                        skipped[result.reason] = skipped.get(result.reason, 0) + 1
+                    else:
+                        report.add(result)
+                if progress.enabled:
                     pos = raw.tell()
                     progress.update(pos - last_pos)
                     last_pos = pos

@@ -8,6 +8,7 @@ multi-digit enhanced code to the previous word (`fails5.7.26 to pass`), Sendmail
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
 
@@ -31,13 +32,18 @@ MAX_REPLY_CHARS: Final = 4096
 def normalise(raw: str) -> Reply:
     """Turn a logged reply into a Reply; never raises, whatever the input."""
     text = raw[:MAX_REPLY_CHARS]
-    text = _JOINS.sub(" ", text)
-
     at = text.lower().rfind("gsmtp")
     marked = at >= 0
-    origin = "gsmtp"
     if marked:
+        # Without Google's session id the same template repeats line after line: worth a cache.
         text = _strip_trailer(text[:at])
+    return _normalise_body(text, marked)
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalise_body(text: str, marked: bool) -> Reply:
+    text = _JOINS.sub(" ", text)
+    origin = "gsmtp"
     text = _MTA_NOTE.sub("", text)
     if "gcdp" in text.lower():
         stripped = _GCDP.sub(" ", text)
