@@ -1,0 +1,166 @@
+"""`classify`, `report` and `check-rules` as a user runs them: real processes, real files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+
+LOGS = REPO / "tests" / "fixtures" / "logs"
+CLASSIFY_KEYS = {
+    "line", "mta", "scope", "status", "code", "enhanced_code", "category", "reason", "severity", "origin",
+    "google_host",
+}  # fmt: skip
+
+
+def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args], input=stdin, capture_output=True, timeout=120, check=False
+    )
+
+
+def classify(*args: str, stdin: bytes | None = None) -> list[dict[str, object]]:
+    done = run("classify", *args, stdin=stdin)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+DMARC_LINE = (
+    b"Nov 29 21:32:49 mx1 postfix/smtp[9001]: 0F8D71680EE: to=<jane.doe@gmail.com>, relay=gmail-smtp-in.l."
+    b"google.com[192.0.2.7]:25, delay=1, delays=0/0/0/1, dsn=5.7.26, status=bounced (host gmail-smtp-in.l."
+    b"google.com[192.0.2.7] said: 550-5.7.26 Unauthenticated email from example.org is not accepted due to "
+    b"550-5.7.26 domain's DMARC policy. 550 5.7.26 q16si3475662wrs.311 - gsmtp (in reply to end of DATA "
+    b"command))\n"
+)
+NOISE = b"Nov 29 21:32:49 mx1 postfix/smtpd[1]: connect from unknown[192.0.2.1]\n"
+
+
+def test_classify_from_stdin_prints_the_contract_and_only_google_lines() -> None:
+    objects = classify(stdin=NOISE + DMARC_LINE + NOISE)
+    assert len(objects) == 1
+    obj = objects[0]
+    assert obj.keys() >= CLASSIFY_KEYS
+    assert {k: obj[k] for k in sorted(CLASSIFY_KEYS)} == {
+        "category": "authentication",
+        "code": "550",
+        "enhanced_code": "5.7.26",
+        "google_host": "gmail-smtp-in.l.google.com",
+        "line": 2,
+        "mta": "postfix",
+        "origin": "gsmtp",
+        "reason": "dmarc_policy",
+        "scope": "recipient",
+        "severity": "permanent",
+        "status": "bounced",
+    }
+    assert "jane.doe" not in json.dumps(obj)
+
+
+def test_classify_accepted_delivery_has_null_category() -> None:
+    line = (
+        b"Nov 29 21:32:49 mx1 postfix/smtp[1]: ABC123: to=<a@gmail.com>, relay=gmail-smtp-in.l.google.com"
+        b"[192.0.2.7]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 2.0.0 OK  1795988790 "
+        b"jemjhxwmvm4d7puwewyy.985 - gsmtp)\n"
+    )
+    (obj,) = classify(stdin=line)
+    assert (obj["status"], obj["category"], obj["reason"], obj["severity"], obj["code"]) == (
+        "sent",
+        None,
+        None,
+        None,
+        "250",
+    )
+
+
+def test_classify_counts_on_real_postfix_log_match_report(tmp_path: Path) -> None:
+    log = LOGS / "postfix.log"
+    objects = classify(str(log))
+    recipient = [o for o in objects if o["scope"] == "recipient"]
+    by_status: dict[str, int] = {}
+    for o in recipient:
+        by_status[str(o["status"])] = by_status.get(str(o["status"]), 0) + 1
+    by_category: dict[str, int] = {}
+    for o in recipient:
+        if o["category"]:
+            by_category[str(o["category"])] = by_category.get(str(o["category"]), 0) + 1
+
+    gz = tmp_path / "postfix.log.1.gz"
+    half = log.read_bytes().splitlines(keepends=True)
+    gz.write_bytes(gzip.compress(b"".join(half[: len(half) // 2])))
+    rest = tmp_path / "postfix.log"
+    rest.write_bytes(b"".join(half[len(half) // 2 :]))
+    done = run("report", "--format", "json", str(gz), str(rest))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["lines"] == len(half)
+    assert {k: v for k, v in report["deliveries"].items() if v} == by_status
+    assert report["rejections_by_category"] == by_category
+    assert sum(r["count"] for r in report["rejections"]) == sum(by_category.values())
+    for row in report["rejections"]:
+        assert "@gmail.com" not in row["example"] or "***@gmail.com" in row["example"]
+
+
+def test_report_text_names_categories_reasons_and_codes() -> None:
+    done = run("report", str(LOGS / "postfix.log"))
+    assert done.returncode == 0, done.stderr
+    text = done.stdout.decode()
+    for needle in (
+        "Deliveries to Google",
+        "Rejections by category",
+        "authentication",
+        "dmarc_policy",
+        "5.7.26",
+    ):
+        assert needle in text
+
+
+def test_report_holds_no_whole_log_in_memory(tmp_path: Path) -> None:
+    # 300 MB of log (with a 100 MB line without newline at the end) read with a peak RSS far below that.
+    big = tmp_path / "big.log"
+    with open(big, "wb") as out:
+        block = (NOISE * 999 + DMARC_LINE) * 200
+        for _ in range(10):
+            out.write(block)
+        out.write(b"x" * 100_000_000)
+    # VmHWM, not ru_maxrss: the latter keeps the forking parent's pages across exec.
+    code = (
+        "import sys; sys.argv = ['exporter', 'report', '--format', 'json', sys.argv[1]];"
+        "import exporter.cli as c; rc = c.main();"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1];"
+        "print(hwm, file=sys.stderr); sys.exit(rc)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(big)], capture_output=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["lines"] == 2_000_001
+    assert report["rejections_by_category"] == {"authentication": 2000}
+    assert report["skipped_lines"] == {"too_long": 1}
+    peak_kib = int(done.stderr.split()[-1])
+    assert peak_kib < 60_000, f"peak RSS {peak_kib} KiB"
+
+
+def test_check_rules_ok_and_bad(tmp_path: Path) -> None:
+    ok = run("check-rules")
+    assert ok.returncode == 0
+    assert ok.stdout.startswith(b"OK: ")
+    bad = tmp_path / "bad.yml"
+    bad.write_text("rules:\n  - reason: my_rule\n    category: spam\n    code: 550\n    phrases: [x]\n")
+    done = run("check-rules", str(bad))
+    assert done.returncode == 2
+    assert done.stderr.decode().strip() == (
+        f"gmail-rejection-exporter: {bad}:5: phrases: 'x' is too short to match reliably (3+ letters)"
+    )
+
+
+def test_classify_with_a_bad_user_rules_file_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text("rules:\n  - {reason: a, category: nonsense, code: 550}\n")
+    done = run("classify", "--rules.file", str(bad), stdin=b"")
+    assert done.returncode == 2
+    assert f"{bad}:2: category:" in done.stderr.decode()
