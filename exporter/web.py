@@ -29,7 +29,8 @@ body{font-family:system-ui,sans-serif;margin:2em;color:#1d2733;max-width:1100px}
 h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.6em}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #dde3ea}
 th{background:#f2f5f8}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.muted{color:#66717d}.zero{color:#a0a8b0}code{font-size:.95em}
+.muted{color:#66717d}.zero{color:#a0a8b0}code{font-size:.95em}td.t{white-space:nowrap}
+#categories{width:auto;min-width:28em}th.n{text-align:right}
 """
 
 
@@ -209,14 +210,13 @@ def render_landing(app: App) -> str:
         f"<tr class='{'zero' if count == 0 else ''}'><td>{e(name)}</td><td class=n>{int(count)}</td></tr>"
         for name, count in sorted(categories.items(), key=lambda item: (-item[1], item[0]))
     )
-    recent_rows = (
-        "".join(
-            f"<tr><td>{e(time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(r.timestamp)))}</td><td>{e(r.category)}</td>"
-            f"<td>{e(r.reason)}</td><td>{e(r.code)} {e(r.enhanced_code)}</td><td>{e(r.text)}</td></tr>"
-            for r in recent
-        )
-        or "<tr><td colspan=5 class=muted>No rejection yet.</td></tr>"
+    recent_rows = "".join(
+        f"<tr><td class=t>{e(time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(r.timestamp)))}</td>"
+        f"<td>{e(r.category)}</td><td>{e(r.reason)}</td><td class=t>{e(r.code)} {e(r.enhanced_code)}</td>"
+        f"<td>{e(r.text)}</td></tr>"
+        for r in recent
     )
+    recent_rows = recent_rows or "<tr><td colspan=5 class=muted>No rejection yet.</td></tr>"
     metrics_link = e(app.telemetry_path)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Gmail rejection exporter</title>
@@ -229,7 +229,7 @@ def render_landing(app: App) -> str:
 <th>Behind (bytes)</th><th>Last line</th></tr>{source_rows}</table>
 <h2>Rejections by category</h2>
 <p>{int(total)} rejections since counting began; {consecutive} since the last accepted delivery.</p>
-<table id=categories><tr><th>Category</th><th>Rejections</th></tr>{category_rows}</table>
+<table id=categories><tr><th>Category</th><th class=n>Rejections</th></tr>{category_rows}</table>
 <h2>Latest rejections</h2>
 <table id=recent><tr><th>Time (UTC, log)</th><th>Category</th><th>Reason</th><th>Code</th><th>Reply</th></tr>
 {recent_rows}</table>

@@ -1,0 +1,68 @@
+"""Invalid config files and flags: exit status 2 and a message naming file, line and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from daemon_harness import run_exporter
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("log:\n  paths: [/var/log/mail.log]\n  fromat: postfix\n", ":3: log.fromat: unknown key"),
+        ("log:\n  paths: /var/log/mail.log\n", ":2: log.paths: must be a list of strings"),
+        ("journal:\n  enabled: maybe\n", ":2: journal.enabled: must be true or false"),
+        ("logs:\n  paths: []\n", ":1: logs: unknown section"),
+        ("log:\n  paths: [a]\nweb:\n  listen_address: 9791\n", ":4: web.listen_address: must be a string"),
+        (
+            "log:\n  paths: [a]\nweb:\n  listen_address: 'localhost'\n",
+            ":4: web.listen_address: 'localhost' is not",
+        ),
+        ("log:\n  paths: [a]\n  format: qmail\n", ":3: log.format: must be one of auto, postfix"),
+        ("log: [\n", ":2: invalid YAML"),
+    ],
+)
+def test_invalid_config_exits_2_naming_file_line_and_key(tmp_path: Path, text: str, where: str) -> None:
+    config = tmp_path / "exporter.yml"
+    config.write_text(text)
+    for command in ("run", "check-config"):
+        result = run_exporter(command, "--config.file", str(config), "--state.file", str(tmp_path / "s.json"))
+        assert result.returncode == 2, result
+        assert f"{config}{where}" in result.stderr
+
+
+def test_invalid_web_config_exits_2(tmp_path: Path) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  alice: plaintext\ntls_server_config:\n  cert_file: x\n")
+    result = run_exporter("run", "--log.path", "x", "--web.config.file", str(web))
+    assert result.returncode == 2
+    assert f"{web}:2: basic_auth_users.alice: must be a bcrypt hash" in result.stderr
+    web.write_text(
+        "tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\n  client_auth_type: Sometimes\n"
+    )
+    result = run_exporter("check-config", "--log.path", "x", "--web.config.file", str(web))
+    assert result.returncode == 2
+    assert f"{web}:4: tls_server_config.client_auth_type: must be one of NoClientCert" in result.stderr
+
+
+def test_bad_flag_and_missing_input_exit_2(tmp_path: Path) -> None:
+    result = run_exporter("run", "--log.path", "x", "--web.listen-address", "nowhere")
+    assert result.returncode == 2
+    assert "command line: web.listen_address: 'nowhere' is not [host]:port" in result.stderr
+    result = run_exporter("run")
+    assert result.returncode == 2
+    assert "command line: log.paths: nothing to read" in result.stderr
+
+
+def test_valid_config_checks_ok(tmp_path: Path) -> None:
+    config = tmp_path / "exporter.yml"
+    config.write_text(
+        "log:\n  paths: [/var/log/mail.log]\n  format: auto\njournal:\n  enabled: false\n"
+        "web:\n  listen_address: ':9791'\n  telemetry_path: /metrics\n  config_file: null\n"
+        "rules:\n  files: []\ngoogle:\n  hosts: []\nmetrics:\n  sender_domains: [example.com]\n"
+    )
+    result = run_exporter("check-config", "--config.file", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{config}: OK")
