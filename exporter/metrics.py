@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -25,6 +25,8 @@ from exporter.sources import ROTATION_KINDS, SourceStatus
 MAX_REJECTION_SERIES: Final = 1000
 """Distinct gmail_rejections_total series before reason, code and enhanced_code fold into "other"."""
 RECENT_REJECTIONS: Final = 20
+LABEL_CACHE_SIZE: Final = 4096
+"""Raw (verdict, reply codes) combinations whose label values are remembered, to skip the checks."""
 SEVERITIES: Final = ("temporary", "permanent")
 ORIGINS: Final = ("gsmtp", "gcdp")
 
@@ -72,6 +74,7 @@ class Metrics:
         """Whether the two delivery counters carry a sender_domain label (fixed for the life of the process)."""
         self._sender_domains = frozenset(d.lower() for d in sender_domains)
         self._statuses = statuses
+        self._labels: dict[tuple[str | None, ...], tuple[str, str, str, str, str, str]] = {}
         self.deliveries: dict[tuple[str, ...], float] = {}
         self.rejections: dict[tuple[str, ...], float] = {}
         self.connection_errors: dict[str, float] = dict.fromkeys(CONNECTION_ERROR_KINDS, 0.0)
@@ -86,7 +89,9 @@ class Metrics:
         self.state_write_errors = 0.0
         self.reload_successful = 1.0
         self.reload_success_time = time.time()
-        self.recent: deque[RecentRejection] = deque(maxlen=RECENT_REJECTIONS)
+        self._recent: deque[RecentRejection] = deque(maxlen=RECENT_REJECTIONS)
+        """Reply texts as logged: redacted when they leave the store (redacting every event would cost more
+        than the rest of counting)."""
         self._zero_delivery_series()
 
     # Zero series: dashboards and alerts see every status and category from the first scrape.
@@ -144,12 +149,21 @@ class Metrics:
         if verdict is None:
             return
         reply = event.reply
-        category = verdict.category if verdict.category in self._category_set else "unclassified"
-        reason = _pick(verdict.reason, _REASON)
-        code = (code_label(reply.code) if reply else None) or NONE
-        enhanced = (enhanced_label(reply.enhanced_code) if reply else None) or NONE
-        severity = verdict.severity if verdict.severity in SEVERITIES else OTHER
-        origin = reply.origin if reply is not None and reply.origin in ORIGINS else "gsmtp"
+        raw = (
+            verdict.category,
+            verdict.reason,
+            verdict.severity,
+            reply.code if reply else None,
+            reply.enhanced_code if reply else None,
+            reply.origin if reply else None,
+        )
+        labels = self._labels.get(raw)
+        if labels is None:
+            labels = self._rejection_labels(*raw)
+            if len(self._labels) >= LABEL_CACHE_SIZE:
+                self._labels.clear()
+            self._labels[raw] = labels
+        category, reason, code, enhanced, severity, origin = labels
         rkey = (category, reason, code, enhanced, severity, origin, *sender)
         if rkey not in self.rejections and len(self.rejections) >= MAX_REJECTION_SERIES:
             rkey = (category, OTHER, OTHER, OTHER, severity, origin, *sender)
@@ -157,8 +171,27 @@ class Metrics:
         self.consecutive += 1
         if when > self.last_rejection.get(category, 0.0):
             self.last_rejection[category] = when
-        text = redact(reply.text) if reply is not None else ""
-        self.recent.append(RecentRejection(when, category, reason, code, enhanced, text[:500]))
+        text = reply.text[:500] if reply is not None else ""
+        self._recent.append(RecentRejection(when, category, reason, code, enhanced, text))
+
+    def _rejection_labels(
+        self,
+        category: str,
+        reason: str,
+        severity: str,
+        code: str | None,
+        enhanced: str | None,
+        origin: str | None,
+    ) -> tuple[str, str, str, str, str, str]:
+        """Label values of a rejection, each from a closed list or checked against its shape."""
+        return (
+            category if category in self._category_set else "unclassified",
+            _pick(reason, _REASON),
+            code_label(code) or NONE,
+            enhanced_label(enhanced) or NONE,
+            severity if severity in SEVERITIES else OTHER,
+            origin if origin in ORIGINS else "gsmtp",
+        )
 
     def skip(self, source: str, reason: str) -> None:
         key = (source, reason if reason in self._skip_reasons else OTHER)
@@ -199,7 +232,7 @@ class Metrics:
             "source_errors": dict(self.source_errors),
             "state_write_errors": self.state_write_errors,
             "recent": [
-                [r.timestamp, r.category, r.reason, r.code, r.enhanced_code, r.text] for r in self.recent
+                [r.timestamp, r.category, r.reason, r.code, r.enhanced_code, r.text] for r in self.recent()
             ],
         }
 
@@ -227,7 +260,11 @@ class Metrics:
             self.rotations[(source, kind)] = float(value)
         self.state_write_errors = float(data.get("state_write_errors", 0.0))
         for item in data.get("recent", []):
-            self.recent.append(RecentRejection(float(item[0]), *(str(x) for x in item[1:6])))
+            self._recent.append(RecentRejection(float(item[0]), *(str(x) for x in item[1:6])))
+
+    def recent(self) -> list[RecentRejection]:
+        """The latest rejections, oldest first, reply texts redacted (caller holds the lock)."""
+        return [replace(r, text=redact(r.text)) for r in self._recent]
 
     # -- exposition --
 

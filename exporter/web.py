@@ -196,7 +196,7 @@ def render_landing(app: App) -> str:
     statuses = app.statuses()
     with app.metrics.lock:
         categories = app.metrics.by_category()
-        recent = list(app.metrics.recent)[::-1]
+        recent = app.metrics.recent()[::-1]
         consecutive = app.metrics.consecutive
     e = html.escape
     source_rows = "".join(
