@@ -154,6 +154,10 @@ class Server(ThreadingHTTPServer):
         self.app.security = security
         self.tls_context = security.tls.context() if security.tls is not None else None
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A scraper that hangs up mid-response is not worth a traceback on stderr.
+        log.debug("request from %s failed", client_address, exc_info=True)
+
     def finish_request(self, request: Any, client_address: Any) -> None:
         context = self.tls_context
         if context is not None:

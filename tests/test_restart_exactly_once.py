@@ -75,3 +75,48 @@ def test_unwritable_state_file_keeps_serving(tmp_path: Path) -> None:
         exporter.wait_for("gmail_deliveries_total", 1, status="sent")
         exporter.wait_until(lambda: exporter.value("gmail_exporter_state_write_errors_total") >= 1, 10)
         assert exporter.stop() == 0
+
+
+def _rotating_writer(log: Path, stop: threading.Event, written: list[int]) -> None:
+    """Writes continuously and rotates like logrotate (name.1 -> name.2, name -> name.1) every 0.4 s."""
+    n = 0
+    rotated_at = time.monotonic()
+    while not stop.is_set():
+        with open(log, "a") as f:
+            for _ in range(20):
+                f.write(bounced(n) if n % 10 == 0 else sent(n))
+                n += 1
+        written[0] = n
+        time.sleep(0.01)
+        if time.monotonic() - rotated_at > 0.4:
+            rotated_at = time.monotonic()
+            for k in range(8, 0, -1):
+                older = log.with_name(f"{log.name}.{k}")
+                if older.exists():
+                    older.rename(log.with_name(f"{log.name}.{k + 1}"))
+            log.rename(log.with_name(f"{log.name}.1"))
+
+
+def test_kill_9_during_rotations_counts_every_line_once(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.touch()
+    stop = threading.Event()
+    written = [0]
+    writer = threading.Thread(target=_rotating_writer, args=(log, stop, written))
+    first = Exporter(tmp_path, "--log.path", str(log)).start()
+    writer.start()
+    try:
+        first.wait_until(lambda: (tmp_path / "state.json").exists(), 10, "a state flush")
+        time.sleep(0.7)
+        first.kill9()
+        time.sleep(1.0)  # two rotations while down
+        second = Exporter(tmp_path, "--log.path", str(log)).start()
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        writer.join()
+    total = written[0]
+    with second:
+        second.wait_for("gmail_exporter_lines_total", total, source=str(log), timeout=20)
+        assert second.value("gmail_deliveries_total", status="sent") == total - (total + 9) // 10
+        assert second.value("gmail_deliveries_total", status="bounced") == (total + 9) // 10
