@@ -1,0 +1,218 @@
+"""Our exporter under measurement: `report` over the files, and the daemon following a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Final
+
+from bench import promtext
+from bench.generate import REPO, Truth
+from bench.measure import Check, Counts, Measure, append_and_wait, as_ints, file_lines, fresh, percentile
+from bench.procs import Server, cpu_seconds, free_port, memory_kb, run_timed
+
+EXPORTER: Final = (sys.executable, "-m", "exporter")
+
+
+def report(path: Path, truth: Truth, repeat: int, label: str) -> Measure:
+    """`report --format json` over one file: lines/s from spawn to exit, and its counts."""
+    lines = file_lines(path)
+    measure = Measure(f"report ({label})", "lines/s")
+    rss: list[int] = []
+    data: dict[str, object] = {}
+    for _ in range(repeat):
+        done = run_timed([*EXPORTER, "report", "--format", "json", str(path)], cwd=REPO)
+        if done.returncode != 0:
+            raise RuntimeError(f"report failed ({done.returncode}): {done.stderr.decode(errors='replace')}")
+        data = json.loads(done.stdout)
+        measure.samples.append(lines / done.seconds)
+        rss.append(done.max_rss_kb)
+    deliveries = data["deliveries"]
+    categories = data["rejections_by_category"]
+    assert isinstance(deliveries, dict) and isinstance(categories, dict)
+    measure.checks = [
+        Check("lines read", {"lines": lines}, {"lines": int(str(data["lines"]))}),
+        Check("deliveries by status", as_ints(truth.deliveries), as_ints(deliveries)),
+        Check("rejections by category", as_ints(truth.categories), as_ints(categories)),
+    ]
+    measure.extra = {"lines": lines, "peak_rss_mb": max(rss) / 1024}
+    return measure
+
+
+def deliveries(text: str) -> Counts:
+    return promtext.by_label(text, "gmail_deliveries_total", "status")
+
+
+def categories(text: str) -> Counts:
+    return promtext.by_label(text, "gmail_rejections_total", "category")
+
+
+def lines_read(text: str) -> float:
+    return promtext.total(text, "gmail_exporter_lines_total")
+
+
+class Daemon(Server):
+    """`gmail-rejection-exporter run` following one file, with its own state file and port."""
+
+    def __init__(self, workdir: Path, log_path: Path) -> None:
+        port = free_port()
+        state = workdir / f"state-{port}.json"
+        state.unlink(missing_ok=True)
+        self._output = open(workdir / f"daemon-{port}.out", "wb")  # noqa: SIM115 - closed in stop()
+        argv = [
+            *EXPORTER,
+            "run",
+            "--log.path",
+            str(log_path),
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+            "--state.file",
+            str(state),
+        ]
+        super().__init__(argv, port, self._output)
+        self.wait_ready()
+
+    def stop(self) -> None:
+        super().stop()
+        self._output.close()
+
+
+def daemon_throughput(
+    workdir: Path, corpus: Path, truth: Truth, repeat: int, *, timeout: float
+) -> tuple[Measure, Daemon, Path]:
+    """A fresh daemon per round follows an empty file while the corpus is appended; lines/s from the first
+    write to the scrape that shows every delivery. The last round's daemon is returned still running."""
+    lines = file_lines(corpus)
+    measure = Measure("daemon follow", "lines/s")
+    hwm: list[int] = []
+    expected = as_ints(truth.deliveries)
+    daemon: Daemon | None = None
+    target = workdir / "followed.log"
+    for round_ in range(repeat):
+        if daemon is not None:
+            daemon.stop()
+        daemon = Daemon(workdir, fresh(target))
+        followed = append_and_wait(daemon, corpus, target, deliveries, expected, timeout=timeout)
+        measure.samples.append(lines / followed.seconds)
+        hwm.append(memory_kb(daemon.pid, "VmHWM"))
+        if round_ == repeat - 1 or not followed.complete:
+            text = daemon.scrape()
+            measure.checks = [
+                Check("deliveries by status", expected, followed.counts),
+                Check("rejections by category", as_ints(truth.categories), as_ints(categories(text))),
+                Check("lines read", {"lines": lines}, {"lines": int(lines_read(text))}),
+            ]
+            if not followed.complete:
+                measure.note = "never reached the expected counts"
+                break
+    assert daemon is not None
+    measure.extra = {"lines": lines, "peak_rss_mb": max(hwm) / 1024}
+    return measure, daemon, target
+
+
+def latency(daemon: Daemon, target: Path, lines: list[bytes], count: int, rate: float) -> Measure:
+    """Single outcome lines appended at a steady rate; after each, /metrics is polled until the delivery
+    counter moves. The latency includes the scrape that shows it, as a Prometheus server would see it."""
+    measure = Measure("append to metric", "ms")
+    current = promtext.total(daemon.scrape(), "gmail_deliveries_total")
+    interval = 1.0 / rate
+    late = 0
+    fd = os.open(target, os.O_WRONLY | os.O_APPEND)
+    try:
+        next_at = time.perf_counter()
+        for i in range(count):
+            pause = next_at - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            else:
+                late += 1
+            os.write(fd, lines[i % len(lines)])
+            written = time.perf_counter()
+            while True:
+                seen = promtext.total(daemon.scrape(), "gmail_deliveries_total")
+                if seen > current:
+                    break
+                time.sleep(0.001)  # leave the daemon the CPU it needs to read the line
+            measure.samples.append((time.perf_counter() - written) * 1000)
+            current = seen
+            next_at += interval
+    finally:
+        os.close(fd)
+    measure.checks = [
+        Check("one delivery per append", {"deliveries": count}, {"deliveries": len(measure.samples)})
+    ]
+    measure.extra = {
+        "p50_ms": percentile(measure.samples, 50),
+        "p99_ms": percentile(measure.samples, 99),
+        "max_ms": max(measure.samples),
+        "appends": count,
+        "rate_per_s": rate,
+        "late_appends": late,
+    }
+    return measure
+
+
+def idle_cpu(pid: int, seconds: float) -> Measure:
+    """CPU used by a process doing nothing for `seconds`, as % of one core."""
+    measure = Measure("idle CPU", "% of one core")
+    before = cpu_seconds(pid)
+    time.sleep(seconds)
+    used = cpu_seconds(pid) - before
+    measure.samples.append(100 * used / seconds)
+    measure.extra = {"seconds": seconds, "cpu_seconds": used}
+    return measure
+
+
+def scrape_time(daemon: Daemon, count: int) -> Measure:
+    """How long one /metrics request takes once every category and reason has a series."""
+    measure = Measure("scrape /metrics", "ms")
+    text = ""
+    for _ in range(count):
+        start = time.perf_counter()
+        text = daemon.scrape()
+        measure.samples.append((time.perf_counter() - start) * 1000)
+    rejections = promtext.samples(text, "gmail_rejections_total")
+    measure.extra = {
+        "p99_ms": percentile(measure.samples, 99),
+        "bytes": len(text.encode()),
+        "series": sum(1 for line in text.splitlines() if line and not line.startswith("#")),
+        "rejection_series": len(rejections),
+        "reasons_with_counts": len({dict(k).get("reason") for k, v in rejections.items() if v}),
+        "categories_with_counts": len({dict(k).get("category") for k, v in rejections.items() if v}),
+    }
+    return measure
+
+
+def long_rss(workdir: Path, corpus: Path, factor: int) -> Measure:
+    """A daemon fed the corpus `factor` times over: resident memory after each pass (it must stay flat)."""
+    lines = file_lines(corpus)
+    measure = Measure(f"RSS after {factor * lines:,} lines", "MB")
+    target = workdir / "long.log"
+    rss_mb: list[float] = []
+    start = time.perf_counter()
+    with Daemon(workdir, fresh(target)) as daemon:
+        for k in range(1, factor + 1):
+            append_and_wait(
+                daemon,
+                corpus,
+                target,
+                lambda text: {"lines": lines_read(text)},
+                {"lines": k * lines},
+                timeout=600,
+            )
+            rss_mb.append(memory_kb(daemon.pid, "VmRSS") / 1024)
+        hwm = memory_kb(daemon.pid, "VmHWM") / 1024
+    seconds = time.perf_counter() - start
+    target.unlink(missing_ok=True)
+    measure.samples.append(rss_mb[-1])
+    measure.extra = {
+        "lines": factor * lines,
+        "rss_mb_after_each_pass": [round(x, 1) for x in rss_mb],
+        "growth_mb_after_first_pass": round(rss_mb[-1] - rss_mb[0], 1),
+        "peak_rss_mb": hwm,
+        "lines_per_s": factor * lines / seconds,
+    }
+    return measure

@@ -1,0 +1,363 @@
+"""The benchmark: generate the corpus, measure our exporter and its peers on the same files, check every
+count against the generator's ground truth, and write the table, results.json and the chart."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from bench import ours, peers
+from bench.chart import Bar, throughput_svg
+from bench.generate import DEFAULT_SEED, REPO, generate
+from bench.measure import Measure
+
+RESULTS: Final = Path(__file__).resolve().parent / "results"
+GOOGLE_OUTCOME: Final = re.compile(
+    rb"postfix/smtp\[\d+\]: [0-9A-F]+: to=<[^>]*>, relay=[^,\[]*\.(?:google|googlemail)\.com\[.*status=(?:sent|deferred|bounced) "
+)
+RSS_LIMIT_MB: Final = 40.0
+FLAT_MB: Final = 2.0
+"""Growth of resident memory between the first and the last pass of the long run that still counts as flat."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    lines: int
+    repeat: int
+    appends: int
+    rate: float
+    idle_seconds: float
+    scrapes: int
+    long_factor: int
+
+
+def sizes(args: argparse.Namespace) -> Sizes:
+    if args.quick:
+        return Sizes(
+            lines=50_000, repeat=1, appends=200, rate=50.0, idle_seconds=10.0, scrapes=30, long_factor=3
+        )
+    return Sizes(
+        lines=args.lines,
+        repeat=args.repeat,
+        appends=1000,
+        rate=50.0,
+        idle_seconds=60.0,
+        scrapes=200,
+        long_factor=args.long_factor,
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--lines", type=int, default=1_000_000, help="Postfix lines to generate (default 1,000,000)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds per throughput measure; the median is reported"
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run (about a minute)")
+    parser.add_argument("--long-factor", type=int, default=10,
+                        help="feed one daemon the corpus this many times over for its memory curve (0: skip)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent / "out", help="output folder"
+    )
+    return parser.parse_args(argv)
+
+
+def step(title: str) -> Callable[[], None]:
+    """Print what is being measured now; the returned function prints how long it took."""
+    start = time.perf_counter()
+    print(f"-- {title} ...", flush=True)
+
+    def done() -> None:
+        print(f"   done in {time.perf_counter() - start:.1f} s", flush=True)
+
+    return done
+
+
+def google_outcome_lines(path: Path, limit: int) -> list[bytes]:
+    """Outcome lines at Google from the Postfix corpus: what the latency measure appends one at a time."""
+    found: list[bytes] = []
+    with open(path, "rb") as handle:
+        for line in handle:
+            if GOOGLE_OUTCOME.search(line):
+                found.append(line)
+                if len(found) >= limit:
+                    break
+    return found
+
+
+def environment() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "mtail": peers.version("mtail"),
+        "prometheus_postfix_exporter": peers.version(peers.POSTFIX_EXPORTER),
+    }
+
+
+def ratio(ours_value: float | None, theirs: float | None) -> float | None:
+    if not ours_value or not theirs:
+        return None
+    return ours_value / theirs
+
+
+def targets(m: dict[str, Measure], ratios: dict[str, float | None]) -> list[dict[str, Any]]:
+    """Each target of the issue, with the number that decides it."""
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, unit: str, met: bool | None) -> None:
+        out.append({"target": name, "value": value, "unit": unit, "met": met})
+
+    report_ratio = ratios.get("report_vs_mtail")
+    add(
+        "report >= 10x mtail --one_shot",
+        report_ratio,
+        "x",
+        None if report_ratio is None else report_ratio >= 10,
+    )
+    daemon_ratio = ratios.get("daemon_vs_postfix_exporter")
+    add(
+        "daemon >= 5x postfix_exporter",
+        daemon_ratio,
+        "x",
+        None if daemon_ratio is None else daemon_ratio >= 5,
+    )
+    p99 = m["latency"].extra.get("p99_ms") if "latency" in m else None
+    add("append-to-metric p99 <= 100 ms", p99, "ms", None if p99 is None else p99 <= 100)
+    idle = m["idle"].value if "idle" in m else None
+    add("idle CPU < 0.5 % of one core", idle, "%", None if idle is None else idle < 0.5)
+    peaks = [m[k].extra["peak_rss_mb"] for k in ("report_postfix", "daemon", "long") if k in m]
+    peak = max(peaks) if peaks else None
+    add("RSS <= 40 MB (report, daemon, long run)", peak, "MB", None if peak is None else peak <= RSS_LIMIT_MB)
+    if "long" in m:
+        growth = m["long"].extra["growth_mb_after_first_pass"]
+        add(
+            f"RSS flat over {m['long'].extra['lines']:,} lines (growth <= {FLAT_MB} MB)",
+            growth,
+            "MB",
+            growth <= FLAT_MB,
+        )
+    return out
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "lines/s":
+        return f"{value:,.0f}"
+    if unit == "x":
+        return f"{value:.2f}x"
+    return f"{value:,.2f}"
+
+
+def table(m: dict[str, Measure], ratios: dict[str, float | None], goals: list[dict[str, Any]]) -> str:
+    """The results as a Markdown table (it reads as plain text too)."""
+    rows: list[tuple[str, str, str, str]] = []
+
+    def mark(measure: Measure | None) -> str:
+        if measure is None or not measure.checks:
+            return ""
+        return "exact" if measure.counts_ok else "MISCOUNTS"
+
+    def get(key: str) -> Measure | None:
+        return m.get(key)
+
+    def val(key: str, extra: str | None = None, unit: str = "") -> str:
+        measure = get(key)
+        if measure is None:
+            return "-"
+        if extra is not None:
+            return _fmt(measure.extra.get(extra), unit)
+        return _fmt(measure.value, measure.unit)
+
+    rows.append(("`report`, Postfix log (lines/s)", val("report_postfix"), mark(get("report_postfix")), ""))
+    rows.append(("`report`, Exim mainlog (lines/s)", val("report_exim"), mark(get("report_exim")), ""))
+    rows.append(("mtail `--one_shot`, Postfix log (lines/s)", val("mtail"), mark(get("mtail")), ""))
+    rows.append(("ratio `report` / mtail", _fmt(ratios.get("report_vs_mtail"), "x"), "", "≥ 10x"))
+    rows.append(("daemon following the file (lines/s)", val("daemon"), mark(get("daemon")), ""))
+    rows.append(
+        (
+            "postfix_exporter following the file (lines/s)",
+            val("postfix_exporter"),
+            mark(get("postfix_exporter")),
+            "",
+        )
+    )
+    rows.append(
+        ("ratio daemon / postfix_exporter", _fmt(ratios.get("daemon_vs_postfix_exporter"), "x"), "", "≥ 5x")
+    )
+    rows.append(("append → metric p50 (ms)", val("latency", "p50_ms"), mark(get("latency")), ""))
+    rows.append(("append → metric p99 (ms)", val("latency", "p99_ms"), "", "≤ 100 ms"))
+    rows.append(("idle CPU (% of one core)", val("idle"), "", "< 0.5 %"))
+    rows.append(("peak RSS, `report` (MB)", val("report_postfix", "peak_rss_mb"), "", "≤ 40 MB"))
+    rows.append(("peak RSS, daemon (MB)", val("daemon", "peak_rss_mb"), "", "≤ 40 MB"))
+    rows.append(("peak RSS, mtail one-shot (MB)", val("mtail", "peak_rss_mb"), "", ""))
+    rows.append(("peak RSS, postfix_exporter (MB)", val("postfix_exporter", "peak_rss_mb"), "", ""))
+    if "long" in m:
+        long = m["long"]
+        rows.append((f"RSS after {long.extra['lines']:,} lines (MB)", val("long"), "", "≤ 40 MB"))
+        rows.append(
+            ("RSS growth after the first pass (MB)", val("long", "growth_mb_after_first_pass"), "", "flat")
+        )
+    rows.append(("scrape `/metrics` p50 (ms)", val("scrape"), "", ""))
+    rows.append(("scrape `/metrics` p99 (ms)", val("scrape", "p99_ms"), "", ""))
+    if "scrape" in m:
+        s = m["scrape"].extra
+        rows.append(
+            ("series on `/metrics` (rejection series)", f"{s['series']} ({s['rejection_series']})", "", "")
+        )
+    header = ("Measure", "Value", "Counts", "Target")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    lines = [
+        "| " + " | ".join(h.ljust(widths[i]) for i, h in enumerate(header)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
+    lines += ["| " + " | ".join(c.ljust(widths[i]) for i, c in enumerate(r)) + " |" for r in rows]
+    lines.append("")
+    for goal in goals:
+        met = {True: "met", False: "MISSED", None: "not measured"}[goal["met"]]
+        lines.append(f"- {goal['target']}: {_fmt(goal['value'], goal['unit'])} {goal['unit']} → {met}")
+    return "\n".join(lines)
+
+
+def chart(m: dict[str, Measure], lines: int) -> str:
+    def bar(key: str, label: str, own: bool) -> list[Bar]:
+        measure = m.get(key)
+        if measure is None or measure.value is None:
+            return []
+        return [Bar(label, measure.value, own, measure.counts_ok)]
+
+    groups = [
+        (
+            "Over a file, start to exit",
+            bar("report_postfix", "report (Postfix log)", True)
+            + bar("report_exim", "report (Exim mainlog)", True)
+            + bar("mtail", "mtail --one_shot (Postfix log)", False),
+        ),
+        (
+            "Following a growing file",
+            bar("daemon", "gmail-rejection-exporter run", True)
+            + bar("postfix_exporter", "prometheus-postfix-exporter", False),
+        ),
+    ]
+    return throughput_svg(
+        f"Throughput on a {lines:,}-line mail log (median, higher is better)",
+        groups,
+        footnote="Same files, same machine, same run; every tool's counts checked against the generator.",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    size = sizes(args)
+    out: Path = args.out
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    timeout = max(120.0, size.lines / 2000)
+
+    done = step(f"generating {size.lines:,} Postfix lines and the same traffic as an Exim mainlog")
+    postfix_log, exim_log = work / "postfix.log", work / "exim.log"
+    truth = generate(postfix_log, exim_log, size.lines, args.seed)
+    done()
+
+    m: dict[str, Measure] = {}
+    done = step(f"report on the Postfix log, {size.repeat}x")
+    m["report_postfix"] = ours.report(postfix_log, truth, size.repeat, "Postfix")
+    done()
+    done = step(f"report on the Exim mainlog, {size.repeat}x")
+    m["report_exim"] = ours.report(exim_log, truth, size.repeat, "Exim")
+    done()
+    done = step(f"mtail --one_shot on the Postfix log, {size.repeat}x")
+    m["mtail"] = peers.mtail_one_shot(postfix_log, truth, size.repeat)
+    done()
+    done = step(f"daemon following the Postfix log as it is appended, {size.repeat}x")
+    m["daemon"], daemon, followed = ours.daemon_throughput(
+        work, postfix_log, truth, size.repeat, timeout=timeout
+    )
+    done()
+    try:
+        done = step(f"append-to-metric latency, {size.appends} appends at {size.rate:g}/s")
+        m["latency"] = ours.latency(
+            daemon, followed, google_outcome_lines(postfix_log, 1000), size.appends, size.rate
+        )
+        done()
+        done = step(f"/metrics scrape time, {size.scrapes} scrapes")
+        m["scrape"] = ours.scrape_time(daemon, size.scrapes)
+        done()
+        done = step(f"idle CPU over {size.idle_seconds:g} s")
+        time.sleep(1.0)
+        m["idle"] = ours.idle_cpu(daemon.pid, size.idle_seconds)
+        done()
+    finally:
+        daemon.stop()
+        followed.unlink(missing_ok=True)
+    done = step(f"prometheus-postfix-exporter following the Postfix log, {size.repeat}x")
+    m["postfix_exporter"] = peers.postfix_exporter_follow(
+        work, postfix_log, truth, size.repeat, timeout=timeout
+    )
+    done()
+    if size.long_factor > 0:
+        done = step(f"daemon memory over {size.long_factor * truth.postfix_lines:,} lines")
+        m["long"] = ours.long_rss(work, postfix_log, size.long_factor)
+        done()
+
+    ratios = {
+        "report_vs_mtail": ratio(m["report_postfix"].value, m["mtail"].value),
+        "daemon_vs_postfix_exporter": ratio(m["daemon"].value, m["postfix_exporter"].value),
+    }
+    goals = targets(m, ratios)
+    ours_ok = all(m[k].counts_ok for k in ("report_postfix", "report_exim", "daemon", "latency") if k in m)
+    results = {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "environment": env,
+        "parameters": {**size.__dict__, "seed": args.seed, "quick": args.quick},
+        "truth": truth.as_json(),
+        "measures": {k: v.as_json() for k, v in m.items()},
+        "ratios": ratios,
+        "targets": goals,
+        "our_counts_exact": ours_ok,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "throughput.svg").write_text(chart(m, truth.postfix_lines))
+    print()
+    print(table(m, ratios, goals))
+    for key, measure in m.items():
+        for check in measure.checks:
+            if not check.ok:
+                print(
+                    f"{key}: {check.what} differ from the ground truth (expected, got): {check.differences()}"
+                )
+    if not args.quick and ours_ok:
+        RESULTS.mkdir(exist_ok=True)
+        shutil.copyfile(out / "results.json", RESULTS / "latest.json")
+        shutil.copyfile(out / "throughput.svg", RESULTS / "throughput.svg")
+        print(f"\ncopied results.json and throughput.svg to {RESULTS.relative_to(REPO)}/")
+    print(f"\nresults: {out / 'results.json'}\nchart:   {out / 'throughput.svg'}")
+    if not ours_ok:
+        print("FAIL: our counts differ from the ground truth", file=sys.stderr)
+        return 1
+    return 0
