@@ -10,7 +10,7 @@ import argparse
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import yaml
@@ -322,8 +322,3 @@ def _validate(config: Config, where: Callable[[str], tuple[str, int | None]]) ->
             "log.paths",
             "nothing to read: give log.paths (--log.path) or --journal",
         )
-
-
-def with_state_file(config: Config, state_file: str) -> Config:
-    """A copy with another state file (the demo keeps its state next to its log)."""
-    return replace(config, state_file=state_file)

@@ -162,7 +162,6 @@ class FollowedFile:
         self._saved = saved
         self._live: _Reader | None = None
         self._old: _Reader | None = None
-        self._had_live = False
         self._recreate_pending = False
 
     def _position(self) -> Position | None:
@@ -247,7 +246,6 @@ class FollowedFile:
             reader.file.seek(end)
             reader.offset = reader.consumed = end
         self._live = reader
-        self._had_live = True
         return True
 
     def _locate(self, saved: Position) -> tuple[str, bool] | None:
@@ -309,7 +307,6 @@ class FollowedFile:
         found = self._locate(main)
         if found is not None and found[1]:
             self._live = self._open_plain(self.path, main["offset"], bool(main.get("discarding")))
-            self._had_live = True
             return
         consumed: set[str] = set()
         if found is None:
@@ -551,7 +548,3 @@ class FileSource:
             self._observer.stop()
             for followed in self._files.values():
                 followed.close()
-
-    def wake(self) -> None:
-        """Makes the reader loop look at every file now."""
-        self._wake.set()
