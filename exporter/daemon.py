@@ -37,7 +37,7 @@ JOIN_SECONDS = 5.0
 class LineAnalyser(Protocol):
     """What the daemon needs of an analyser (the real one is exporter.analyse.Analyser)."""
 
-    def analyse(self, line: bytes) -> Event | Skipped | None: ...
+    def analyse_batch(self, lines: list[bytes]) -> list[Event | Skipped]: ...
 
 
 AnalyserFactory = Callable[[Config, Rules], LineAnalyser]
@@ -75,12 +75,10 @@ class Ingest:
         analyser = self._analysers.get(source)
         if analyser is None:
             analyser = self._analysers[source] = self._new_analyser()
-        results = list(map(analyser.analyse, lines))
+        results = analyser.analyse_batch(lines)
         metrics = self.metrics
         with metrics.lock:
             for result in results:
-                if result is None:
-                    continue
                 if isinstance(result, Skipped):
                     metrics.skip(source, result.reason)
                 else:

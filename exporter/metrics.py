@@ -132,11 +132,13 @@ class Metrics:
         delivery = event.delivery
         when = delivery.timestamp if delivery.timestamp is not None else time.time()
         sender = (self._sender_label(delivery.sender),) if self.by_sender else ()
+        if delivery.scope != "recipient":
+            # Connection-scope lines (Postfix trying the next MX, Exim's host line) repeat what the recipient
+            # outcome line will say: counting them too would count one deferral several times.
+            return
         if delivery.connection_error is not None:
             kind = delivery.connection_error if delivery.connection_error in self.connection_errors else OTHER
             self.connection_errors[kind] += 1
-        if delivery.scope != "recipient":
-            return
         status = delivery.status
         if status is not None and status in STATUSES:
             key = (status, *sender)
