@@ -7,6 +7,7 @@ RequireAnyClientCert behave like VerifyClientCertIfGiven and RequireAndVerifyCli
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import ssl
@@ -49,8 +50,13 @@ _TLS_KEYS: Final = {
     "min_version": "a string",
     "max_version": "a string",
 }
+
+
 # Checking a wrong user's password against this keeps the time of a failed check independent of the user name.
-_DUMMY_HASH: Final = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=10))
+@functools.cache
+def _dummy_hash() -> bytes:
+    # Made on first use, not at import: every command line start would pay bcrypt's cost otherwise.
+    return bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=10))
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,7 @@ class WebSecurity:
             if digest in self._verified:
                 return True
         try:
-            ok = bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH) and hashed is not None
+            ok = bcrypt.checkpw(password.encode(), hashed or _dummy_hash()) and hashed is not None
         except ValueError:
             return False
         if ok:
