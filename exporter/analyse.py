@@ -110,6 +110,10 @@ class Analyser:
 
     def _analyse_candidate(self, line: bytes) -> Event | Skipped | None:
         """analyse() for a line that passed the prefilter."""
+        if self._forced in (None, postfix.parse) and postfix.never_a_delivery(
+            line, track_senders=self._ctx.track_senders
+        ):
+            return None
         try:
             text = line.decode("utf-8")
             valid = True
@@ -134,10 +138,8 @@ class Analyser:
     def _parse(self, text: str) -> Delivery | None:
         if self._forced is not None:
             return self._forced(text, self._ctx)
-        if "/smtp[" in text or "/lmtp[" in text or "/error[" in text or "/qmgr[" in text or "postfix" in text:
-            found = postfix.parse(text, self._ctx)
-            if found is not None or postfix.TAG.search(text):
-                return found
+        if postfix.claims(text):
+            return postfix.parse(text, self._ctx)
         if "sendmail[" in text or "sm-mta[" in text or "sm-msp-queue[" in text:
             return sendmail.parse(text, self._ctx)
         if "smtpd[" in text:

@@ -8,11 +8,13 @@ from typing import Final
 from exporter.events import Delivery
 from exporter.mta.common import GMAIL_DOMAINS, Context, connection_error_kind, domain_of
 
-TAG: Final = re.compile(r"[\w.-]*/(smtp|lmtp|error|qmgr|relay|local|virtual|pipe|discard)\[\d+\]:\s+")
-_QUEUE_ID: Final = re.compile(r"([0-9A-F]{6,20}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{8,20}):\s+")
-_TO: Final = re.compile(r"to=<([^>]{0,512})>")
-_RELAY: Final = re.compile(r"relay=([^\s,\[]{1,255})")
-_STATUS: Final = re.compile(r"status=(sent|deferred|bounced|expired|undeliverable)\b\s*(?:\((.*)\))?")
+# Services whose lines can concern a delivery to Google; any syslog_name may stand before the slash.
+_SERVICES: Final = ("/smtp[", "/lmtp[", "/error[", "/qmgr[")
+CLAIMS: Final = ("postfix/", "/smtp[", "/lmtp[", "/error[", "/qmgr[", "/smtpd[", "/cleanup[", "/bounce[")
+"""Substrings that mark a Postfix line, whatever the service: such a line is never another MTA's."""
+_QUEUE_ID: Final = re.compile(r"[0-9A-F]{6,20}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{8,20}")
+_RELAY_NAME: Final = re.compile(r"[^\s,\[]{1,255}")
+_STATUSES: Final = frozenset(("sent", "deferred", "bounced", "expired"))
 # Where a reply starts inside the parenthesised text, and the Google host the MTA names for it.
 _SAID: Final = re.compile(
     r"(?:host|server) ([^\s\[]{1,255})\[[^\]]{0,64}\](?::\d+)? (?:said|refused to talk to me):\s*"
@@ -21,36 +23,64 @@ _CONNECT: Final = re.compile(r"(?:connect to|conversation with|lost connection w
 _FROM: Final = re.compile(r"from=<([^>]{0,512})>")
 
 
+_NEVER_DELIVERIES: Final = (b"/smtpd[", b"/cleanup[", b"/postscreen[", b"/pickup[", b"/anvil[", b"/dnsblog[")
+"""Services that receive mail: on an MX most lines naming Google are mail *from* Google's servers."""
+
+
+def never_a_delivery(line: bytes, *, track_senders: bool) -> bool:
+    """A cheap byte-level test: True for Postfix lines that cannot record a delivery to Google."""
+    if any(tag in line for tag in _NEVER_DELIVERIES):
+        return True
+    return b"/qmgr[" in line and not track_senders and b"status=expired" not in line
+
+
+def claims(line: str) -> bool:
+    """True for any Postfix line (smtpd, cleanup, … included), so that no other parser takes it."""
+    return any(marker in line for marker in CLAIMS)
+
+
 def parse(line: str, ctx: Context) -> Delivery | None:
     """A Delivery for a Postfix line about Google, else None."""
-    tag = TAG.search(line)
-    if tag is None:
+    # Plain substring searches, not one regex: this runs for every line that names Google, most of which
+    # (smtpd connections from Google's servers, senders at gmail.com) are not deliveries.
+    for service in _SERVICES:
+        at = line.find(service)
+        if at >= 0:
+            break
+    else:
         return None
-    service = tag.group(1)
-    rest = line[tag.end() :]
-    qid_match = _QUEUE_ID.match(rest)
-    queue_id = qid_match.group(1) if qid_match else None
-    body = rest[qid_match.end() :] if qid_match else rest
+    end = line.find("]: ", at)
+    if end < 0 or not line[at + len(service) : end].isdigit():
+        return None
+    rest = line[end + 3 :].lstrip()
+    head, sep, body = rest.partition(": ")
+    queue_id = head if sep and _QUEUE_ID.fullmatch(head) else None
+    if queue_id is None:
+        body = rest
 
-    if service == "qmgr":
+    if service == "/qmgr[":
         return _qmgr(body, queue_id, ctx)
-
-    to = _TO.match(body) if body.startswith("to=") else None
-    if to is not None:
-        return _outcome(body, to.group(1), queue_id, ctx)
+    if body.startswith("to=<"):
+        close = body.find(">", 4, 520)
+        if close > 0:
+            return _outcome(body, body[4:close], queue_id, ctx)
     return _connection(body, queue_id, ctx)
 
 
 def _outcome(body: str, recipient: str, queue_id: str | None, ctx: Context) -> Delivery | None:
-    status_match = _STATUS.search(body)
-    if status_match is None:
+    at = body.find(", status=")
+    if at < 0:
         return None
-    status = status_match.group(1)
-    if status == "undeliverable":  # address verification probes, not deliveries
+    status, _, detail = body[at + 9 :].partition(" ")
+    status = status.rstrip(",")
+    if status not in _STATUSES:  # 'undeliverable' = address verification probes, not deliveries
         return None
-    detail = status_match.group(2) or ""
-    relay_match = _RELAY.search(body, 0, status_match.start())
-    relay = relay_match.group(1) if relay_match else "none"
+    detail = detail.strip()
+    if detail.startswith("(") and detail.endswith(")"):
+        detail = detail[1:-1]
+    relay_at = body.find("relay=", 0, at)
+    named = _RELAY_NAME.match(body, relay_at + 6) if relay_at >= 0 else None
+    relay = named.group(0) if named else "none"
     host = ctx.google.canonical(relay) if relay != "none" else None
     said = _SAID.search(detail)
     if said is not None:
