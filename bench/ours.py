@@ -54,6 +54,10 @@ def lines_read(text: str) -> float:
     return promtext.total(text, "gmail_exporter_lines_total")
 
 
+def _lines_read(text: str) -> Counts:
+    return {"lines": lines_read(text)}
+
+
 class Daemon(Server):
     """`gmail-rejection-exporter run` following one file, with its own state file and port."""
 
@@ -195,14 +199,11 @@ def long_rss(workdir: Path, corpus: Path, factor: int) -> Measure:
     start = time.perf_counter()
     with Daemon(workdir, fresh(target)) as daemon:
         for k in range(1, factor + 1):
-            append_and_wait(
-                daemon,
-                corpus,
-                target,
-                lambda text: {"lines": lines_read(text)},
-                {"lines": k * lines},
-                timeout=600,
-            )
+            followed = append_and_wait(daemon, corpus, target, _lines_read, {"lines": k * lines}, timeout=600)
+            measure.checks = [Check("lines read", {"lines": k * lines}, followed.counts)]
+            if not followed.complete:
+                measure.note = f"stalled in pass {k}"
+                break
             rss_mb.append(memory_kb(daemon.pid, "VmRSS") / 1024)
         hwm = memory_kb(daemon.pid, "VmHWM") / 1024
     seconds = time.perf_counter() - start
@@ -212,6 +213,7 @@ def long_rss(workdir: Path, corpus: Path, factor: int) -> Measure:
         "lines": factor * lines,
         "rss_mb_after_each_pass": [round(x, 1) for x in rss_mb],
         "growth_mb_after_first_pass": round(rss_mb[-1] - rss_mb[0], 1),
+        "growth_mb_second_half": round(rss_mb[-1] - rss_mb[(len(rss_mb) - 1) // 2], 1),
         "peak_rss_mb": hwm,
         "lines_per_s": factor * lines / seconds,
     }

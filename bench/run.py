@@ -26,8 +26,9 @@ GOOGLE_OUTCOME: Final = re.compile(
     rb"postfix/smtp\[\d+\]: [0-9A-F]+: to=<[^>]*>, relay=[^,\[]*\.(?:google|googlemail)\.com\[.*status=(?:sent|deferred|bounced) "
 )
 RSS_LIMIT_MB: Final = 40.0
-FLAT_MB: Final = 2.0
-"""Growth of resident memory between the first and the last pass of the long run that still counts as flat."""
+FLAT_MB: Final = 1.0
+"""Growth of resident memory over the second half of the long run that still counts as flat: the bounded
+queue-id maps fill during the first million lines, so a leak shows as growth after that."""
 
 
 @dataclass(frozen=True)
@@ -153,9 +154,9 @@ def targets(m: dict[str, Measure], ratios: dict[str, float | None]) -> list[dict
     peak = max(peaks) if peaks else None
     add("RSS <= 40 MB (report, daemon, long run)", peak, "MB", None if peak is None else peak <= RSS_LIMIT_MB)
     if "long" in m:
-        growth = m["long"].extra["growth_mb_after_first_pass"]
+        growth = m["long"].extra["growth_mb_second_half"]
         add(
-            f"RSS flat over {m['long'].extra['lines']:,} lines (growth <= {FLAT_MB} MB)",
+            f"RSS flat over {m['long'].extra['lines']:,} lines (second-half growth <= {FLAT_MB} MB)",
             growth,
             "MB",
             growth <= FLAT_MB,
@@ -196,6 +197,10 @@ def table(m: dict[str, Measure], ratios: dict[str, float | None], goals: list[di
     rows.append(("`report`, Postfix log (lines/s)", val("report_postfix"), mark(get("report_postfix")), ""))
     rows.append(("`report`, Exim mainlog (lines/s)", val("report_exim"), mark(get("report_exim")), ""))
     rows.append(("mtail `--one_shot`, Postfix log (lines/s)", val("mtail"), mark(get("mtail")), ""))
+    if "mtail" in m and "misfiled_refusals_at_least" in m["mtail"].extra:
+        wrong = m["mtail"].extra["misfiled_refusals_at_least"]
+        refused = sum(m["mtail"].extra["categories"]["expected"].values())
+        rows.append(("mtail: refusals in a wrong category", f"≥ {wrong:,} of {refused:,}", "", ""))
     rows.append(("ratio `report` / mtail", _fmt(ratios.get("report_vs_mtail"), "x"), "", "≥ 10x"))
     rows.append(("daemon following the file (lines/s)", val("daemon"), mark(get("daemon")), ""))
     rows.append(
@@ -220,7 +225,7 @@ def table(m: dict[str, Measure], ratios: dict[str, float | None], goals: list[di
         long = m["long"]
         rows.append((f"RSS after {long.extra['lines']:,} lines (MB)", val("long"), "", "≤ 40 MB"))
         rows.append(
-            ("RSS growth after the first pass (MB)", val("long", "growth_mb_after_first_pass"), "", "flat")
+            ("RSS growth over the second half (MB)", val("long", "growth_mb_second_half"), "", "≤ 1 MB")
         )
     rows.append(("scrape `/metrics` p50 (ms)", val("scrape"), "", ""))
     rows.append(("scrape `/metrics` p99 (ms)", val("scrape", "p99_ms"), "", ""))
@@ -239,7 +244,8 @@ def table(m: dict[str, Measure], ratios: dict[str, float | None], goals: list[di
     lines.append("")
     for goal in goals:
         met = {True: "met", False: "MISSED", None: "not measured"}[goal["met"]]
-        lines.append(f"- {goal['target']}: {_fmt(goal['value'], goal['unit'])} {goal['unit']} → {met}")
+        unit = "" if goal["unit"] == "x" else f" {goal['unit']}"
+        lines.append(f"- {goal['target']}: {_fmt(goal['value'], goal['unit'])}{unit} → {met}")
     return "\n".join(lines)
 
 
@@ -325,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         m["long"] = ours.long_rss(work, postfix_log, size.long_factor)
         done()
 
+    env["load_average_at_end"] = os.getloadavg()
     ratios = {
         "report_vs_mtail": ratio(m["report_postfix"].value, m["mtail"].value),
         "daemon_vs_postfix_exporter": ratio(m["daemon"].value, m["postfix_exporter"].value),
