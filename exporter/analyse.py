@@ -9,7 +9,7 @@ from typing import Final
 from exporter.events import Delivery, Event
 from exporter.google import GoogleHosts
 from exporter.mta import exim, generic, opensmtpd, postfix, sendmail
-from exporter.mta.common import Context
+from exporter.mta.common import REPLY_START, Context
 from exporter.reply import normalise
 from exporter.rules import Rules
 
@@ -152,8 +152,9 @@ class Analyser:
 
     @staticmethod
     def _ignorable(text: str) -> bool:
-        """Lines that quote Google's marker but record no delivery (the DSN we send back, header dumps)."""
-        return "/bounce[" in text or "/cleanup[" in text
+        """Lines that quote Google's marker but record no delivery: the DSN we send back, header dumps, and
+        the rest of a multi-line entry (Exim writes real newlines), which starts with the reply code."""
+        return "/bounce[" in text or "/cleanup[" in text or REPLY_START.match(text) is not None
 
     def _event(self, delivery: Delivery) -> Event:
         reply = normalise(delivery.reply) if delivery.reply else None

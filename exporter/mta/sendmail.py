@@ -6,7 +6,7 @@ import re
 from typing import Final
 
 from exporter.events import Delivery
-from exporter.mta.common import Context, connection_error_kind, domain_of
+from exporter.mta.common import REPLY_START, Context, connection_error_kind, domain_of
 
 TAG: Final = re.compile(r"(?:sendmail|sm-mta|sm-msp-queue)\[\d+\]:\s+(\w{6,20}):\s+")
 _RELAY: Final = re.compile(r"(?:^|, )relay=([^\s,\[]{1,255})")
@@ -29,7 +29,7 @@ def parse(line: str, ctx: Context) -> Delivery | None:
             ctx.senders.remember(queue_id, (domain_of(sender.group(1)) if sender else None) or "")
         return None
     if not body.startswith("to="):
-        return None
+        return _host_reply(body, queue_id, ctx)
     stat_match = _STAT.search(body)
     if stat_match is None:
         return None
@@ -80,3 +80,23 @@ def parse(line: str, ctx: Context) -> Delivery | None:
 def _parenthesised(stat: str) -> str | None:
     start, end = stat.find("("), stat.rfind(")")
     return stat[start + 1 : end] if 0 <= start < end else None
+
+
+def _host_reply(body: str, queue_id: str, ctx: Context) -> Delivery | None:
+    """'QID: gmail-smtp-in.l.google.com.: SMTP DATA-2 protocol error: 503 5.5.1 RCPT first. … - gsmtp':
+    a reply Sendmail logs about the connection, before the recipient's outcome line."""
+    host_name, sep, rest = body.partition(": ")
+    host = ctx.google.canonical(host_name) if sep and " " not in host_name else None
+    start = REPLY_START.search(rest) if host else None
+    if host is None or start is None:
+        return None
+    return Delivery(
+        mta="sendmail",
+        scope="connection",
+        status=None,
+        timestamp=ctx.time(),
+        queue_id=queue_id,
+        recipient_domain=None,
+        google_host=host,
+        reply=rest[start.start() :],
+    )
