@@ -29,8 +29,23 @@ _PARSERS: Final[dict[str, Parser]] = {
     "opensmtpd": opensmtpd.parse,
     "generic": generic.parse,
 }
-# Byte strings one of which every line about Google holds: its host names, its PTR names, its reply marker.
-_GOOGLE_MARKERS: Final = (b"oogle", b"gsmtp", b"gmail", b"OOGLE", b"GMAIL", b"1e100", b"GSMTP")
+# Byte strings one of which every line about a delivery to Google holds, searched in the lower-cased line:
+# its host names, its PTR names, its reply marker, a DNS failure for gmail.com. Not plain "gmail": on an MX
+# most lines holding it are about mail *from* Gmail users, and outbound lines name a google.com host anyway
+# (or smtp.gmail.com / smtp-relay.gmail.com, which ".gmail.com" finds and "@gmail.com" does not).
+_GOOGLE_MARKERS: Final = (b"oogle", b"gsmtp", b"1e100", b".gmail.com", b"name=gmail")
+
+
+def _has_long_line(blob: bytes) -> bool:
+    """Whether some line is longer than MAX_LINE_BYTES: jumps from the last newline of one window of that size
+    to the next, so a block of short lines costs a few dozen searches, not one per line."""
+    rfind, size, pos = blob.rfind, len(blob), 0
+    while size - pos > MAX_LINE_BYTES:
+        newline = rfind(b"\n", pos, pos + MAX_LINE_BYTES + 1)
+        if newline < 0:
+            return True
+        pos = newline + 1
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +73,7 @@ class Analyser:
         self.rules = rules
         google = GoogleHosts(google_hosts)
         self._ctx = Context(google, now=now, track_senders=track_senders)
-        self._markers = _GOOGLE_MARKERS + google.markers
+        self._markers = _GOOGLE_MARKERS + tuple(m.lower() for m in google.markers)
         # Lines that do not name Google but feed a join: Postfix's expiry of a message Google deferred, and
         # (when the sender_domain label is on) the MTA's sender lines.
         self._join_markers: tuple[bytes, ...] = (b"status=expired",)
@@ -74,8 +89,9 @@ class Analyser:
             return Skipped("too_long")
         if b"\x00" in line:
             return Skipped("not_text")
+        low = line.lower()
         for marker in self._all_markers:
-            if marker in line:
+            if marker in low:
                 return self._analyse_candidate(line)
         return None
 
@@ -87,26 +103,38 @@ class Analyser:
         few lines that can concern Google."""
         if not lines:
             return []
-        blob = b"\n".join(lines)
-        if b"\x00" in blob or max(map(len, lines)) > MAX_LINE_BYTES:
-            return [r for r in map(self.analyse, lines) if r is not None]
+        return self.analyse_block(b"\n".join(lines))[1]
+
+    def analyse_block(self, blob: bytes) -> tuple[int, list[Event | Skipped]]:
+        """analyse_batch() for lines already joined by newlines (a final newline is allowed): the number of
+        lines and the results. Reading a log in blocks spares splitting it into a million small objects."""
+        if not blob:
+            return 0, []
+        if blob.endswith(b"\n"):
+            blob = blob[:-1]
+        count = blob.count(b"\n") + 1
+        if b"\x00" in blob or _has_long_line(blob):
+            return count, [r for r in map(self.analyse, blob.split(b"\n")) if r is not None]
         ends: dict[int, int] = {}
-        find, rfind, size = blob.find, blob.rfind, len(blob)
+        low = blob.lower()  # same offsets; one pass instead of one search per letter case
+        find, rfind, size = low.find, low.rfind, len(low)
         for marker in self._all_markers:
             at = find(marker)
             while at >= 0:
                 start = rfind(b"\n", 0, at) + 1
-                end = find(b"\n", at)
-                if end < 0:
-                    end = size
-                ends[start] = end
+                end = ends.get(start)
+                if end is None:  # a line that an earlier marker did not find already
+                    end = find(b"\n", at)
+                    if end < 0:
+                        end = size
+                    ends[start] = end
                 at = find(marker, end)
         results: list[Event | Skipped] = []
         for start in sorted(ends):
             result = self._analyse_candidate(blob[start : ends[start]])
             if result is not None:
                 results.append(result)
-        return results
+        return count, results
 
     def _analyse_candidate(self, line: bytes) -> Event | Skipped | None:
         """analyse() for a line that passed the prefilter."""

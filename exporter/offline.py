@@ -20,7 +20,7 @@ from exporter.events import STATUSES, Event
 from exporter.labels import code_label, enhanced_label
 from exporter.redact import redact
 from exporter.rules import CATEGORIES, Rules, load_rules
-from exporter.sources.lines import LineSplitter
+from exporter.sources.lines import BlockSplitter, LineSplitter
 
 _CHUNK: Final = 1 << 20
 
@@ -72,6 +72,15 @@ def read_batches(stream: IO[bytes]) -> Iterator[list[bytes]]:
     """Lines of a stream without their newline, a chunk's worth at a time; an overlong line is cut, never
     held whole."""
     splitter = LineSplitter(MAX_LINE_BYTES)
+    read = stream.read
+    while chunk := read(_CHUNK):
+        yield splitter.feed(chunk)
+    yield splitter.flush()
+
+
+def read_blocks(stream: IO[bytes]) -> Iterator[bytes]:
+    """Whole lines of a stream, a chunk's worth at a time, joined by newlines."""
+    splitter = BlockSplitter(MAX_LINE_BYTES)
     read = stream.read
     while chunk := read(_CHUNK):
         yield splitter.feed(chunk)
@@ -311,15 +320,16 @@ def build_report(paths: Sequence[str], analyser: Analyser) -> Report:
     """Read the files in order (oldest first) and summarise; memory stays bounded whatever their size."""
     report = Report(files=list(paths))
     progress = _Progress(paths)
-    analyse_batch = analyser.analyse_batch
+    analyse_block = analyser.analyse_block
     skipped = report.skipped
     for path in paths:
         with _open(path) as stream:
             raw = getattr(stream, "fileobj", None) or stream
             last_pos = 0
-            for lines in read_batches(stream):
-                report.lines += len(lines)
-                for result in analyse_batch(lines):
+            for block in read_blocks(stream):
+                count, results = analyse_block(block)
+                report.lines += count
+                for result in results:
                     if isinstance(result, Skipped):
                         skipped[result.reason] = skipped.get(result.reason, 0) + 1
                     else:

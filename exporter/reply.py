@@ -84,16 +84,22 @@ def _strip_trailer(head: str) -> str:
 
 def _strip_prefixes(body: str, code: str, enhanced: str | None, *, multiline: bool = False) -> str:
     """Remove the continuation prefixes that the first line's code and enhanced code announce."""
+    return _prefixes(code, enhanced, multiline and enhanced is None).sub(" ", body)
+
+
+@functools.lru_cache(maxsize=512)
+def _prefixes(code: str, enhanced: str | None, bare_last_line: bool) -> re.Pattern[str]:
+    """One pattern for every prefix a reply with this code and enhanced code can carry."""
+    alternatives = []
     if enhanced is not None:
         esc = re.escape(enhanced)
-        # '550-5.7.26 ' and '550 5.7.26 ' anywhere, then a lone (possibly glued) '5.7.26'.
-        body = re.sub(rf"(?<!\d){code}[ -]{esc}(?![\d.])", " ", body)
-        body = re.sub(rf"(?<![\d.]){esc}(?![\d.])", " ", body)
-    body = re.sub(rf"(?:^|(?<=\s)){code}-", " ", body)
-    if multiline and enhanced is None:
+        # '550-5.7.26 ' and '550 5.7.26 ' anywhere, and a lone (possibly glued) '5.7.26'.
+        alternatives += [rf"(?<!\d){code}[ -]{esc}(?![\d.])", rf"(?<![\d.]){esc}(?![\d.])"]
+    alternatives.append(rf"(?:^|(?<=\s)){code}-")
+    if bare_last_line:
         # 'NNN-' lines announce a last line that starts 'NNN ' (replies without an enhanced code).
-        body = re.sub(rf"(?<=\s){code} ", " ", body)
-    return body
+        alternatives.append(rf"(?<=\s){code} ")
+    return re.compile("|".join(alternatives))
 
 
 def squeeze(text: str) -> str:

@@ -47,3 +47,48 @@ class LineSplitter:
         tail, self.partial = self.partial, b""
         self.discarding = False
         return [tail] if tail else []
+
+
+class BlockSplitter:
+    """Cuts a byte stream into blocks of whole lines (each block ends with a newline), for readers that
+    analyse a block at once instead of line by line. The same bound as LineSplitter: an unterminated line that
+    grows past `max_line_bytes` is emitted cut to `max_line_bytes + 1` bytes and the rest of it is dropped up
+    to its newline. A long line that arrives whole inside one read stays in its block (the analyser skips it)."""
+
+    __slots__ = ("_limit", "discarding", "partial")
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self._limit = max_line_bytes + 1
+        self.partial = b""
+        self.discarding = False
+
+    def feed(self, data: bytes) -> bytes:
+        """The complete lines that `data` finishes, as one block (empty when none)."""
+        if self.discarding:
+            newline = data.find(b"\n")
+            if newline < 0:
+                return b""
+            data = data[newline + 1 :]
+            self.discarding = False
+        last = data.rfind(b"\n")
+        if last < 0:
+            self.partial += data
+            if len(self.partial) < self._limit:
+                return b""
+            cut, self.partial, self.discarding = self.partial[: self._limit], b"", True
+            return cut + b"\n"
+        block = self.partial + data[: last + 1] if self.partial else data[: last + 1]
+        tail = data[last + 1 :]
+        self.partial = b""
+        if len(tail) >= self._limit:
+            block += tail[: self._limit] + b"\n"
+            self.discarding = True
+        else:
+            self.partial = tail
+        return block
+
+    def flush(self) -> bytes:
+        """The unterminated tail as a last block (the stream ended)."""
+        tail, self.partial = self.partial, b""
+        self.discarding = False
+        return tail + b"\n" if tail else b""
