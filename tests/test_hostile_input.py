@@ -85,3 +85,39 @@ def test_backtracking_bait_stays_fast() -> None:
     for bait in baits:
         assert len(bait) <= MAX_LINE_BYTES + 100
         assert _timed(bait[:MAX_LINE_BYTES]) < 0.25, bait[:60]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(lines, max_size=25), st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=8)
+)
+def test_blocks_give_what_lines_give(batch: list[bytes], cuts: list[int]) -> None:
+    from exporter.sources.lines import BlockSplitter, LineSplitter
+
+    stream = b"\n".join(batch) + b"\n" + b"x" * (MAX_LINE_BYTES + 10) + b"\nlast line without newline"
+    chunks, pos = [], 0
+    for cut in cuts * 400:
+        if pos >= len(stream):
+            break
+        chunks.append(stream[pos : pos + cut * 97])
+        pos += cut * 97
+    chunks.append(stream[pos:])
+    line_splitter, block_splitter = LineSplitter(MAX_LINE_BYTES), BlockSplitter(MAX_LINE_BYTES)
+    by_line = Analyser(RULES, now=0)
+    by_block = Analyser(RULES, now=0)
+    expected: list[object] = []
+    got: list[object] = []
+    counted = 0
+    for chunk in chunks:
+        for line in line_splitter.feed(chunk):
+            expected.append(by_line.analyse(line))
+        count, results = by_block.analyse_block(block_splitter.feed(chunk))
+        counted += count
+        got.extend(results)
+    for line in line_splitter.flush():
+        expected.append(by_line.analyse(line))
+    count, results = by_block.analyse_block(block_splitter.flush())
+    counted += count
+    got.extend(results)
+    assert counted == len(expected)
+    assert got == [r for r in expected if r is not None]
