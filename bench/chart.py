@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Final
 
-WIDTH: Final = 760
+WIDTH: Final = 820
 LABEL_WIDTH: Final = 250
 BAR_HEIGHT: Final = 24
 GAP: Final = 8

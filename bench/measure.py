@@ -20,6 +20,9 @@ POLL_SECONDS: Final = 0.05
 STALL_SECONDS: Final = 5.0
 """A follower whose counts have not moved for this long has counted all it ever will."""
 
+SAMPLES_KEPT: Final = 20
+"""results.json keeps at most this many raw samples per measure, else a summary."""
+
 Counts = Mapping[str, float]
 
 
@@ -63,12 +66,23 @@ class Measure:
     def counts_ok(self) -> bool:
         return all(c.ok for c in self.checks)
 
+    def summary(self) -> dict[str, float]:
+        """Many samples (latencies, scrapes) in a few numbers."""
+        return {
+            "count": len(self.samples),
+            "min": min(self.samples),
+            "p50": percentile(self.samples, 50),
+            "p90": percentile(self.samples, 90),
+            "p99": percentile(self.samples, 99),
+            "max": max(self.samples),
+        }
+
     def as_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "unit": self.unit,
             "value": self.value,
-            "samples": self.samples,
+            "samples": self.samples if len(self.samples) <= SAMPLES_KEPT else self.summary(),
             "counts_ok": self.counts_ok,
             "checks": [
                 {

@@ -13,6 +13,7 @@ from bench import promtext
 from bench.generate import REPO, Truth
 from bench.measure import Check, Counts, Measure, append_and_wait, as_ints, file_lines, fresh, percentile
 from bench.procs import Server, cpu_seconds, free_port, memory_kb, run_timed
+from exporter.rules import CATEGORIES, load_rules
 
 EXPORTER: Final = (sys.executable, "-m", "exporter")
 
@@ -65,7 +66,8 @@ class Daemon(Server):
         port = free_port()
         state = workdir / f"state-{port}.json"
         state.unlink(missing_ok=True)
-        self._output = open(workdir / f"daemon-{port}.out", "wb")  # noqa: SIM115 - closed in stop()
+        self.output_name = f"daemon-{port}.out"
+        self._output = open(workdir / self.output_name, "wb")  # noqa: SIM115 - closed in stop()
         argv = [
             *EXPORTER,
             "run",
@@ -110,7 +112,7 @@ def daemon_throughput(
                 Check("lines read", {"lines": lines}, {"lines": int(lines_read(text))}),
             ]
             if not followed.complete:
-                measure.note = "never reached the expected counts"
+                measure.note = f"never reached the expected counts; output in {daemon.output_name}"
                 break
     assert daemon is not None
     measure.extra = {"lines": lines, "peak_rss_mb": max(hwm) / 1024}
@@ -173,6 +175,7 @@ def idle_cpu(pid: int, seconds: float) -> Measure:
 def scrape_time(daemon: Daemon, count: int) -> Measure:
     """How long one /metrics request takes once every category and reason has a series."""
     measure = Measure("scrape /metrics", "ms")
+    rules = load_rules()
     text = ""
     for _ in range(count):
         start = time.perf_counter()
@@ -186,6 +189,8 @@ def scrape_time(daemon: Daemon, count: int) -> Measure:
         "rejection_series": len(rejections),
         "reasons_with_counts": len({dict(k).get("reason") for k, v in rejections.items() if v}),
         "categories_with_counts": len({dict(k).get("category") for k, v in rejections.items() if v}),
+        "reasons_in_rules": len(rules.reasons),
+        "categories_in_rules": len(CATEGORIES),
     }
     return measure
 
@@ -200,11 +205,11 @@ def long_rss(workdir: Path, corpus: Path, factor: int) -> Measure:
     with Daemon(workdir, fresh(target)) as daemon:
         for k in range(1, factor + 1):
             followed = append_and_wait(daemon, corpus, target, _lines_read, {"lines": k * lines}, timeout=600)
+            rss_mb.append(memory_kb(daemon.pid, "VmRSS") / 1024)
             measure.checks = [Check("lines read", {"lines": k * lines}, followed.counts)]
             if not followed.complete:
-                measure.note = f"stalled in pass {k}"
+                measure.note = f"stalled in pass {k}; output in {daemon.output_name}"
                 break
-            rss_mb.append(memory_kb(daemon.pid, "VmRSS") / 1024)
         hwm = memory_kb(daemon.pid, "VmHWM") / 1024
     seconds = time.perf_counter() - start
     target.unlink(missing_ok=True)

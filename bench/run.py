@@ -234,6 +234,8 @@ def table(m: dict[str, Measure], ratios: dict[str, float | None], goals: list[di
         rows.append(
             ("series on `/metrics` (rejection series)", f"{s['series']} ({s['rejection_series']})", "", "")
         )
+        covered = f"{s['reasons_with_counts']} of {s['reasons_in_rules']}"
+        rows.append(("reasons with a non-zero series (of the rules' reasons)", covered, "", ""))
     header = ("Measure", "Value", "Counts", "Target")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     lines = [
@@ -272,7 +274,8 @@ def chart(m: dict[str, Measure], lines: int) -> str:
     return throughput_svg(
         f"Throughput on a {lines:,}-line mail log (median, higher is better)",
         groups,
-        footnote="Same files, same machine, same run; every tool's counts checked against the generator.",
+        footnote="Same files, same machine, same run; every tool's counts checked against the generator. "
+        "The Exim mainlog holds the same traffic in fewer, longer lines.",
     )
 
 
@@ -337,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         "daemon_vs_postfix_exporter": ratio(m["daemon"].value, m["postfix_exporter"].value),
     }
     goals = targets(m, ratios)
-    ours_ok = all(m[k].counts_ok for k in ("report_postfix", "report_exim", "daemon", "latency") if k in m)
+    ours_ok = all(
+        m[k].counts_ok for k in ("report_postfix", "report_exim", "daemon", "latency", "long") if k in m
+    )
     results = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "environment": env,
