@@ -64,10 +64,14 @@ class Daemon(Server):
 
     def __init__(self, workdir: Path, log_path: Path) -> None:
         port = free_port()
-        state = workdir / f"state-{port}.json"
+        # State and output live away from the followed file: the daemon watches the log's directory, and its
+        # own state writes there would wake it.
+        run = workdir / "run"
+        run.mkdir(parents=True, exist_ok=True)
+        state = run / f"state-{port}.json"
         state.unlink(missing_ok=True)
         self.output_name = f"daemon-{port}.out"
-        self._output = open(workdir / self.output_name, "wb")  # noqa: SIM115 - closed in stop()
+        self._output = open(run / self.output_name, "wb")  # noqa: SIM115 - closed in stop()
         argv = [
             *EXPORTER,
             "run",
@@ -96,7 +100,7 @@ def daemon_throughput(
     hwm: list[int] = []
     expected = as_ints(truth.deliveries)
     daemon: Daemon | None = None
-    target = workdir / "followed.log"
+    target = workdir / "follow" / "followed.log"
     for round_ in range(repeat):
         if daemon is not None:
             daemon.stop()
@@ -112,7 +116,7 @@ def daemon_throughput(
                 Check("lines read", {"lines": lines}, {"lines": int(lines_read(text))}),
             ]
             if not followed.complete:
-                measure.note = f"never reached the expected counts; output in {daemon.output_name}"
+                measure.note = f"never reached the expected counts; output in run/{daemon.output_name}"
                 break
     assert daemon is not None
     measure.extra = {"lines": lines, "peak_rss_mb": max(hwm) / 1024}
@@ -199,7 +203,7 @@ def long_rss(workdir: Path, corpus: Path, factor: int) -> Measure:
     """A daemon fed the corpus `factor` times over: resident memory after each pass (it must stay flat)."""
     lines = file_lines(corpus)
     measure = Measure(f"RSS after {factor * lines:,} lines", "MB")
-    target = workdir / "long.log"
+    target = workdir / "follow-long" / "long.log"
     rss_mb: list[float] = []
     start = time.perf_counter()
     with Daemon(workdir, fresh(target)) as daemon:
@@ -208,7 +212,7 @@ def long_rss(workdir: Path, corpus: Path, factor: int) -> Measure:
             rss_mb.append(memory_kb(daemon.pid, "VmRSS") / 1024)
             measure.checks = [Check("lines read", {"lines": k * lines}, followed.counts)]
             if not followed.complete:
-                measure.note = f"stalled in pass {k}; output in {daemon.output_name}"
+                measure.note = f"stalled in pass {k}; output in run/{daemon.output_name}"
                 break
         hwm = memory_kb(daemon.pid, "VmHWM") / 1024
     seconds = time.perf_counter() - start

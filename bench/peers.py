@@ -117,7 +117,9 @@ def postfix_exporter_follow(
         "deferred": truth.smtp_outcomes["deferred"],
     }
     hwm: list[int] = []
-    target = workdir / "followed-postfix-exporter.log"
+    target = workdir / "follow-peer" / "followed.log"
+    run = workdir / "run"
+    run.mkdir(parents=True, exist_ok=True)
     for _ in range(repeat):
         port = free_port()
         argv = [
@@ -125,9 +127,9 @@ def postfix_exporter_follow(
             f"--web.listen-address=127.0.0.1:{port}",
             f"--postfix.logfile_path={fresh(target)}",
             # No Postfix runs here; a missing showq socket only costs a log line per scrape.
-            f"--postfix.showq_path={workdir / 'no-showq'}",
+            f"--postfix.showq_path={run / 'no-showq'}",
         ]
-        with open(workdir / f"postfix-exporter-{port}.out", "wb") as out, Server(argv, port, out) as server:
+        with open(run / f"postfix-exporter-{port}.out", "wb") as out, Server(argv, port, out) as server:
             server.wait_ready()
             followed = append_and_wait(
                 server, corpus, target, _postfix_exporter_counts, expected, timeout=timeout
