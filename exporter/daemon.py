@@ -120,6 +120,9 @@ class Daemon:
         self._announce = announce
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
+        self._wake = threading.Event()
+        """Set with _stop or _reload_requested: the main loop sleeps until the next flush otherwise."""
+        self._saved: Snapshot | None = None
         self._reload_lock = threading.Lock()
         self._sources: list[Source] = []
         self.config: Config | None = None
@@ -211,8 +214,7 @@ class Daemon:
             for thread in threads:
                 thread.join(JOIN_SECONDS)
             self._flush(state, ingest)
-            self.server.shutdown()
-            self.server.server_close()
+            web.stop(self.server)
         log.info("stopped; state written to %s", cfg.state_file)
         return 0
 
@@ -249,10 +251,11 @@ class Daemon:
             return
 
         def stop(signum: int, frame: FrameType | None) -> None:
-            self._stop.set()
+            self.stop()
 
         def hup(signum: int, frame: FrameType | None) -> None:
             self._reload_requested.set()
+            self._wake.set()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
@@ -261,11 +264,14 @@ class Daemon:
     def stop(self) -> None:
         """Asks the daemon to flush its state and return (what SIGTERM does)."""
         self._stop.set()
+        self._wake.set()
 
     def _loop(self, state: StateFile, ingest: Ingest) -> None:
         next_flush = time.monotonic() + FLUSH_SECONDS
         while not self._stop.is_set():
-            self._stop.wait(0.25)
+            # Sleep until the next flush unless a signal wakes us: an idle exporter should cost nothing.
+            self._wake.wait(max(0.0, next_flush - time.monotonic()))
+            self._wake.clear()
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
                 self.reload(ingest)
@@ -277,6 +283,8 @@ class Daemon:
 
     def _flush(self, state: StateFile, ingest: Ingest) -> None:
         snapshot = ingest.snapshot()
+        if snapshot == self._saved:
+            return  # nothing was read since the last write: no fsync for an idle log
         try:
             state.save(snapshot)
         except OSError as err:
@@ -289,6 +297,7 @@ class Daemon:
         if self._write_failing:
             log.info("state file %s written again", state.path)
         self._write_failing = False
+        self._saved = snapshot
 
     def reload(self, ingest: Ingest) -> str | None:
         """Reloads config, rules and web config keeping every counter; None on success, else the error."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import html
 import logging
@@ -179,8 +180,28 @@ def serve(host: str, port: int, app: App) -> Server:
         if host or err.errno not in (97, 99):  # EAFNOSUPPORT, EADDRNOTAVAIL: no IPv6 here
             raise
         server = Server("0.0.0.0", port, app)
-    threading.Thread(target=server.serve_forever, name="web", daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": IDLE_POLL_SECONDS}, name="web", daemon=True
+    ).start()
     return server
+
+
+IDLE_POLL_SECONDS = 30.0
+"""How often the idle server loop wakes on its own; stop() wakes it at once."""
+
+
+def stop(server: Server) -> None:
+    """Stops serving and closes the socket without waiting for the poll interval: serve_forever only
+    notices shutdown() when select() returns, so a throwaway connection makes it return."""
+    stopper = threading.Thread(target=server.shutdown, name="web-stop", daemon=True)
+    stopper.start()
+    host, port = str(server.server_address[0]), int(server.server_address[1])
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1" if server.address_family == socket.AF_INET else "::1"
+    with contextlib.suppress(OSError):
+        socket.create_connection((host, port), timeout=1).close()
+    stopper.join(IDLE_POLL_SECONDS)
+    server.server_close()
 
 
 def _age(then: float, now: float) -> str:

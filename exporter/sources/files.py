@@ -192,6 +192,11 @@ class FollowedFile:
             data = reader.file.read(READ_CHUNK)
             if not data:
                 break
+            if reader.plain and self._head_changed(reader):
+                # Truncated and written again since the last look: these bytes are the new content read from
+                # the old offset. poll() starts the new content at 0 instead.
+                reader.file.seek(reader.offset)
+                break
             grew = True
             reader.offset += len(data)
             if reader.plain and reader.ident.fingerprint_len < FINGERPRINT_BYTES:
@@ -399,6 +404,7 @@ class FollowedFile:
             kind = "recreate" if os.fstat(fd).st_nlink == 0 else "rename"
             if self._old is not None:
                 old, self._old = self._old, None
+                self._read(old, stop)
                 self._finish(old)
             self._old = live
             self._live = None
@@ -409,6 +415,7 @@ class FollowedFile:
         else:
             size = os.fstat(fd).st_size
             if size < live.offset or self._head_changed(live):
+                self._drain_copy(live, stop)
                 self._finish_partial(live)
                 live.file.seek(0)
                 live.offset = live.consumed = 0
@@ -428,6 +435,24 @@ class FollowedFile:
             self._finish(live)
             self._recreate_pending = True
             self.status.offset = self.status.size = 0
+
+    def _drain_copy(self, live: _Reader, stop: threading.Event) -> None:
+        """copytruncate copied the file before truncating it: what was written after our last read is in the
+        copy (the newest sibling with the same first bytes), so it is read from there to the copy's end."""
+        ordered = sorted(siblings(self.path), key=lambda p: rotation_age(self.path, p), reverse=True)
+        found = next((p for p in ordered if _matches(p, live.ident)), None)
+        if found is None:
+            return
+        copy: _Reader | None = None
+        try:
+            with open_rotated(found) as f:
+                f.seek(live.offset)
+                copy = _Reader(f, live.ident, live.splitter, live.offset, live.consumed, plain=False)
+                self._read(copy, stop, lambda: {**copy.position(), "draining": None} if copy else None)
+        except (OSError, EOFError, lzma.LZMAError) as err:
+            log.warning("%s: cannot read the end of the truncated file from %s: %s", self.path, found, err)
+        if copy is not None:
+            live.offset, live.consumed = copy.offset, copy.consumed
 
     def _finish_partial(self, live: _Reader) -> None:
         self._deliver(live, live.splitter.flush())
@@ -517,7 +542,8 @@ class FileSource:
                     log.warning("cannot watch %s (polling only): %s", directory, err)
 
     def run(self, stop: threading.Event) -> None:
-        self._observer = Observer()
+        # The observer's own loop need not wake every second: our stat poll is the safety net.
+        self._observer = Observer(timeout=30)
         self._observer.daemon = True
         self._watch()
         self._observer.start()
