@@ -22,7 +22,7 @@ from exporter.redact import redact
 from exporter.rules import CATEGORIES, Rules, load_rules
 from exporter.sources.lines import BlockSplitter, LineSplitter
 
-_CHUNK: Final = 1 << 20
+_CHUNK: Final = 1 << 18
 
 
 def add_classify_arguments(parser: argparse.ArgumentParser) -> None:
