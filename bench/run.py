@@ -9,6 +9,7 @@ import os
 import platform
 import re
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -99,6 +100,22 @@ def google_outcome_lines(path: Path, limit: int) -> list[bytes]:
     return found
 
 
+def revision() -> str | None:
+    """The commit measured, with "+dirty" when exporter/ has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "exporter"], cwd=REPO, capture_output=True, text=True
+        )
+    except FileNotFoundError:
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def environment() -> dict[str, Any]:
     model = ""
     try:
@@ -109,6 +126,7 @@ def environment() -> dict[str, Any]:
     except OSError:
         pass
     return {
+        "revision": revision(),
         "cpu": model,
         "cores": os.cpu_count(),
         "load_average_at_start": os.getloadavg(),
