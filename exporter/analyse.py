@@ -74,9 +74,10 @@ class Analyser:
         google = GoogleHosts(google_hosts)
         self._ctx = Context(google, now=now, track_senders=track_senders)
         self._markers = _GOOGLE_MARKERS + tuple(m.lower() for m in google.markers)
-        # Lines that do not name Google but feed a join: Postfix's expiry of a message Google deferred, and
+        # Lines that do not name Google but feed a join: Postfix's expiry of a message Google deferred,
+        # OpenSMTPD's recipient line for a reply refused at the greeting (see mta/opensmtpd.py), and
         # (when the sender_domain label is on) the MTA's sender lines.
-        self._join_markers: tuple[bytes, ...] = (b"status=expired",)
+        self._join_markers: tuple[bytes, ...] = (b"status=expired", b"network error on destination mxs")
         if track_senders:
             self._join_markers += (b"from=", b" <= ")
         self._all_markers = self._markers + self._join_markers

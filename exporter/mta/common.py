@@ -45,6 +45,12 @@ class Context:
         """queue id -> envelope sender domain, from the MTA's 'from=' lines."""
         self.google_queue_ids = BoundedMap()
         """queue ids with a delivery attempt at Google, to recognise a later 'status=expired'."""
+        self.addresses = BoundedMap(1000)
+        """relay address -> Google host name, for MTAs that name only the address on outcome lines."""
+        self.sessions = BoundedMap(1000)
+        """MTA session id -> relay address."""
+        self.last_replies = BoundedMap(1000)
+        """relay address -> the last reply refused there before any recipient."""
         self.line = b""
 
     def time(self) -> float | None:
