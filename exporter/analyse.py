@@ -80,7 +80,9 @@ class Analyser:
         self._join_markers: tuple[bytes, ...] = (b"status=expired", b"network error on destination mxs")
         if track_senders:
             self._join_markers += (b"from=", b" <= ")
-        self._all_markers = self._markers + self._join_markers
+        # Each marker is one pass over a block: drop those that contain another (a user's *.googlemail.com).
+        markers = dict.fromkeys(self._markers + self._join_markers)
+        self._all_markers = tuple(m for m in markers if not any(o != m and o in m for o in markers))
         self._forced = None if log_format in (None, "auto") else _PARSERS[log_format]
 
     def analyse(self, line: bytes) -> Event | Skipped | None:

@@ -3,44 +3,52 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from exporter import __version__
 
-SUBCOMMANDS = ("run", "classify", "report", "check-config", "check-rules", "demo")
+# Each subcommand's arguments come from the module that runs it, imported only when that subcommand runs:
+# `report` and `classify` need neither the web server nor prometheus_client nor watchdog.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": ("daemon", "add_arguments", "follow MTA logs and serve metrics (default)"),
+    "classify": (
+        "offline",
+        "add_classify_arguments",
+        "print one JSON object per line about a delivery to Google",
+    ),
+    "report": ("offline", "add_report_arguments", "summarise Google rejections in log files"),
+    "check-config": (
+        "daemon",
+        "add_check_config_arguments",
+        "validate an exporter config file and its rules",
+    ),
+    "check-rules": ("offline", "add_check_rules_arguments", "validate rules files"),
+    "demo": ("demo", "add_arguments", "run the exporter on a demo log that keeps growing"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only `command`'s module is imported to fill in its arguments."""
     parser = argparse.ArgumentParser(
         prog="gmail-rejection-exporter",
         description="Classify Gmail rejections in MTA logs and export them as Prometheus metrics.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    from exporter import daemon, demo, offline
-
-    daemon.add_arguments(sub.add_parser("run", help="follow MTA logs and serve metrics (default)"))
-    offline.add_classify_arguments(
-        sub.add_parser("classify", help="print one JSON object per line about a delivery to Google")
-    )
-    offline.add_report_arguments(sub.add_parser("report", help="summarise Google rejections in log files"))
-    daemon.add_check_config_arguments(
-        sub.add_parser("check-config", help="validate an exporter config file (and the rules it names)")
-    )
-    offline.add_check_rules_arguments(sub.add_parser("check-rules", help="validate a rules file"))
-    demo.add_arguments(sub.add_parser("demo", help="run the exporter on a demo log that keeps growing"))
+    for name, (module, function, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text)
+        if name == command:
+            getattr(importlib.import_module(f"exporter.{module}"), function)(command_parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if not args_list or (
-        args_list[0] not in SUBCOMMANDS and args_list[0] not in ("-h", "--help", "--version")
-    ):
+    if not args_list or (args_list[0] not in COMMANDS and args_list[0] not in ("-h", "--help", "--version")):
         args_list.insert(0, "run")
-    parser = build_parser()
+    parser = build_parser(args_list[0] if args_list[0] in COMMANDS else None)
     args = parser.parse_args(args_list)
     handler = args.handler
     result: int = handler(args)

@@ -1,4 +1,7 @@
-"""The hand-off types of the pipeline: source -> MTA parser -> reply -> classifier -> metrics."""
+"""The hand-off types of the pipeline: source -> MTA parser -> reply -> classifier -> metrics.
+
+Treat them as immutable. They are not frozen dataclasses only because a frozen one pays a
+object.__setattr__ per field, and a busy log creates these by the hundred thousand."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ CONNECTION_ERROR_KINDS: Final = ("timeout", "refused", "lost_connection", "tls",
 """Why a deferral to Google carried no reply from Google."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delivery:
     """One log line about a delivery attempt to Google, as an MTA parser read it."""
 
@@ -35,7 +38,7 @@ class Delivery:
     """The envelope sender when the same line names it (Exim F=, OpenSMTPD from=)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reply:
     """A Google reply normalised: codes, clean text and Google's origin marker."""
 
@@ -51,7 +54,7 @@ class Reply:
     """True when the reply ends with Google's '- gsmtp' marker."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Verdict:
     """What a rules file says about a reply."""
 
@@ -61,7 +64,7 @@ class Verdict:
     """'temporary' for a 4xx reply, 'permanent' for 5xx (the reply's own basic code)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """A delivery to Google with its reply normalised and classified: what metrics and reports consume."""
 

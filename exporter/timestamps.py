@@ -33,6 +33,8 @@ class TimestampParser:
         self._last_month = 0
         self._cache_key = b""
         self._cache_value: float | None = None
+        self._iso_key: tuple[bytes | None, ...] = ()
+        self._iso_value: float | None = None
 
     def parse(self, line: bytes) -> float | None:
         """Unix time of the line's timestamp, or None if it has none we know."""
@@ -46,25 +48,27 @@ class TimestampParser:
         return None
 
     def _iso(self, m: re.Match[bytes]) -> float | None:
-        key = m.group(0)
-        if key == self._cache_key:
-            return self._cache_value
-        year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
         fraction = float(m.group(7)) if m.group(7) else 0.0
+        # The cache keys on the whole seconds and the zone: sub-second stamps (Exim, rsyslog) repeat those.
+        key = m.group(1, 2, 3, 4, 5, 6, 8)
+        if key == self._iso_key:
+            return None if self._iso_value is None else self._iso_value + fraction
+        year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
         zone = m.group(8)
+        value: float | None
         try:
             if zone is None:
-                value = time.mktime((year, month, day, hour, minute, second, 0, 0, -1)) + fraction
+                value = time.mktime((year, month, day, hour, minute, second, 0, 0, -1))
             else:
                 text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
                 tz = "+00:00" if zone == b"Z" else zone.decode()
                 if len(tz) == 5:
                     tz = tz[:3] + ":" + tz[3:]
-                value = datetime.fromisoformat(text + tz).timestamp() + fraction
+                value = datetime.fromisoformat(text + tz).timestamp()
         except (ValueError, OverflowError):
-            return None
-        self._cache_key, self._cache_value = key, value
-        return value
+            value = None
+        self._iso_key, self._iso_value = key, value
+        return None if value is None else value + fraction
 
     def _syslog(self, m: re.Match[bytes]) -> float | None:
         month = _MONTHS[m.group(1).decode()]
