@@ -3,12 +3,17 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TSTAMP := $(VENV)/.installed-test
 
 .PHONY: run test lint typecheck pytest test-slow system-deps fixtures bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(TSTAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
@@ -18,26 +23,26 @@ run: $(STAMP)
 system-deps:
 	bash tests/install-system-deps.sh
 
-lint: $(STAMP)
+lint: $(TSTAMP)
 	$(BIN)/ruff check exporter tests bench
 	$(BIN)/ruff format --check exporter tests bench
 
-typecheck: $(STAMP)
+typecheck: $(TSTAMP)
 	$(BIN)/mypy
 
 # pytest exits 5 when it collected nothing; make treats every non-zero status as failure.
-pytest: $(STAMP) system-deps
+pytest: $(TSTAMP) system-deps
 	$(BIN)/pytest -ra
 
 test: lint typecheck pytest
 
-test-slow: $(STAMP) system-deps
+test-slow: $(TSTAMP) system-deps
 	$(BIN)/pytest -ra -m slow --run-slow
 
-fixtures: $(STAMP)
+fixtures: $(TSTAMP)
 	bash tests/fixtures/make_mta_logs.sh
 
-bench: $(STAMP)
+bench: $(TSTAMP)
 	bash bench/install-peers.sh
 	$(BIN)/python -m bench
 

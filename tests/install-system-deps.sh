@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite drives for real: Postfix, Prometheus (promtool),
-# Alertmanager and Chromium. Idempotent; a no-op when everything is present.
+# Alertmanager, Chromium, and the openssl/curl clients of the TLS tests. Idempotent; a no-op when everything is present.
 set -euo pipefail
 need=()
 command -v postfix >/dev/null 2>&1 || need+=(postfix)
@@ -8,6 +8,8 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v journalctl >/dev/null 2>&1 || need+=(systemd)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi
