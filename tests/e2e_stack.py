@@ -151,10 +151,12 @@ class Webhook:
 
     def alerts(self) -> list[tuple[float, str, str, dict[str, str]]]:
         """(received, receiver, status, labels) for every alert in every notification, in arrival order."""
+        return [(t, receiver, alert["status"], alert["labels"]) for t, receiver, alert in self.events()]
+
+    def events(self) -> list[tuple[float, str, dict[str, Any]]]:
+        """(received, receiver, alert as Alertmanager sent it) for every alert in every notification."""
         return [
-            (n.received, n.receiver, alert["status"], alert["labels"])
-            for n in list(self.notifications)
-            for alert in n.payload["alerts"]
+            (n.received, n.receiver, alert) for n in list(self.notifications) for alert in n.payload["alerts"]
         ]
 
 

@@ -17,11 +17,13 @@ refusals per window as in production (6 and 15); those two alerts have `for: 0s`
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import time
+import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -108,7 +110,7 @@ def outcome_times(maillog: Path) -> dict[str, list[float]]:
     return times
 
 
-def wait(condition: Any, timeout: float, what: str) -> None:
+def wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -117,9 +119,6 @@ def wait(condition: Any, timeout: float, what: str) -> None:
 
 
 def am_alerts(base: str) -> list[dict[str, Any]]:
-    import json
-    import urllib.request
-
     with urllib.request.urlopen(f"{base}/api/v2/alerts", timeout=10) as response:
         alerts: list[dict[str, Any]] = json.load(response)
     return alerts
@@ -143,6 +142,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     alertmanager_bin = stack.binary("prometheus-alertmanager", "prometheus-alertmanager")
     tmp = tmp_path_factory.mktemp("e2e")
     maillog = tmp / "maillog"
+    begin = time.monotonic()
     with contextlib.ExitStack() as stop:
         webhook = stop.enter_context(stack.Webhook().running())
         postfix, _ = stop.enter_context(mta_harness.postfix_to_lookalike(maillog, settings=POSTFIX_SETTINGS))
@@ -202,6 +202,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
         wait(lambda: prometheus_has(0), 20, "Prometheus' first scrape of the exporter")
         result.started = time.time()
+        print(
+            f"\nset-up {time.monotonic() - begin:.1f} s (Postfix, look-alike, exporter, Alertmanager, Prometheus)"
+        )
 
         serial = Counter[str]()
 
@@ -220,12 +223,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         wait(lambda: prometheus_has(WARMUP_ACCEPTED), 15, "Prometheus to scrape the warm-up")
 
         for round_ in range(ROUNDS):
-            begin = time.monotonic()
+            round_start = time.monotonic()
             for row, count in PER_ROUND.items():
                 for _ in range(count):
                     send(row)
             if round_ < ROUNDS - 1:
-                time.sleep(max(0.0, 1.0 - (time.monotonic() - begin)))
+                time.sleep(max(0.0, 1.0 - (time.monotonic() - round_start)))
         burst = WARMUP_ACCEPTED + ROUNDS * sum(PER_ROUND.values())
         wait(lambda: logged() == burst, 40, "the burst's outcomes in Postfix' log")
         send("accepted")
@@ -251,6 +254,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             time.sleep(0.2)
         time.sleep(2)  # anything late would show up in the assertions below
         result.alertmanager_after = am_alerts(result.alertmanager)
+        print(
+            f"traffic {result.counted - result.started:.1f} s, alerts until quiet {time.time() - result.counted:.1f} s"
+        )
         yield result
 
 
@@ -303,6 +309,15 @@ def test_prometheus_stored_the_same_counters(run: Run) -> None:
         frozenset({("category", "authentication")}): SENT[DMARC],
         frozenset({("category", "rate_limit")}): SENT[RECEIVING_RATE] + SENT[UNUSUAL_RATE],
     }
+    # A label set the exporter creates on its first refusal enters Prometheus at the value of its first scrape;
+    # rate() and increase() cannot see that part (the tests above allow for it).
+    first = {
+        dict(labels)["reason"]: points[0].v
+        for labels, points in api.samples(
+            f'gmail_rejections_total{{job="{JOB}", reason!="none"}}[5m]', run.counted
+        ).items()
+    }
+    print(f"first stored value of each new label set: {first}")
     by_status = api.vector(f'sum by (status) (gmail_deliveries_total{{job="{JOB}"}}) > 0', run.counted)
     assert by_status == {
         frozenset({("status", "sent")}): SENT["accepted"],
@@ -413,10 +428,16 @@ def test_rates_are_positive_only_for_the_refused_categories_and_zero_afterwards(
         f"peak rates: authentication {peaks['authentication']:.4f}/s, rate_limit {peaks['rate_limit']:.4f}/s"
     )
     assert {category for category, peak in peaks.items() if peak > 0} == {"authentication", "rate_limit"}
-    # At least as many refusals per window as the alert floors (6 and 15), at most what was sent.
-    assert THRESHOLDS[(AUTH, "rate_per_second")] < peaks["authentication"] <= SENT[DMARC] / (WINDOW_S - 3)
-    rate_limit_sent = SENT[RECEIVING_RATE] + SENT[UNUSUAL_RATE]
-    assert THRESHOLDS[(RATE, "rate_per_second")] < peaks["rate_limit"] <= rate_limit_sent / (WINDOW_S - 3)
+    # Above the alert floors (6 and 15 refusals per window). At most what was sent, plus what Prometheus adds
+    # by extrapolating the burst's slope (refusals per 1 s round) to the window's edges: up to 1.1 sample
+    # intervals on each side.
+    for category, rows in (("authentication", [DMARC]), ("rate_limit", [RECEIVING_RATE, UNUSUAL_RATE])):
+        alert = AUTH if category == "authentication" else RATE
+        ceiling = (sum(SENT[row] for row in rows) + 2.2 * sum(PER_ROUND[row] for row in rows)) / WINDOW_S
+        assert THRESHOLDS[(alert, "rate_per_second")] < peaks[category] <= ceiling, (
+            category,
+            peaks[category],
+        )
     final = run.prometheus.vector("category:gmail_rejections:rate5m", run.quiet)
     assert set(final.values()) == {0.0}
     assert len(final) == 16
@@ -480,21 +501,49 @@ def test_alerts_fire_reach_alertmanager_and_the_webhook_then_resolve(run: Run) -
 
 
 def test_alert_latencies(run: Run) -> None:
-    """Fire: from sending the first mail Gmail refuses in the category to the first firing notification.
-    Resolve: from sending the last one to the resolved notification; the rate has to fall below the floor, so
-    this is bounded by the window plus an evaluation, a group_interval and delivery."""
+    """Fire: from sending the first mail Gmail refuses in the category to the first firing notification; the
+    rate has to climb above the floor (6 or 15 refusals per window) first. Resolve: from sending the last one to
+    the resolved notification; the rate has to fall below the floor again, so this is bounded by the window.
+    Pipeline: from the rule evaluation that changed the alert's state (startsAt / endsAt, set by Prometheus)
+    to the webhook: Prometheus' notifier, Alertmanager's group_wait or group_interval (1 s) and the POST."""
     refusals = {AUTH: run.sent[DMARC], RATE: run.sent[RECEIVING_RATE] + run.sent[UNUSUAL_RATE]}
     for alert, (_, receivers) in ROUTES.items():
         for receiver in receivers:
             mine = [
-                (t, status)
-                for t, r, status, ls in run.webhook.alerts()
-                if r == receiver and ls["alertname"] == alert
+                (t, a)
+                for t, r, a in run.webhook.events()
+                if r == receiver and a["labels"]["alertname"] == alert
             ]
-            fired = min(t for t, status in mine if status == "firing") - min(refusals[alert])
-            resolved = max(t for t, status in mine if status == "resolved") - max(refusals[alert])
+            fired_at, firing = min(((t, a) for t, a in mine if a["status"] == "firing"), key=lambda x: x[0])
+            resolved_at, resolved = max(
+                ((t, a) for t, a in mine if a["status"] == "resolved"), key=lambda x: x[0]
+            )
+            fired = fired_at - min(refusals[alert])
+            cleared = resolved_at - max(refusals[alert])
+            fire_pipeline = fired_at - datetime.fromisoformat(firing["startsAt"]).timestamp()
+            resolve_pipeline = resolved_at - datetime.fromisoformat(resolved["endsAt"]).timestamp()
             print(
-                f"{alert} -> {receiver}: fired {fired:.1f} s after the first refusal, resolved {resolved:.1f} s after the last"
+                f"{alert} -> {receiver}: fired {fired:.1f} s after the first refusal was sent "
+                f"(pipeline {fire_pipeline:.2f} s), resolved {cleared:.1f} s after the last "
+                f"(pipeline {resolve_pipeline:.2f} s)"
             )
             assert 0 < fired < 10, (alert, receiver, fired)
-            assert 0 < resolved < WINDOW_S + 8, (alert, receiver, resolved)
+            assert 0 < cleared < WINDOW_S + 5, (alert, receiver, cleared)
+            assert 0 < fire_pipeline < 5 and 0 < resolve_pipeline < 5, (fire_pipeline, resolve_pipeline)
+
+
+def test_prometheus_evaluates_every_rule_of_the_test_copy_without_error(run: Run) -> None:
+    groups = run.prometheus.get("/api/v1/rules")["groups"]
+    loaded = {rule["name"]: rule for group in groups for rule in group["rules"]}
+    source = stack.rules_for_test(WINDOW, THRESHOLDS, {})
+    assert sorted(group["name"] for group in groups) == sorted(group["name"] for group in source["groups"])
+    assert len(loaded) == len(
+        {rule.get("record") or rule["alert"] for group in source["groups"] for rule in group["rules"]}
+    )
+    assert [(name, rule["lastError"]) for name, rule in loaded.items() if rule["health"] != "ok"] == []
+    assert "[20s]" in loaded["category:gmail_rejections:rate5m"]["query"]
+    assert {
+        name: rule["state"]
+        for name, rule in loaded.items()
+        if rule["type"] == "alerting" and rule["state"] != "inactive"
+    } == {}
