@@ -11,30 +11,15 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.rules import CATEGORIES as RULE_CATEGORIES
+
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "gmail-rejection-exporter.rules.yml"
 RULE_TESTS = sorted((ROOT / "deploy" / "prometheus" / "tests").glob("*.test.yml"))
 RUNBOOK = ROOT / "deploy" / "runbook.md"
 
-# The closed category list (docs: categories reference); an alert's category label must be one of them.
-CATEGORIES = {
-    "authentication",
-    "rate_limit",
-    "reputation",
-    "spam",
-    "ptr",
-    "tls",
-    "recipient",
-    "mailbox_full",
-    "message",
-    "sending_limit",
-    "policy",
-    "smtp_auth",
-    "relay",
-    "protocol",
-    "temporary",
-    "unclassified",
-}
+# The closed category list; an alert's category label must be one of them.
+CATEGORIES = set(RULE_CATEGORIES)
 SEVERITIES = {"critical", "warning", "info"}
 RUNBOOK_URL = re.compile(r"^(?P<base>.*)deploy/runbook\.md#(?P<anchor>[a-z0-9-]+)$")
 

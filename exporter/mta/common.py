@@ -6,6 +6,7 @@ import re
 from collections import OrderedDict
 from typing import Final
 
+from exporter.events import Delivery
 from exporter.google import GoogleHosts
 from exporter.timestamps import TimestampParser
 
@@ -56,6 +57,28 @@ class Context:
     def time(self) -> float | None:
         """Timestamp of the line being parsed."""
         return self.clock.parse(self.line)
+
+
+def connection_delivery(
+    mta: str,
+    ctx: Context,
+    queue_id: str | None,
+    host: str | None,
+    reply: str | None,
+    error: str | None = None,
+) -> Delivery:
+    """A reply (or a failure to get one) logged with no recipient outcome: scope `connection`."""
+    return Delivery(
+        mta=mta,
+        scope="connection",
+        status=None,
+        timestamp=ctx.time(),
+        queue_id=queue_id,
+        recipient_domain=None,
+        google_host=host,
+        reply=reply,
+        connection_error=error,
+    )
 
 
 def domain_of(address: str | None) -> str | None:

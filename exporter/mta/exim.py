@@ -6,7 +6,7 @@ import re
 from typing import Final
 
 from exporter.events import Delivery
-from exporter.mta.common import REPLY_START, Context, connection_error_kind, domain_of
+from exporter.mta.common import REPLY_START, Context, connection_delivery, connection_error_kind, domain_of
 
 # Message ids: 6-6-2 base62 (Exim < 4.97) or 6-11-4 (4.97 and later).
 LINE: Final = re.compile(
@@ -88,16 +88,13 @@ def _host_line(rest: str, message_id: str, ctx: Context) -> Delivery | None:
     reply = _reply(rest)
     if host is None and not (reply and "gsmtp" in reply.lower()):
         return None
-    return Delivery(
-        mta="exim",
-        scope="connection",
-        status=None,
-        timestamp=ctx.time(),
-        queue_id=message_id,
-        recipient_domain=None,
-        google_host=host,
-        reply=reply,
-        connection_error=None if reply else connection_error_kind(rest[host_match.end() :]),
+    return connection_delivery(
+        "exim",
+        ctx,
+        message_id,
+        host,
+        reply,
+        None if reply else connection_error_kind(rest[host_match.end() :]),
     )
 
 

@@ -12,7 +12,7 @@ import re
 from typing import Final
 
 from exporter.events import Delivery
-from exporter.mta.common import REPLY_START, Context, connection_error_kind, domain_of
+from exporter.mta.common import REPLY_START, Context, connection_delivery, connection_error_kind, domain_of
 
 TAG: Final = re.compile(
     r"smtpd\[\d+\]:\s+(?:(\w{16}) mta delivery |relay: (Ok|TempFail|PermFail|Loop) for (\w+): )"
@@ -96,13 +96,4 @@ def _session(match: re.Match[str], line: str, ctx: Context) -> Delivery | None:
         return None
     reply = body[start.start() :]
     ctx.last_replies.remember(address, reply)
-    return Delivery(
-        mta="opensmtpd",
-        scope="connection",
-        status=None,
-        timestamp=ctx.time(),
-        queue_id=session,
-        recipient_domain=None,
-        google_host=ctx.addresses.get(address),
-        reply=reply,
-    )
+    return connection_delivery("opensmtpd", ctx, session, ctx.addresses.get(address), reply)

@@ -6,7 +6,7 @@ import re
 from typing import Final
 
 from exporter.events import Delivery
-from exporter.mta.common import GMAIL_DOMAINS, Context, connection_error_kind, domain_of
+from exporter.mta.common import GMAIL_DOMAINS, Context, connection_delivery, connection_error_kind, domain_of
 
 # Services whose lines can concern a delivery to Google; any syslog_name may stand before the slash.
 _SERVICES: Final = ("/smtp[", "/lmtp[", "/error[", "/qmgr[")
@@ -141,17 +141,7 @@ def _connection(body: str, queue_id: str | None, ctx: Context) -> Delivery | Non
             return None
         reply = None
         error = connection_error_kind(body)
-    return Delivery(
-        mta="postfix",
-        scope="connection",
-        status=None,
-        timestamp=ctx.time(),
-        queue_id=queue_id,
-        recipient_domain=None,
-        google_host=host,
-        reply=reply,
-        connection_error=error,
-    )
+    return connection_delivery("postfix", ctx, queue_id, host, reply, error)
 
 
 def _qmgr(body: str, queue_id: str | None, ctx: Context) -> Delivery | None:

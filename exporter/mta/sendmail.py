@@ -6,7 +6,7 @@ import re
 from typing import Final
 
 from exporter.events import Delivery
-from exporter.mta.common import REPLY_START, Context, connection_error_kind, domain_of
+from exporter.mta.common import REPLY_START, Context, connection_delivery, connection_error_kind, domain_of
 
 TAG: Final = re.compile(r"(?:sendmail|sm-mta|sm-msp-queue)\[\d+\]:\s+(\w{6,20}):\s+")
 _RELAY: Final = re.compile(r"(?:^|, )relay=([^\s,\[]{1,255})")
@@ -90,13 +90,4 @@ def _host_reply(body: str, queue_id: str, ctx: Context) -> Delivery | None:
     start = REPLY_START.search(rest) if host else None
     if host is None or start is None:
         return None
-    return Delivery(
-        mta="sendmail",
-        scope="connection",
-        status=None,
-        timestamp=ctx.time(),
-        queue_id=queue_id,
-        recipient_domain=None,
-        google_host=host,
-        reply=rest[start.start() :],
-    )
+    return connection_delivery("sendmail", ctx, queue_id, host, rest[start.start() :])
