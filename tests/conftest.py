@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fixtures.gmail_lookalike import Reply, load_replies
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -26,22 +25,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@dataclass(frozen=True)
-class CorpusReply:
-    """One row of tests/data/replies.tsv: a Gmail reply and the category it must get."""
-
-    id: str
-    code: str
-    enhanced_code: str
-    category: str
-    stage: str
-    origin: str
-    text: str
+CorpusReply = Reply
+"""One row of tests/data/replies.tsv: a Gmail reply, the stage Gmail gives it at, the category it must get."""
 
 
 def load_corpus() -> list[CorpusReply]:
-    with open(TESTS / "data" / "replies.tsv", encoding="utf-8", newline="") as handle:
-        return [CorpusReply(**row) for row in csv.DictReader(handle, delimiter="\t")]
+    return list(load_replies(TESTS / "data" / "replies.tsv").values())
 
 
 CORPUS = load_corpus()

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from conftest import REFUSALS, REPO, CorpusReply
-from fixtures.gmail_lookalike import Reply as WireReply
 from fixtures.gmail_lookalike import format_reply
 
 from exporter.errors import ConfigError
@@ -30,7 +29,7 @@ FIRST_LINE_AMBIGUOUS = {
 
 
 def wire_lines(row: CorpusReply) -> list[str]:
-    return format_reply(WireReply(**row.__dict__), sid="a640c23a62f3a-aac0eff19desi1759812166b.313")
+    return format_reply(row, sid="a640c23a62f3a-aac0eff19desi1759812166b.313")
 
 
 def logged(row: CorpusReply, style: str) -> str:
