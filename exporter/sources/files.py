@@ -410,6 +410,7 @@ class FollowedFile:
             self._live = None
             self._open_live(offset_at_end=False)
             self._sink.rotated(self.path, kind)
+            self._drain_skipped(live, stop)
             if self._live is not None:
                 self._read(self._live, stop)
         else:
@@ -435,6 +436,27 @@ class FollowedFile:
             self._finish(live)
             self._recreate_pending = True
             self.status.offset = self.status.size = 0
+
+    def _drain_skipped(self, old: _Reader, stop: threading.Event) -> None:
+        """Reads whole the generations that were created and rotated away between two looks (a busy host, an
+        inotify overflow): the siblings newer than where the file we were reading went."""
+        try:
+            found = self._locate(old.position())
+            if found is None or found[1]:
+                return
+            seen = {old.ident.fingerprint}
+            for path in self._newer_siblings(found[0]):
+                head = _head(path)
+                fp = fingerprint(head)
+                if not head or fp in seen or self._same_as_live(head):
+                    continue
+                seen.add(fp)
+                st = os.stat(path)
+                log.warning("%s: %s was created and rotated between two looks; reading it", self.path, path)
+                start = {"dev": st.st_dev, "ino": st.st_ino, "fingerprint": fp, "fingerprint_len": len(head)}
+                self._drain_saved(path, {**start, "offset": 0}, stop, None)
+        except (OSError, EOFError, lzma.LZMAError) as err:
+            log.warning("%s: cannot read a rotated file skipped between two looks: %s", self.path, err)
 
     def _drain_copy(self, live: _Reader, stop: threading.Event) -> None:
         """copytruncate copied the file before truncating it: what was written after our last read is in the
