@@ -145,3 +145,24 @@ def test_bad_rules_file_names_file_line_and_key(
 
 def test_shipped_rules_file_is_the_package_data() -> None:
     assert Path(RULES.files[-1]).resolve() == (REPO / "config" / "rules.yml").resolve()
+
+
+@pytest.mark.parametrize(
+    ("reply", "category", "reason"),
+    [
+        # Wordings of other years, and wordings no rule text knows, that codes or help tokens still classify.
+        ("550-5.1.1 The email account that you tried to reach does not exist. Please try 550-5.1.1 double-checking the recipient's email address for typos or 550-5.1.1 unnecessary spaces. Learn more at 550 5.1.1 http://mail.google.com/support/bin/answer.py?answer=6596 a1si123.45 - gsmtp", "recipient", "no_such_user"),
+        ("421-4.7.0 [192.0.2.1] Our system has detected an unusual rate of 421-4.7.0 unsolicited mail originating from your IP address. To protect our 421-4.7.0 users from spam, mail sent from your IP address has been temporarily 421-4.7.0 blocked. Please visit http://www.google.com/mail/help/bulk_mail.html 421 4.7.0 to review our Bulk Email Senders Guidelines. a1si123.45 - gsmtp", "rate_limit", "ip_unusual_rate"),
+        ("421-4.7.0 [192.0.2.1] Our system has detected an unusual amount of unsolicited mail originating from your IP address. 421 4.7.0 b2si1.2 - gsmtp", "rate_limit", "ip_unusual_rate"),
+        ("552-5.7.0 Our system detected an illegal attachment on your message. Please 552-5.7.0 visit http://mail.google.com/support/bin/answer.py?answer=6590 to 552 5.7.0 review our attachment guidelines. c3si4.5 - gsmtp", "policy", "blocked_content_security"),
+        ("452-4.2.2 The recipient's inbox is out of storage space. Please direct the 452 4.2.2 recipient to https://support.google.com/mail/?p=OverQuotaTemp d4si5.6 - gsmtp", "mailbox_full", "over_quota"),
+        ("550-5.7.1 [192.0.2.1 12] Gmail has detected that this message is likely suspicious 550 5.7.1 https://support.google.com/mail/?p=UnsolicitedMessageError e5si6.7 - gsmtp", "spam", "likely_unsolicited"),
+        ("550-5.7.1 Some future wording about DMARC alignment. 550 5.7.1  https://support.google.com/mail/?p=DmarcRejection f6si7.8 - gsmtp", "authentication", "dmarc_policy"),
+        ("421-4.7.28 [192.0.2.1 15] Gmail has detected an unusual rate of unsolicited mail originating 421-4.7.28 from your DKIM domain [example.com 15]. To protect our users from 421 4.7.28 spam, mail has been temporarily rate limited. g7si8.9 - gsmtp", "rate_limit", "domain_unusual_rate"),
+        ("550-5.4.5 Daily user sending limit exceeded. For more information on Gmail 550 5.4.5 sending limits go to https://support.google.com/a/answer/166852 h8si9.0 - gsmtp", "sending_limit", "daily_sending_quota"),
+        ("550-5.7.26 Your email has been blocked because the sender is unauthenticated. 550 5.7.26 Gmail requires all senders to authenticate. i9si0.1 - gsmtp", "authentication", "unauthenticated_sender"),
+    ],
+)  # fmt: skip
+def test_replies_of_other_years_and_new_wordings(reply: str, category: str, reason: str) -> None:
+    verdict = RULES.classify(normalise(reply))
+    assert (verdict.category, verdict.reason) == (category, reason)
