@@ -144,7 +144,7 @@ class Daemon:
 
     def ready(self) -> bool:
         statuses = self.statuses()
-        return bool(statuses) and all(s.open or s.finished for s in statuses)
+        return bool(statuses) and all((s.open or s.finished) and s.resumed for s in statuses)
 
     def run(self) -> int:
         try:

@@ -93,6 +93,11 @@ class Handler(BaseHTTPRequestHandler):
         app = self.server.app
         path = self.path.split("?", 1)[0]
         if path == app.telemetry_path:
+            if not all(status.resumed for status in app.statuses()):
+                # Counters restored from the state file lag what was served before a crash until the lines
+                # logged since are read again: served now, they would go down, and Prometheus sees a reset.
+                self._send(503, b"Not ready: reading what was logged while the exporter was down\n")
+                return
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
             body = encoder(app.registry)
             if "gzip" in self.headers.get("Accept-Encoding", ""):

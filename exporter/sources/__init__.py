@@ -49,6 +49,9 @@ class SourceStatus:
     """Unix time at which the last line was read."""
     finished: bool = False
     """True when the source ended (standard input closed)."""
+    resumed: bool = True
+    """False while a source restarted from a saved position reads what was logged while the exporter was down:
+    its counters are then below what was served before the restart, so they are not served yet."""
 
 
 class Source(Protocol):

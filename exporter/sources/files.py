@@ -155,7 +155,7 @@ class FollowedFile:
         saved: Position | None = None,
     ) -> None:
         self.path = path
-        self.status = SourceStatus(name=path)
+        self.status = SourceStatus(name=path, resumed=saved is None)
         self._sink = sink
         self._max_line_bytes = max_line_bytes
         self._start_at_end = start_at_end
@@ -374,6 +374,7 @@ class FollowedFile:
             self._open_live(offset_at_end=self._start_at_end)
         self.status.open = True
         self.poll(stop)
+        self.status.resumed = True
 
     def poll(self, stop: threading.Event) -> None:
         """Reads new lines and notices rotation and truncation."""

@@ -79,7 +79,7 @@ class JournalSource:
         self._from_beginning = from_beginning
         self._cursor: str | None = (saved or {}).get("cursor")
         self._journalctl = journalctl
-        self.status = SourceStatus(name=NAME)
+        self.status = SourceStatus(name=NAME, resumed=self._cursor is None)
 
     def statuses(self) -> list[SourceStatus]:
         return [self.status]
@@ -101,6 +101,7 @@ class JournalSource:
         wait = RETRY_SECONDS[0]
         while not stop.is_set():
             got_entries = self._run_once(stop)
+            self.status.resumed = True
             if stop.is_set():
                 break
             wait = RETRY_SECONDS[0] if got_entries else min(wait * 2, RETRY_SECONDS[1])
@@ -129,6 +130,7 @@ class JournalSource:
             while not stop.is_set():
                 readable, _, _ = select.select([fd], [], [], 0.5)
                 if not readable:
+                    self.status.resumed = True  # journalctl has written everything after the saved cursor
                     continue
                 data = os.read(fd, READ_CHUNK)
                 if not data:
