@@ -163,6 +163,9 @@ class FollowedFile:
         self._live: _Reader | None = None
         self._old: _Reader | None = None
         self._recreate_pending = False
+        self._opened = False
+        self._failure: str | None = None
+        """Why the name cannot be opened, while it cannot (logged and counted once per cause)."""
 
     def _position(self) -> Position | None:
         live = self._live
@@ -241,17 +244,34 @@ class FollowedFile:
     def _open_live(self, offset_at_end: bool) -> bool:
         try:
             reader = self._open_plain(self.path, 0)
-        except FileNotFoundError:
-            return False
         except OSError as err:
-            log.warning("cannot open %s: %s", self.path, err)
+            self._cannot_open(err)
             return False
+        if self._failure is not None:
+            log.info("%s: opened", self.path)
+            self._failure = None
+        self._opened = True
         if offset_at_end:
             end = os.fstat(reader.file.fileno()).st_size
             reader.file.seek(end)
             reader.offset = reader.consumed = end
         self._live = reader
         return True
+
+    def _cannot_open(self, err: OSError) -> None:
+        """Logs and counts a cause once; the poll retries every POLL_SECONDS. A name missing between a delete
+        and its re-creation is a rotation, not a failure."""
+        if isinstance(err, FileNotFoundError) and self._opened:
+            return
+        why = err.strerror or str(err)
+        if why == self._failure:
+            return
+        self._failure = why
+        if isinstance(err, FileNotFoundError):
+            log.warning("%s does not exist (yet); it is read from its start when it appears", self.path)
+        else:
+            log.warning("cannot open %s (retrying every %.0f s): %s", self.path, POLL_SECONDS, why)
+        self._sink.error(self.path)
 
     def _locate(self, saved: Position) -> tuple[str, bool] | None:
         """Where the saved file is now: (path, is_the_live_name), or None when it is gone."""
