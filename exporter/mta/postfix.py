@@ -12,7 +12,9 @@ from exporter.mta.common import GMAIL_DOMAINS, Context, connection_delivery, con
 _SERVICES: Final = ("/smtp[", "/lmtp[", "/error[", "/qmgr[")
 CLAIMS: Final = ("postfix/", "/smtp[", "/lmtp[", "/error[", "/qmgr[", "/smtpd[", "/cleanup[", "/bounce[")
 """Substrings that mark a Postfix line, whatever the service: such a line is never another MTA's."""
-_QUEUE_ID: Final = re.compile(r"[0-9A-F]{6,20}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{8,20}")
+# Short (hex) and long queue ids, or whatever a patched build writes; never a log level word.
+_QUEUE_ID: Final = re.compile(r"[0-9A-Za-z]{3,24}")
+_NOT_QUEUE_IDS: Final = frozenset(("warning", "error", "fatal", "panic", "info", "statistics", "NOQUEUE"))
 _RELAY_NAME: Final = re.compile(r"[^\s,\[]{1,255}")
 _STATUSES: Final = frozenset(("sent", "deferred", "bounced", "expired"))
 # Where a reply starts inside the parenthesised text, and the Google host the MTA names for it.
@@ -55,7 +57,7 @@ def parse(line: str, ctx: Context) -> Delivery | None:
         return None
     rest = line[end + 3 :].lstrip()
     head, sep, body = rest.partition(": ")
-    queue_id = head if sep and _QUEUE_ID.fullmatch(head) else None
+    queue_id = head if sep and _QUEUE_ID.fullmatch(head) and head not in _NOT_QUEUE_IDS else None
     if queue_id is None:
         body = rest
 
