@@ -130,9 +130,11 @@ def load(path: str | None) -> WebSecurity:
     security = WebSecurity()
     if root is None:
         return security
+    tls_line = None
     for section, key_node, node in items(path, root, ""):
         if section == "tls_server_config":
             security.tls = _tls(path, node)
+            tls_line = line_of(key_node)
         elif section == "basic_auth_users":
             users = {}
             for user, _, hash_node in items(path, node, section):
@@ -168,7 +170,7 @@ def load(path: str | None) -> WebSecurity:
             security.tls.context()
         except (OSError, ssl.SSLError) as err:
             raise ConfigError(
-                path, None, "tls_server_config", f"cannot use certificate or key: {err}"
+                path, tls_line, "tls_server_config", f"cannot use certificate or key: {err}"
             ) from err
     return security
 
