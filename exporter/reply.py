@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from typing import Final
 
 from exporter.events import Reply
@@ -24,6 +25,7 @@ _SESSION_ID: Final = re.compile(r"[\w.-]{6,100}")
 _GCDP: Final = re.compile(r"\s*-\s*gcdp\b", re.IGNORECASE)
 _MTA_NOTE: Final = re.compile(r"\s*\((?:in reply to|conversation with)[^)]*\)\s*$", re.IGNORECASE)
 _SPACES: Final = re.compile(r"\s+")
+_NOT_ALNUM: Final = re.compile(r"[\W_]+")
 
 MAX_REPLY_CHARS: Final = 4096
 """Longer replies are cut: Gmail's longest are about 600 characters."""
@@ -83,23 +85,32 @@ def _strip_trailer(head: str) -> str:
 
 
 def _strip_prefixes(body: str, code: str, enhanced: str | None, *, multiline: bool = False) -> str:
-    """Remove the continuation prefixes that the first line's code and enhanced code announce."""
-    return _prefixes(code, enhanced, multiline and enhanced is None).sub(" ", body)
+    """Remove the continuation prefixes that the first line's code and enhanced code announce.
 
+    Generic patterns with a check of the code in a callback, not one pattern per code: a log full of distinct
+    fake codes must not cost a regex compilation per line."""
 
-@functools.lru_cache(maxsize=512)
-def _prefixes(code: str, enhanced: str | None, bare_last_line: bool) -> re.Pattern[str]:
-    """One pattern for every prefix a reply with this code and enhanced code can carry."""
-    alternatives = []
+    def own(expected: str) -> Callable[[re.Match[str]], str]:
+        return lambda m: " " if m.group(0).rstrip(" -") == expected else m.group(0)
+
     if enhanced is not None:
-        esc = re.escape(enhanced)
         # '550-5.7.26 ' and '550 5.7.26 ' anywhere, and a lone (possibly glued) '5.7.26'.
-        alternatives += [rf"(?<!\d){code}[ -]{esc}(?![\d.])", rf"(?<![\d.]){esc}(?![\d.])"]
-    alternatives.append(rf"(?:^|(?<=\s)){code}-")
-    if bare_last_line:
+        body = _CODE_AND_ENHANCED.sub(
+            lambda m: " " if (m.group(1), m.group(2)) == (code, enhanced) else m.group(0), body
+        )
+        body = _LONE_ENHANCED.sub(own(enhanced), body)
+    body = _CODE_DASH.sub(own(code), body)
+    if multiline and enhanced is None:
         # 'NNN-' lines announce a last line that starts 'NNN ' (replies without an enhanced code).
-        alternatives.append(rf"(?<=\s){code} ")
-    return re.compile("|".join(alternatives))
+        body = _CODE_SPACE.sub(own(code), body)
+    return body
+
+
+_ENHANCED_SHAPE: Final = r"[245xX#*]\.[\dxX#*]{1,3}\.[\dxX#*]{1,3}"
+_CODE_AND_ENHANCED: Final = re.compile(rf"(?<!\d)([2-5]\d\d)[ -]({_ENHANCED_SHAPE})(?![\d.])")
+_LONE_ENHANCED: Final = re.compile(rf"(?<![\d.]){_ENHANCED_SHAPE}(?![\d.])")
+_CODE_DASH: Final = re.compile(r"(?:^|(?<=\s))[2-5]\d\d-")
+_CODE_SPACE: Final = re.compile(r"(?<=\s)[2-5]\d\d ")
 
 
 def squeeze(text: str) -> str:
@@ -107,4 +118,4 @@ def squeeze(text: str) -> str:
 
     Matching in this form makes phrases indifferent to case, punctuation, wrapping, doubled spaces and
     OpenSMTPD's glued lines ('message islikely unsolicited')."""
-    return "".join(ch for ch in text.lower() if ch.isalnum())
+    return _NOT_ALNUM.sub("", text.lower())

@@ -108,11 +108,29 @@ class Rules:
         self.files = tuple(files)
         self.reasons: dict[str, str] = {r.reason: r.category for r in rules}
         self._cache: OrderedDict[tuple[str | None, str | None, str, str], tuple[str, str]] = OrderedDict()
+        # Most rules name exact enhanced codes: index them, so a reply is checked only against the rules of
+        # its own code and those without one (a reply with an unknown code meets a handful, not all).
+        self._by_enhanced: dict[str, list[Rule]] = {}
+        self._general: list[Rule] = []
+        for rule in self.rules:
+            if rule.enhanced:
+                for code in rule.enhanced:
+                    self._by_enhanced.setdefault(code, []).append(rule)
+            else:
+                self._general.append(rule)
+        self._candidates: dict[str | None, tuple[Rule, ...]] = {}
 
     def match(self, reply: Reply) -> Rule | None:
         """The winning rule for a reply, or None."""
+        candidates = self._candidates.get(reply.enhanced_code)
+        if candidates is None:
+            order = {id(rule): n for n, rule in enumerate(self.rules)}
+            chosen = self._by_enhanced.get(reply.enhanced_code or "", []) + self._general
+            candidates = tuple(sorted(chosen, key=lambda r: order[id(r)]))
+            if len(self._candidates) < 4096:  # unknown codes are bounded by the label rules, but be safe
+                self._candidates[reply.enhanced_code] = candidates
         squeezed = squeeze(reply.text)
-        for rule in self.rules:
+        for rule in candidates:
             if rule.matches(reply.code, reply.enhanced_code, reply.origin, squeezed):
                 return rule
         return None

@@ -21,7 +21,8 @@ _STATUSES: Final = frozenset(("sent", "deferred", "bounced", "expired"))
 _SAID: Final = re.compile(
     r"(?:host|server) ([^\s\[]{1,255})\[[^\]]{0,64}\](?::\d+)? (?:said|refused to talk to me):\s*"
 )
-_CONNECT: Final = re.compile(r"(?:connect to|conversation with|lost connection with|with) ([^\s\[]{1,255})\[")
+_HOST_NAME: Final = re.compile(r"([^\s\[]{1,255})\[")
+_CONNECT_PHRASES: Final = ("connect to ", "conversation with ", "lost connection with ")
 _FROM: Final = re.compile(r"from=<([^>]{0,512})>")
 
 
@@ -35,6 +36,27 @@ def never_a_delivery(line: bytes, *, track_senders: bool) -> bool:
         if tag in line:
             return True
     return b"/qmgr[" in line and not track_senders and b"status=expired" not in line
+
+
+def _said(text: str) -> re.Match[str] | None:
+    """Where the reply starts: the regex runs only just before ' said: ' or ' refused to talk to me: ', so a
+    line full of 'host x[' costs one substring search, not a regex attempt at every 'host'."""
+    for marker in (" said:", " refused to talk to me:"):
+        at = text.find(marker)
+        if at >= 0:
+            return _SAID.search(text, max(0, at - 340), at + len(marker) + 1)
+    return None
+
+
+def _connect_host(text: str) -> str | None:
+    """The host Postfix names in 'connect to X[…]', 'conversation with X[…]' or 'lost connection with X[…]'."""
+    for phrase in _CONNECT_PHRASES:
+        at = text.find(phrase)
+        if at >= 0:
+            named = _HOST_NAME.match(text, at + len(phrase))
+            if named:
+                return named.group(1)
+    return None
 
 
 def claims(line: str) -> bool:
@@ -85,13 +107,13 @@ def _outcome(body: str, recipient: str, queue_id: str | None, ctx: Context) -> D
     named = _RELAY_NAME.match(body, relay_at + 6) if relay_at >= 0 else None
     relay = named.group(0) if named else "none"
     host = ctx.google.canonical(relay) if relay != "none" else None
-    said = _SAID.search(detail)
+    said = _said(detail)
     if said is not None:
         host = host or ctx.google.canonical(said.group(1))
     elif host is None:
-        connect = _CONNECT.search(detail)
-        if connect is not None:
-            host = ctx.google.canonical(connect.group(1))
+        connected = _connect_host(detail)
+        if connected is not None:
+            host = ctx.google.canonical(connected)
     domain = domain_of(recipient)
     google_reply = "gsmtp" in detail.lower()
     # relay=none and no host named: only a DNS failure for gmail.com itself is still about Google.
@@ -127,7 +149,7 @@ def _outcome(body: str, recipient: str, queue_id: str | None, ctx: Context) -> D
 
 def _connection(body: str, queue_id: str | None, ctx: Context) -> Delivery | None:
     """'host X said', 'refused to talk to me', SASL failures and connect errors, logged with no recipient."""
-    said = _SAID.search(body)
+    said = _said(body)
     if said is not None:
         host = ctx.google.canonical(said.group(1))
         reply = body[said.end() :]
@@ -135,10 +157,10 @@ def _connection(body: str, queue_id: str | None, ctx: Context) -> Delivery | Non
             return None
         error = None
     else:
-        connect = _CONNECT.search(body)
-        if connect is None:
+        named = _connect_host(body)
+        if named is None:
             return None
-        host = ctx.google.canonical(connect.group(1))
+        host = ctx.google.canonical(named)
         if host is None:
             return None
         reply = None
