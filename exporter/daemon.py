@@ -61,6 +61,8 @@ class Ingest:
     def __init__(self, metrics: Metrics, new_analyser: Callable[[], LineAnalyser]) -> None:
         self.metrics = metrics
         self.positions: dict[str, Position] = {}
+        self.generation = 0
+        """Bumped whenever counters or positions change, so an idle flush can skip building a snapshot."""
         self._new_analyser = new_analyser
         self._analysers: dict[str, LineAnalyser] = {}
 
@@ -86,15 +88,18 @@ class Ingest:
             metrics.read(source, len(lines), nbytes)
             if position is not None:
                 self.positions[key] = position
+            self.generation += 1
 
     def rotated(self, source: str, kind: str) -> None:
         log.info("%s: rotation (%s)", source, kind)
         with self.metrics.lock:
             self.metrics.rotated(source, kind)
+            self.generation += 1
 
     def error(self, source: str) -> None:
         with self.metrics.lock:
             self.metrics.source_error(source)
+            self.generation += 1
 
     def snapshot(self) -> Snapshot:
         with self.metrics.lock:
@@ -123,6 +128,7 @@ class Daemon:
         self._wake = threading.Event()
         """Set with _stop or _reload_requested: the main loop sleeps until the next flush otherwise."""
         self._saved: Snapshot | None = None
+        self._saved_generation = -1
         self._reload_lock = threading.Lock()
         self._sources: list[Source] = []
         self.config: Config | None = None
@@ -281,10 +287,14 @@ class Daemon:
 
     _write_failing = False
 
-    def _flush(self, state: StateFile, ingest: Ingest) -> None:
+    def _flush(self, state: StateFile, ingest: Ingest, *, force: bool = False) -> None:
+        generation = ingest.generation
+        if self._saved is not None and generation == self._saved_generation and not force:
+            return  # nothing was read since the last write: an idle log costs neither a snapshot nor an fsync
         snapshot = ingest.snapshot()
         if snapshot == self._saved:
-            return  # nothing was read since the last write: no fsync for an idle log
+            self._saved_generation = generation
+            return
         try:
             state.save(snapshot)
         except OSError as err:
@@ -298,11 +308,14 @@ class Daemon:
             log.info("state file %s written again", state.path)
         self._write_failing = False
         self._saved = snapshot
+        self._saved_generation = generation
 
     def reload(self, ingest: Ingest) -> str | None:
         """Reloads config, rules and web config keeping every counter; None on success, else the error."""
         with self._reload_lock:
             metrics = ingest.metrics
+            with metrics.lock:
+                ingest.generation += 1  # the reload gauges change: the next flush writes them
             try:
                 cfg, rules, security = self._load()
             except ConfigError as err:
