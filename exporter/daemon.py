@@ -39,6 +39,8 @@ class LineAnalyser(Protocol):
 
     def analyse_batch(self, lines: list[bytes]) -> list[Event | Skipped]: ...
 
+    def analyse_block(self, blob: bytes) -> tuple[int, list[Event | Skipped]]: ...
+
 
 AnalyserFactory = Callable[[Config, Rules], LineAnalyser]
 RulesLoader = Callable[[Sequence[str]], Rules]
@@ -74,10 +76,28 @@ class Ingest:
     def lines(
         self, source: str, lines: list[bytes], nbytes: int, key: str, position: Position | None
     ) -> None:
+        self._count(source, len(lines), self._analyser(source).analyse_batch(lines), nbytes, key, position)
+
+    def block(self, source: str, block: bytes, nbytes: int, key: str, position: Position | None) -> None:
+        count, results = self._analyser(source).analyse_block(block)
+        self._count(source, count, results, nbytes, key, position)
+
+    def _analyser(self, source: str) -> LineAnalyser:
         analyser = self._analysers.get(source)
         if analyser is None:
             analyser = self._analysers[source] = self._new_analyser()
-        results = analyser.analyse_batch(lines)
+        return analyser
+
+    def _count(
+        self,
+        source: str,
+        count: int,
+        results: list[Event | Skipped],
+        nbytes: int,
+        key: str,
+        position: Position | None,
+    ) -> None:
+        """Counts a batch analysed outside the lock and records its position, together, under the lock."""
         metrics = self.metrics
         with metrics.lock:
             for result in results:
@@ -85,7 +105,7 @@ class Ingest:
                     metrics.skip(source, result.reason)
                 else:
                     metrics.observe(result)
-            metrics.read(source, len(lines), nbytes)
+            metrics.read(source, count, nbytes)
             if position is not None:
                 self.positions[key] = position
             self.generation += 1

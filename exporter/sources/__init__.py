@@ -30,6 +30,10 @@ class Sink(Protocol):
         """Complete lines (without newline) read from `source`; `position` is where reading resumes after
         them, stored under `key` (None for sources that cannot resume)."""
 
+    def block(self, source: str, block: bytes, nbytes: int, key: str, position: Position | None) -> None:
+        """Like lines(), for complete lines joined by newlines (a followed file's reads): the analyser takes
+        the block whole, which spares splitting a busy log into a million small objects."""
+
     def rotated(self, source: str, kind: str) -> None:
         """The followed file was rotated (one of ROTATION_KINDS)."""
 

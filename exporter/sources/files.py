@@ -35,7 +35,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from exporter.sources import Position, Sink, SourceStatus
-from exporter.sources.lines import LineSplitter
+from exporter.sources.lines import BlockSplitter
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class _Reader:
 
     file: IO[bytes]
     ident: FileId
-    splitter: LineSplitter
+    splitter: BlockSplitter
     offset: int = 0
     """Bytes read so far (in the decompressed stream for a compressed file)."""
     consumed: int = 0
@@ -176,15 +176,15 @@ class FollowedFile:
         return pos
 
     def _deliver(
-        self, reader: _Reader, lines: list[bytes], position: Callable[[], Position | None] | None = None
+        self, reader: _Reader, block: bytes, position: Callable[[], Position | None] | None = None
     ) -> None:
         consumed = reader.offset - len(reader.splitter.partial)
         nbytes = consumed - reader.consumed
-        if not lines and nbytes == 0:
+        if not block and nbytes == 0:
             return
         reader.consumed = consumed
         self.status.last_read = time.time()
-        self._sink.lines(self.path, lines, nbytes, self.path, (position or self._position)())
+        self._sink.block(self.path, block, nbytes, self.path, (position or self._position)())
 
     def _read(
         self, reader: _Reader, stop: threading.Event, position: Callable[[], Position | None] | None = None
@@ -204,8 +204,7 @@ class FollowedFile:
             reader.offset += len(data)
             if reader.plain and reader.ident.fingerprint_len < FINGERPRINT_BYTES:
                 self._refresh_fingerprint(reader)
-            lines = reader.splitter.feed(data)
-            self._deliver(reader, lines, position)
+            self._deliver(reader, reader.splitter.feed(data), position)
         if grew:
             reader.last_growth = time.monotonic()
         return grew
@@ -228,7 +227,7 @@ class FollowedFile:
         head = os.pread(f.fileno(), FINGERPRINT_BYTES, 0)
         ident = FileId(st.st_dev, st.st_ino, fingerprint(head), len(head))
         f.seek(offset)
-        splitter = LineSplitter(self._max_line_bytes, discarding=discarding)
+        splitter = BlockSplitter(self._max_line_bytes, discarding=discarding)
         return _Reader(f, ident, splitter, offset=offset, consumed=offset)
 
     def _open_any(self, path: str, ident: FileId, offset: int, discarding: bool) -> _Reader:
@@ -238,7 +237,7 @@ class FollowedFile:
             return reader
         f = open_rotated(path)
         f.seek(offset)
-        splitter = LineSplitter(self._max_line_bytes, discarding=discarding)
+        splitter = BlockSplitter(self._max_line_bytes, discarding=discarding)
         return _Reader(f, ident, splitter, offset=offset, consumed=offset, plain=False)
 
     def _open_live(self, offset_at_end: bool) -> bool:
@@ -441,7 +440,7 @@ class FollowedFile:
                 self._finish_partial(live)
                 live.file.seek(0)
                 live.offset = live.consumed = 0
-                live.splitter = LineSplitter(self._max_line_bytes)
+                live.splitter = BlockSplitter(self._max_line_bytes)
                 head = os.pread(fd, FINGERPRINT_BYTES, 0)
                 live.ident = FileId(live.ident.dev, live.ident.ino, fingerprint(head), len(head))
                 self._sink.rotated(self.path, "truncate")

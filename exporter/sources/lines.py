@@ -57,10 +57,12 @@ class BlockSplitter:
 
     __slots__ = ("_limit", "discarding", "partial")
 
-    def __init__(self, max_line_bytes: int) -> None:
+    def __init__(self, max_line_bytes: int, *, discarding: bool = False) -> None:
         self._limit = max_line_bytes + 1
         self.partial = b""
-        self.discarding = False
+        """The unterminated tail, shorter than the cut length."""
+        self.discarding = discarding
+        """True while dropping the rest of an overlong line."""
 
     def feed(self, data: bytes) -> bytes:
         """The complete lines that `data` finishes, as one block (empty when none)."""
