@@ -11,6 +11,7 @@ A deferred message is retried later or expires.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import random
@@ -107,17 +108,8 @@ START: Final = (2025, 11, 28, 6, 0, 0)
 """Start of the log's clock: a past date, so no syslog timestamp can look like it is in the future."""
 
 
-@dataclass(frozen=True)
-class CorpusReply:
-    """A row of replies.tsv: one Gmail reply and the category our rules must give it."""
-
-    id: str
-    code: str
-    enhanced_code: str
-    category: str
-    stage: str
-    origin: str
-    text: str
+CorpusReply = Any
+"""A row of replies.tsv as the Gmail look-alike fixture reads it (its `Reply`, loaded by path)."""
 
 
 @dataclass
@@ -151,15 +143,11 @@ class Truth:
 
 
 def load_corpus(path: Path = REPLIES) -> list[CorpusReply]:
-    """The refusal rows of the corpus (rows with a category)."""
-    with open(path, encoding="utf-8") as handle:
-        header = handle.readline().rstrip("\n").split("\t")
-        rows = [
-            CorpusReply(**dict(zip(header, line.rstrip("\n").split("\t"), strict=True))) for line in handle
-        ]
-    return [r for r in rows if r.category]
+    """The refusal rows of the corpus (rows with a category), read by the look-alike's own loader."""
+    return [r for r in _lookalike().load_replies(path).values() if r.category]
 
 
+@functools.cache
 def _lookalike() -> ModuleType:
     """The fixture that wraps a reply the way Gmail sends it; loaded by path because tests/ is no package."""
     spec = importlib.util.spec_from_file_location("gmail_lookalike", LOOKALIKE)
@@ -212,10 +200,8 @@ class Traffic:
         self.rng = random.Random(seed)
         self.corpus = corpus
         self._format_reply: Callable[..., list[str]] = _lookalike().format_reply
-        self._wire_reply = _lookalike_reply_type()
         self._count = 0
         self._pending: list[tuple[int, Message]] = []
-        self._wire_cache: dict[str, Any] = {}
 
     def session_id(self) -> str:
         """Gmail's session id in one of its shapes (the fixture's own is not seeded)."""
@@ -256,19 +242,13 @@ class Traffic:
                 recipient, host, ip, None, [f"250 2.0.0 OK  {1764300000 + self._count} {sid} - gsmtp"]
             )
         row = r.choice(self.corpus)
-        wire = self._format_reply(self._wire_row(row), sid=sid)
+        wire = self._format_reply(row, sid=sid)
         first_mx: str | None = None
         primary = host in (GMAIL_MX[0], WORKSPACE_MX[0])
         if row.stage == "greeting" and row.code.startswith("4") and primary and r.random() < 0.5:
             # Postfix moves on to the next MX after a 421 greeting and logs the first one without a recipient.
             first_mx, host = host, f"alt1.{host}"
         return Attempt(recipient, host, ip, row, wire, first_mx=first_mx)
-
-    def _wire_row(self, row: CorpusReply) -> Any:
-        cached = self._wire_cache.get(row.id)
-        if cached is None:
-            cached = self._wire_cache[row.id] = self._wire_reply(**row.__dict__)
-        return cached
 
     def messages(self) -> Iterator[Message]:
         r = self.rng
@@ -349,11 +329,6 @@ class Traffic:
         msg.client_ip = f"203.0.113.{r.randint(1, 254)}"
         msg.recipients = [f"{self._user()}@{LOCAL_DOMAIN}"]
         return msg
-
-
-def _lookalike_reply_type() -> Callable[..., Any]:
-    reply: Callable[..., Any] = sys.modules["gmail_lookalike"].Reply
-    return reply
 
 
 class Clock:
