@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from daemon_harness import Exporter, append, bounced, sent
@@ -22,25 +23,38 @@ def _writer(log: Path, stop: threading.Event, written: list[int]) -> None:
             time.sleep(0.01)
 
 
-def test_kill_9_and_restart_count_every_line_once(tmp_path: Path) -> None:
-    log = tmp_path / "mail.log"
+Writer = Callable[[Path, threading.Event, list[int]], None]
+
+
+def _kill_9_while_writing(
+    tmp_path: Path, log: Path, writer_loop: Writer, *, after_flush: float, down: float
+) -> tuple[Exporter, int]:
+    """Runs an exporter while `writer_loop` appends, kills it -9 `after_flush` s after its first state flush,
+    restarts it `down` s later, lets both run 1 s, stops the writer: (the running second exporter, lines
+    written)."""
     log.touch()
     stop = threading.Event()
     written = [0]
-    writer = threading.Thread(target=_writer, args=(log, stop, written))
+    writer = threading.Thread(target=writer_loop, args=(log, stop, written))
     first = Exporter(tmp_path, "--log.path", str(log)).start()
     writer.start()
     try:
         first.wait_until(lambda: (tmp_path / "state.json").exists(), 10, "a state flush")
-        time.sleep(1.0)  # lines read after the flush: counted again after the restart unless state is exact
+        time.sleep(after_flush)
         first.kill9()
-        time.sleep(0.5)  # lines written while down
+        time.sleep(down)  # lines written (and, for the rotating writer, rotations) while down
         second = Exporter(tmp_path, "--log.path", str(log)).start()
         time.sleep(1.0)
     finally:
         stop.set()
         writer.join()
-    total = written[0]
+    return second, written[0]
+
+
+def test_kill_9_and_restart_count_every_line_once(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    # 1 s of lines read after the flush: counted again after the restart unless the state is exact.
+    second, total = _kill_9_while_writing(tmp_path, log, _writer, after_flush=1.0, down=0.5)
     with second:
         second.wait_for("gmail_deliveries_total", total - total // 10, status="sent", timeout=20)
         assert second.value("gmail_deliveries_total", status="bounced") == total // 10
@@ -99,23 +113,7 @@ def _rotating_writer(log: Path, stop: threading.Event, written: list[int]) -> No
 
 def test_kill_9_during_rotations_counts_every_line_once(tmp_path: Path) -> None:
     log = tmp_path / "mail.log"
-    log.touch()
-    stop = threading.Event()
-    written = [0]
-    writer = threading.Thread(target=_rotating_writer, args=(log, stop, written))
-    first = Exporter(tmp_path, "--log.path", str(log)).start()
-    writer.start()
-    try:
-        first.wait_until(lambda: (tmp_path / "state.json").exists(), 10, "a state flush")
-        time.sleep(0.7)
-        first.kill9()
-        time.sleep(1.0)  # two rotations while down
-        second = Exporter(tmp_path, "--log.path", str(log)).start()
-        time.sleep(1.0)
-    finally:
-        stop.set()
-        writer.join()
-    total = written[0]
+    second, total = _kill_9_while_writing(tmp_path, log, _rotating_writer, after_flush=0.7, down=1.0)
     with second:
         second.wait_for("gmail_exporter_lines_total", total, source=str(log), timeout=20)
         assert second.value("gmail_deliveries_total", status="sent") == total - (total + 9) // 10
