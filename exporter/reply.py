@@ -80,7 +80,12 @@ def _strip_trailer(head: str) -> str:
     before, _, last = head.rpartition(" ")
     # Session ids always hold a digit; a last word without one is reply text.
     if before and _SESSION_ID.fullmatch(last) and any(ch.isdigit() for ch in last):
-        return before
+        head = before.rstrip()
+        # Accepted mail: '250 2.0.0 OK  1700000000 <id> - gsmtp' also carries a time, different each second.
+        if head.lstrip()[:1] == "2":
+            earlier, _, stamp = head.rpartition(" ")
+            if earlier and stamp.isdigit():
+                head = earlier.rstrip()
     return head
 
 

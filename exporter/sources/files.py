@@ -1,6 +1,7 @@
 """Following log files by path or glob through rotation, truncation and restarts (like `tail -F`, but exact).
 
-Semantics, checked on every wake-up (inotify through watchdog) and at least every POLL_SECONDS:
+Semantics, checked on every wake-up (inotify through watchdog) and at least every POLL_SECONDS (or
+QUIET_POLL_SECONDS while inotify has proven itself, see FileSource.run):
 - The name points to a new inode: rotation. The old file is drained to its end and kept open for
   DRAIN_GRACE_SECONDS after its last growth (the MTA may still append after the rename); the new file is read
   from offset 0. Kind `rename` when the old file still has a name, `recreate` when it was deleted.
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS: Final = 1.0
 """The safety net under inotify, which can overflow silently and does not see network filesystems."""
+QUIET_POLL_SECONDS: Final = 5.0
+"""The safety net's period while inotify is trusted: every file open, every directory watched, no rotated file
+being drained, and no look in the last DISTRUST_SECONDS found a change that inotify had not announced."""
+DISTRUST_SECONDS: Final = 60.0
 DRAIN_GRACE_SECONDS: Final = 5.0
 """How long a rotated file is still read after it last grew."""
 FINGERPRINT_BYTES: Final = 256
@@ -166,6 +171,18 @@ class FollowedFile:
         self._opened = False
         self._failure: str | None = None
         """Why the name cannot be opened, while it cannot (logged and counted once per cause)."""
+        self.changes = 0
+        """Bumped whenever something is read or a rotation is seen: how the source tells a look that found
+        news from one that did not."""
+
+    @property
+    def settled(self) -> bool:
+        """Open, and not draining a rotated file: inotify on the directory announces all that can happen."""
+        return self._live is not None and self._old is None
+
+    def _rotated(self, kind: str) -> None:
+        self.changes += 1
+        self._sink.rotated(self.path, kind)
 
     def _position(self) -> Position | None:
         live = self._live
@@ -183,6 +200,7 @@ class FollowedFile:
         if not block and nbytes == 0:
             return
         reader.consumed = consumed
+        self.changes += 1
         self.status.last_read = time.time()
         self._sink.block(self.path, block, nbytes, self.path, (position or self._position)())
 
@@ -409,7 +427,7 @@ class FollowedFile:
                 return
             if self._recreate_pending:
                 self._recreate_pending = False
-                self._sink.rotated(self.path, "recreate")
+                self._rotated("recreate")
         live = self._live
         assert live is not None
         self._read(live, stop)
@@ -429,7 +447,7 @@ class FollowedFile:
             self._old = live
             self._live = None
             self._open_live(offset_at_end=False)
-            self._sink.rotated(self.path, kind)
+            self._rotated(kind)
             self._drain_skipped(live, stop)
             if self._live is not None:
                 self._read(self._live, stop)
@@ -443,7 +461,7 @@ class FollowedFile:
                 live.splitter = BlockSplitter(self._max_line_bytes)
                 head = os.pread(fd, FINGERPRINT_BYTES, 0)
                 live.ident = FileId(live.ident.dev, live.ident.ino, fingerprint(head), len(head))
-                self._sink.rotated(self.path, "truncate")
+                self._rotated("truncate")
                 self._read(live, stop)
             self.status.size = max(size, live.offset)
         self.status.offset = live.consumed
@@ -543,6 +561,8 @@ class FileSource:
         self._wake = threading.Event()
         self._watched: set[str] = set()
         self._observer: Any = None
+        self.looks = 0
+        """How many times the followed files were looked at (wake-ups and safety-net polls)."""
         self._started = False
         for pattern in patterns:
             if not glob.has_magic(pattern):
@@ -570,6 +590,13 @@ class FileSource:
             saved=self._saved.pop(path, None),
         )
 
+    def _changes(self) -> tuple[int, int]:
+        return len(self._files), sum(f.changes for f in self._files.values())
+
+    def _inotify_covers_all(self) -> bool:
+        directories = {os.path.dirname(os.path.abspath(p)) for p in self._patterns}
+        return directories <= self._watched and all(f.settled for f in self._files.values())
+
     def statuses(self) -> list[SourceStatus]:
         return [f.status for f in list(self._files.values())]
 
@@ -595,11 +622,26 @@ class FileSource:
                     return
                 followed.start(stop)
             last_scan = time.monotonic()
+            distrust_until = 0.0
+            scan_pending = False
             while not stop.is_set():
-                self._wake.wait(POLL_SECONDS)
-                self._wake.clear()
+                # Look every second while inotify may miss something; every QUIET_POLL_SECONDS once it has
+                # shown it does not (an idle exporter then costs a fifth of the wake-ups). A look that finds news
+                # inotify did not announce (an overflow, a network filesystem) brings back the 1 s safety net.
                 now = time.monotonic()
-                if now - last_scan >= POLL_SECONDS:
+                if scan_pending:
+                    timeout = max(0.0, last_scan + POLL_SECONDS - now)
+                elif now < distrust_until or not self._inotify_covers_all():
+                    timeout = POLL_SECONDS
+                else:
+                    timeout = QUIET_POLL_SECONDS
+                woke = self._wake.wait(timeout)
+                self._wake.clear()
+                self.looks += 1
+                now = time.monotonic()
+                before = self._changes()
+                scan_pending = now - last_scan < POLL_SECONDS
+                if not scan_pending:
                     last_scan = now
                     self._watch()
                     for path in self._expand():
@@ -612,6 +654,12 @@ class FileSource:
                     except OSError as err:
                         log.warning("%s: %s", followed.path, err)
                         self._sink.error(followed.path)
+                if not woke and not self._wake.is_set() and self._changes() != before:
+                    if now >= distrust_until:
+                        log.debug(
+                            "a look found news inotify had not announced; looking every %.0f s", POLL_SECONDS
+                        )
+                    distrust_until = now + DISTRUST_SECONDS
         finally:
             self._observer.stop()
             for followed in self._files.values():
