@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from daemon_harness import Exporter, append, bounced, sent
 
 
@@ -118,3 +119,29 @@ def test_kill_9_during_rotations_counts_every_line_once(tmp_path: Path) -> None:
         second.wait_for("gmail_exporter_lines_total", total, source=str(log), timeout=20)
         assert second.value("gmail_deliveries_total", status="sent") == total - (total + 9) // 10
         assert second.value("gmail_deliveries_total", status="bounced") == (total + 9) // 10
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["existing", "late"])
+def test_lines_written_while_down_are_read_even_when_none_came_before_the_stop(
+    tmp_path: Path, late: bool
+) -> None:
+    """A quiet night: the exporter starts at the end of a log (or the log appears after it started, empty),
+    nothing is appended before it stops, mail flows while it is down. The position where following began is
+    saved, so the restart reads those lines."""
+    log = tmp_path / "mail.log"
+    if not late:
+        append(log, "".join(sent(n) for n in range(3)))  # there before the first start: not counted (tail -F)
+    with Exporter(tmp_path, "--log.path", str(log)).start() as first:
+        if late:
+            log.touch()
+        state = tmp_path / "state.json"
+        first.wait_until(
+            lambda: state.exists() and str(log) in json.loads(state.read_text())["positions"],
+            15,
+            "a saved position",
+        )
+        assert first.stop() == 0
+    append(log, "".join(bounced(n) for n in range(5)))
+    with Exporter(tmp_path, "--log.path", str(log)).start() as second:
+        second.wait_for("gmail_deliveries_total", 5, status="bounced")
+        assert second.value("gmail_deliveries_total", status="sent") == 0

@@ -411,7 +411,14 @@ class FollowedFile:
             self._open_live(offset_at_end=self._start_at_end)
         self.status.open = True
         self.poll(stop)
+        self._record_start()
         self.status.resumed = True
+
+    def _record_start(self) -> None:
+        """Saves where following began, before any new line: a restart after a quiet spell then reads the
+        lines written while the exporter was down instead of starting at the end again."""
+        if self._live is not None:
+            self._sink.block(self.path, b"", 0, self.path, self._position())
 
     def poll(self, stop: threading.Event) -> None:
         """Reads new lines and notices rotation and truncation."""
@@ -428,6 +435,8 @@ class FollowedFile:
             if self._recreate_pending:
                 self._recreate_pending = False
                 self._rotated("recreate")
+            else:
+                self._record_start()  # a late file
         live = self._live
         assert live is not None
         self._read(live, stop)
