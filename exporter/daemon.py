@@ -65,6 +65,9 @@ class Ingest:
         self.positions: dict[str, Position] = {}
         self.generation = 0
         """Bumped whenever counters or positions change, so an idle flush can skip building a snapshot."""
+        self.wake: threading.Event | None = None
+        """Set at the first change after the daemon went to sleep with everything saved (see sleep_until_news)."""
+        self._asleep = False
         self._new_analyser = new_analyser
         self._analysers: dict[str, LineAnalyser] = {}
 
@@ -108,18 +111,33 @@ class Ingest:
             metrics.read(source, count, nbytes)
             if position is not None:
                 self.positions[key] = position
-            self.generation += 1
+            self.changed()
+
+    def changed(self) -> None:
+        """Counters, positions or gauges changed; call under the metrics lock."""
+        self.generation += 1
+        if self._asleep:
+            self._asleep = False
+            if self.wake is not None:
+                self.wake.set()
+
+    def sleep_until_news(self, saved_generation: int) -> bool:
+        """True (and the next change sets `wake`) when everything up to `saved_generation` is all there is: the
+        daemon may then sleep without a timer. An idle exporter wakes for nothing."""
+        with self.metrics.lock:
+            self._asleep = self.generation == saved_generation
+            return self._asleep
 
     def rotated(self, source: str, kind: str) -> None:
         log.info("%s: rotation (%s)", source, kind)
         with self.metrics.lock:
             self.metrics.rotated(source, kind)
-            self.generation += 1
+            self.changed()
 
     def error(self, source: str) -> None:
         with self.metrics.lock:
             self.metrics.source_error(source)
-            self.generation += 1
+            self.changed()
 
     def snapshot(self) -> Snapshot:
         with self.metrics.lock:
@@ -293,17 +311,22 @@ class Daemon:
         self._wake.set()
 
     def _loop(self, state: StateFile, ingest: Ingest) -> None:
-        next_flush = time.monotonic() + FLUSH_SECONDS
+        ingest.wake = self._wake
+        next_flush: float | None = time.monotonic() + FLUSH_SECONDS
         while not self._stop.is_set():
-            # Sleep until the next flush unless a signal wakes us: an idle exporter should cost nothing.
-            self._wake.wait(max(0.0, next_flush - time.monotonic()))
+            # Sleep until the next flush unless a signal wakes us; with everything saved, sleep until the
+            # sources bring news: an idle exporter should cost nothing.
+            self._wake.wait(None if next_flush is None else max(0.0, next_flush - time.monotonic()))
             self._wake.clear()
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
                 self.reload(ingest)
-            if time.monotonic() >= next_flush:
+            now = time.monotonic()
+            if next_flush is None:
+                next_flush = now + FLUSH_SECONDS
+            elif now >= next_flush:
                 self._flush(state, ingest)
-                next_flush = time.monotonic() + FLUSH_SECONDS
+                next_flush = None if ingest.sleep_until_news(self._saved_generation) else now + FLUSH_SECONDS
 
     _write_failing = False
 
@@ -335,7 +358,7 @@ class Daemon:
         with self._reload_lock:
             metrics = ingest.metrics
             with metrics.lock:
-                ingest.generation += 1  # the reload gauges change: the next flush writes them
+                ingest.changed()  # the reload gauges change: the next flush writes them
             try:
                 cfg, rules, security = self._load()
             except ConfigError as err:
