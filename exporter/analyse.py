@@ -185,7 +185,8 @@ class Analyser:
     def _ignorable(text: str) -> bool:
         """Lines that quote Google's marker but record no delivery: the DSN we send back, header dumps, and
         the rest of a multi-line entry (Exim writes real newlines), which starts with the reply code."""
-        return "/bounce[" in text or "/cleanup[" in text or REPLY_START.match(text) is not None
+        head = text[: postfix.TAG_WITHIN]
+        return "/bounce[" in head or "/cleanup[" in head or REPLY_START.match(text) is not None
 
     def _event(self, delivery: Delivery) -> Event:
         reply = normalise(delivery.reply) if delivery.reply else None

@@ -24,7 +24,6 @@ _JOINS: Final = re.compile(r"\\r\\n|\\n|\\r|[\r\n]+|\?(?=[2-5]\d\d[ -])")
 _SESSION_ID: Final = re.compile(r"[\w.-]{6,100}")
 _GCDP: Final = re.compile(r"\s*-\s*gcdp\b", re.IGNORECASE)
 _MTA_NOTE: Final = re.compile(r"\s*\((?:in reply to|conversation with)[^)]*\)\s*$", re.IGNORECASE)
-_SPACES: Final = re.compile(r"\s+")
 _NOT_ALNUM: Final = re.compile(r"[\W_]+")
 
 MAX_REPLY_CHARS: Final = 4096
@@ -44,9 +43,13 @@ def normalise(raw: str) -> Reply:
 
 @functools.lru_cache(maxsize=4096)
 def _normalise_body(text: str, marked: bool) -> Reply:
-    text = _JOINS.sub(" ", text)
+    # Each substitution only where its trigger occurs: a reply new to the cache (a log of distinct fake
+    # replies) then costs a few substring searches instead of a regex pass per shape.
+    if "\\" in text or "\r" in text or "\n" in text or "?" in text:
+        text = _JOINS.sub(" ", text)
     origin = "gsmtp"
-    text = _MTA_NOTE.sub("", text)
+    if "(" in text:
+        text = _MTA_NOTE.sub("", text)
     if "gcdp" in text.lower():
         stripped = _GCDP.sub(" ", text)
         if stripped != text:
@@ -68,7 +71,7 @@ def _normalise_body(text: str, marked: bool) -> Reply:
             text = _strip_prefixes(rest[masked.end() :], code, masked.group(0))
         else:
             text = _strip_prefixes(rest, code, None, multiline=text[start.end() - 1] == "-")
-    text = _SPACES.sub(" ", text).strip()
+    text = " ".join(text.split())
     return Reply(code=code, enhanced_code=enhanced, text=text, origin=origin, marked=marked)
 
 
@@ -98,14 +101,17 @@ def _strip_prefixes(body: str, code: str, enhanced: str | None, *, multiline: bo
     def own(expected: str) -> Callable[[re.Match[str]], str]:
         return lambda m: " " if m.group(0).rstrip(" -") == expected else m.group(0)
 
-    if enhanced is not None:
+    if enhanced is not None and enhanced in body:
         # '550-5.7.26 ' and '550 5.7.26 ' anywhere, and a lone (possibly glued) '5.7.26'.
-        body = _CODE_AND_ENHANCED.sub(
-            lambda m: " " if (m.group(1), m.group(2)) == (code, enhanced) else m.group(0), body
-        )
-        body = _LONE_ENHANCED.sub(own(enhanced), body)
-    body = _CODE_DASH.sub(own(code), body)
-    if multiline and enhanced is None:
+        if code in body:
+            body = _CODE_AND_ENHANCED.sub(
+                lambda m: " " if (m.group(1), m.group(2)) == (code, enhanced) else m.group(0), body
+            )
+        if enhanced in body:
+            body = _LONE_ENHANCED.sub(own(enhanced), body)
+    if code + "-" in body:
+        body = _CODE_DASH.sub(own(code), body)
+    if multiline and enhanced is None and code + " " in body:
         # 'NNN-' lines announce a last line that starts 'NNN ' (replies without an enhanced code).
         body = _CODE_SPACE.sub(own(code), body)
     return body

@@ -110,27 +110,22 @@ class Rules:
         self._cache: OrderedDict[tuple[str | None, str | None, str, str], tuple[str, str]] = OrderedDict()
         # Most rules name exact enhanced codes: index them, so a reply is checked only against the rules of
         # its own code and those without one (a reply with an unknown code meets a handful, not all).
-        self._by_enhanced: dict[str, list[Rule]] = {}
-        self._general: list[Rule] = []
-        for rule in self.rules:
-            if rule.enhanced:
-                for code in rule.enhanced:
-                    self._by_enhanced.setdefault(code, []).append(rule)
-            else:
-                self._general.append(rule)
-        self._candidates: dict[str | None, tuple[Rule, ...]] = {}
+        # Each code's candidates are computed once, here: a log of distinct fake codes costs one dict miss.
+        self._general = tuple(rule for rule in self.rules if not rule.enhanced)
+        self._candidates: dict[str, tuple[Rule, ...]] = {
+            code: tuple(rule for rule in self.rules if not rule.enhanced or code in rule.enhanced)
+            for code in {code for rule in self.rules for code in rule.enhanced}
+        }
 
     def match(self, reply: Reply) -> Rule | None:
         """The winning rule for a reply, or None."""
-        candidates = self._candidates.get(reply.enhanced_code)
-        if candidates is None:
-            order = {id(rule): n for n, rule in enumerate(self.rules)}
-            chosen = self._by_enhanced.get(reply.enhanced_code or "", []) + self._general
-            candidates = tuple(sorted(chosen, key=lambda r: order[id(r)]))
-            if len(self._candidates) < 4096:  # unknown codes are bounded by the label rules, but be safe
-                self._candidates[reply.enhanced_code] = candidates
+        code = reply.enhanced_code
+        candidates = self._general if code is None else self._candidates.get(code, self._general)
         squeezed = squeeze(reply.text)
         for rule in candidates:
+            # Most candidates fail on their first phrase: test it here, before a call.
+            if rule.phrases and rule.phrases[0] not in squeezed:
+                continue
             if rule.matches(reply.code, reply.enhanced_code, reply.origin, squeezed):
                 return rule
         return None

@@ -30,12 +30,18 @@ _NEVER_DELIVERIES: Final = (b"/smtpd[", b"/cleanup[", b"/postscreen[", b"/pickup
 """Services that receive mail: on an MX most lines naming Google are mail *from* Google's servers."""
 
 
+TAG_WITHIN: Final = 512
+"""Where a Postfix line's service tag can be: after a timestamp, a host name and any container or relay prefix,
+never deep inside the text (a long line is not searched whole for it)."""
+
+
 def never_a_delivery(line: bytes, *, track_senders: bool) -> bool:
     """A cheap byte-level test: True for Postfix lines that cannot record a delivery to Google."""
+    head = line[:TAG_WITHIN]
     for tag in _NEVER_DELIVERIES:
-        if tag in line:
+        if tag in head:
             return True
-    return b"/qmgr[" in line and not track_senders and b"status=expired" not in line
+    return b"/qmgr[" in head and not track_senders and b"status=expired" not in line
 
 
 def _said(text: str) -> re.Match[str] | None:
