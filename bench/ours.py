@@ -12,7 +12,7 @@ from typing import Final
 from bench import promtext
 from bench.generate import REPO, Truth
 from bench.measure import Check, Counts, Measure, append_and_wait, as_ints, file_lines, fresh, percentile
-from bench.procs import Server, cpu_seconds, free_port, memory_kb, run_timed
+from bench.procs import Server, cpu_seconds, free_port, memory_kb, run_timed, thread_runtimes
 from exporter.rules import CATEGORIES, load_rules
 
 EXPORTER: Final = (sys.executable, "-m", "exporter")
@@ -168,11 +168,26 @@ def latency(daemon: Daemon, target: Path, lines: list[bytes], count: int, rate: 
 def idle_cpu(pid: int, seconds: float) -> Measure:
     """CPU used by a process doing nothing for `seconds`, as % of one core."""
     measure = Measure("idle CPU", "% of one core")
-    before = cpu_seconds(pid)
+    before, threads_before = cpu_seconds(pid), thread_runtimes(pid)
     time.sleep(seconds)
     used = cpu_seconds(pid) - before
+    threads_after = thread_runtimes(pid)
+    # The scheduler's own accounting, in ns per thread, next to the tick-sampled total.
+    per_thread = {
+        tid: (threads_after[tid][0] - run_ns, threads_after[tid][1] - wakeups)
+        for tid, (run_ns, wakeups) in threads_before.items()
+        if tid in threads_after
+    }
     measure.samples.append(100 * used / seconds)
-    measure.extra = {"seconds": seconds, "cpu_seconds": used}
+    measure.extra = {
+        "seconds": seconds,
+        "cpu_seconds": used,
+        "scheduler_percent": round(100 * sum(ns for ns, _ in per_thread.values()) / 1e9 / seconds, 3),
+        "threads": {
+            str(tid): {"cpu_ms": round(ns / 1e6, 1), "wakeups": wakeups}
+            for tid, (ns, wakeups) in sorted(per_thread.items())
+        },
+    }
     return measure
 
 

@@ -33,6 +33,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def thread_runtimes(pid: int) -> dict[int, tuple[int, int]]:
+    """Per thread: (ns on a CPU, times scheduled), from /proc/PID/task/TID/schedstat."""
+    found: dict[int, tuple[int, int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            run_ns, _, slices = (int(x) for x in (task / "schedstat").read_text().split())
+        except (OSError, ValueError):
+            continue
+        found[int(task.name)] = (run_ns, slices)
+    return found
+
+
 def memory_kb(pid: int, field: str) -> int:
     """A field of /proc/PID/status in kB: VmRSS (resident now) or VmHWM (peak resident)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

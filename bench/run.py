@@ -235,6 +235,7 @@ def table(m: dict[str, Measure], ratios: dict[str, float | None], goals: list[di
     rows.append(("append → metric p50 (ms)", val("latency", "p50_ms"), mark(get("latency")), ""))
     rows.append(("append → metric p99 (ms)", val("latency", "p99_ms"), "", "≤ 100 ms"))
     rows.append(("idle CPU (% of one core)", val("idle"), "", "< 0.5 %"))
+    rows.append(("idle CPU, scheduler's ns accounting (%)", val("idle", "scheduler_percent"), "", ""))
     rows.append(("peak RSS, `report` (MB)", val("report_postfix", "peak_rss_mb"), "", "≤ 40 MB"))
     rows.append(("peak RSS, daemon (MB)", val("daemon", "peak_rss_mb"), "", "≤ 40 MB"))
     rows.append(("peak RSS, mtail one-shot (MB)", val("mtail", "peak_rss_mb"), "", ""))
@@ -338,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         done = step(f"idle CPU over {size.idle_seconds:g} s")
         time.sleep(1.0)
         m["idle"] = ours.idle_cpu(daemon.pid, size.idle_seconds)
+        print(f"   per thread: {m['idle'].extra['threads']}")
         done()
     finally:
         daemon.stop()

@@ -82,6 +82,9 @@ class _Reader:
     """Offset just after the last delivered line (or dropped overlong tail): where a restart resumes."""
     plain: bool = True
     last_growth: float = field(default_factory=time.monotonic)
+    unchanged: tuple[int, int, int, int] | None = None
+    """(device, inode, size, mtime) of the name when the last full look found nothing new: while a stat returns
+    the same, nothing was written, truncated or renamed, and the look ends there."""
 
     def position(self) -> Position:
         return {
@@ -422,6 +425,18 @@ class FollowedFile:
 
     def poll(self, stop: threading.Event) -> None:
         """Reads new lines and notices rotation and truncation."""
+        live = self._live
+        if live is not None and self._old is None and live.unchanged is not None:
+            # The quiet case, one stat: an idle exporter's look should touch as little as possible.
+            try:
+                st = os.stat(self.path)
+            except OSError:
+                st = None
+            if st is not None and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == live.unchanged:
+                return
+        self._look(stop)
+
+    def _look(self, stop: threading.Event) -> None:
         now = time.monotonic()
         if self._old is not None:
             grew = self._read(self._old, stop)
@@ -473,6 +488,8 @@ class FollowedFile:
                 self._rotated("truncate")
                 self._read(live, stop)
             self.status.size = max(size, live.offset)
+            quiet = live is self._live and size == live.offset and self._old is None
+            live.unchanged = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) if quiet else None
         self.status.offset = live.consumed
 
     def _on_missing(self, live: _Reader, now: float) -> None:
