@@ -586,6 +586,8 @@ class FileSource:
         self._files: dict[str, FollowedFile] = {}
         self._wake = threading.Event()
         self._watched: set[str] = set()
+        self._directories = {os.path.dirname(os.path.abspath(p)) for p in patterns}
+        """Where the patterns' files live: the directories inotify watches."""
         self._observer: Any = None
         self.looks = 0
         """How many times the followed files were looked at (wake-ups and safety-net polls)."""
@@ -620,15 +622,13 @@ class FileSource:
         return len(self._files), sum(f.changes for f in self._files.values())
 
     def _inotify_covers_all(self) -> bool:
-        directories = {os.path.dirname(os.path.abspath(p)) for p in self._patterns}
-        return directories <= self._watched and all(f.settled for f in self._files.values())
+        return self._directories <= self._watched and all(f.settled for f in self._files.values())
 
     def statuses(self) -> list[SourceStatus]:
         return [f.status for f in list(self._files.values())]
 
     def _watch(self) -> None:
-        directories = {os.path.dirname(os.path.abspath(p)) for p in self._patterns}
-        for directory in directories - self._watched:
+        for directory in self._directories - self._watched:
             if os.path.isdir(directory):
                 try:
                     self._observer.schedule(_Wake(self._wake), directory, recursive=False)
