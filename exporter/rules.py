@@ -84,6 +84,10 @@ class Rule:
         return (self.origin is not None, enhanced, len(self.phrases), code)
 
     def matches(self, code: str | None, enhanced: str | None, origin: str, squeezed: str) -> bool:
+        return self.admits(code, enhanced, origin) and all(phrase in squeezed for phrase in self.phrases)
+
+    def admits(self, code: str | None, enhanced: str | None, origin: str) -> bool:
+        """Whether the conditions other than phrases hold."""
         if self.origin is not None and origin != self.origin:
             return False
         if self.codes or self.code_classes:
@@ -96,7 +100,7 @@ class Rule:
                 return False
             if enhanced not in self.enhanced and not enhanced.startswith(self.enhanced_prefixes):
                 return False
-        return all(phrase in squeezed for phrase in self.phrases)
+        return True
 
 
 class Rules:
@@ -111,22 +115,34 @@ class Rules:
         # Most rules name exact enhanced codes: index them, so a reply is checked only against the rules of
         # its own code and those without one (a reply with an unknown code meets a handful, not all).
         # Each code's candidates are computed once, here: a log of distinct fake codes costs one dict miss.
-        self._general = tuple(rule for rule in self.rules if not rule.enhanced)
-        self._candidates: dict[str, tuple[Rule, ...]] = {
-            code: tuple(rule for rule in self.rules if not rule.enhanced or code in rule.enhanced)
-            for code in {code for rule in self.rules for code in rule.enhanced}
-        }
+        self._exact_codes = frozenset(code for rule in self.rules for code in rule.enhanced)
+        # Rules whose conditions other than phrases hold, per (code, enhanced code, origin); an enhanced code
+        # that no rule names exactly behaves like any other of its class and subject ('5.7.'), so a log of
+        # distinct fake codes shares a few entries. Bounded: cleared when full.
+        self._candidates: dict[tuple[str | None, str | None, str], tuple[Rule, ...]] = {}
+
+    def _candidates_for(self, code: str | None, enhanced: str | None, origin: str) -> tuple[Rule, ...]:
+        if enhanced is not None and enhanced not in self._exact_codes:
+            # Wildcards are 'X.' or 'X.Y.': what an unknown code starts with decides them all.
+            enhanced = enhanced[: enhanced.rfind(".") + 1] + "*"
+        key = (code, enhanced, origin)
+        found = self._candidates.get(key)
+        if found is None:
+            found = tuple(rule for rule in self.rules if rule.admits(code, enhanced, origin))
+            if len(self._candidates) >= _CACHE_SIZE:
+                self._candidates.clear()
+            self._candidates[key] = found
+        return found
 
     def match(self, reply: Reply) -> Rule | None:
         """The winning rule for a reply, or None."""
-        code = reply.enhanced_code
-        candidates = self._general if code is None else self._candidates.get(code, self._general)
+        candidates = self._candidates_for(reply.code, reply.enhanced_code, reply.origin)
         squeezed = squeeze(reply.text)
         for rule in candidates:
-            # Most candidates fail on their first phrase: test it here, before a call.
-            if rule.phrases and rule.phrases[0] not in squeezed:
-                continue
-            if rule.matches(reply.code, reply.enhanced_code, reply.origin, squeezed):
+            for phrase in rule.phrases:
+                if phrase not in squeezed:
+                    break
+            else:
                 return rule
         return None
 

@@ -35,9 +35,15 @@ class TimestampParser:
         self._cache_value: float | None = None
         self._iso_key: tuple[bytes | None, ...] = ()
         self._iso_value: float | None = None
+        self._leading = b"\x00"
+        """The syslog stamp that began the last line when it began with one (most lines of a log)."""
 
     def parse(self, line: bytes) -> float | None:
         """Unix time of the line's timestamp, or None if it has none we know."""
+        # A line that starts with the same syslog stamp as the last one has its time: nothing before the stamp
+        # can hold another one, so the searches below would find this one and the cache return its value.
+        if line.startswith(self._leading):
+            return self._cache_value
         head = line[:_SEARCH_BYTES]
         iso = _ISO.search(head)
         syslog = _SYSLOG.search(head) if iso is None or iso.start() > 0 else None
@@ -83,6 +89,7 @@ class TimestampParser:
         self._last_month = month
         key = m.group(0) + str(self._year).encode()
         if key == self._cache_key:
+            self._leading = m.group(0) if m.start() == 0 else b"\x00"
             return self._cache_value
         try:
             value = time.mktime(
@@ -101,4 +108,5 @@ class TimestampParser:
         except (ValueError, OverflowError):
             return None
         self._cache_key, self._cache_value = key, value
+        self._leading = m.group(0) if m.start() == 0 else b"\x00"
         return value

@@ -26,8 +26,9 @@ _CONNECT_PHRASES: Final = ("connect to ", "conversation with ", "lost connection
 _FROM: Final = re.compile(r"from=<([^>]{0,512})>")
 
 
-_NEVER_DELIVERIES: Final = (b"/smtpd[", b"/cleanup[", b"/postscreen[", b"/pickup[", b"/anvil[", b"/dnsblog[")
+_NEVER_DELIVERIES: Final = re.compile(rb"/(?:smtpd|cleanup|postscreen|pickup|anvil|dnsblog)\[")
 """Services that receive mail: on an MX most lines naming Google are mail *from* Google's servers."""
+_SERVICE_TAGS: Final = re.compile(rb"/(?:(qmgr)|smtpd|cleanup|postscreen|pickup|anvil|dnsblog)\[")
 
 
 TAG_WITHIN: Final = 512
@@ -37,11 +38,13 @@ never deep inside the text (a long line is not searched whole for it)."""
 
 def never_a_delivery(line: bytes, *, track_senders: bool) -> bool:
     """A cheap byte-level test: True for Postfix lines that cannot record a delivery to Google."""
-    head = line[:TAG_WITHIN]
-    for tag in _NEVER_DELIVERIES:
-        if tag in head:
-            return True
-    return b"/qmgr[" in head and not track_senders and b"status=expired" not in line
+    # One regex search instead of a substring search per service: this runs for every line naming Google.
+    tag = _SERVICE_TAGS.search(line, 0, TAG_WITHIN)
+    if tag is None:
+        return False
+    if tag.group(1) is None or _NEVER_DELIVERIES.search(line, tag.end(), TAG_WITHIN) is not None:
+        return True
+    return not track_senders and b"status=expired" not in line
 
 
 def _said(text: str) -> re.Match[str] | None:
@@ -50,7 +53,16 @@ def _said(text: str) -> re.Match[str] | None:
     for marker in (" said:", " refused to talk to me:"):
         at = text.find(marker)
         if at >= 0:
-            return _SAID.search(text, max(0, at - 340), at + len(marker) + 1)
+            low, end = max(0, at - 340), at + len(marker) + 1
+            # The host name holds no space, so only the last 'host ' (or 'server ') before it can start a
+            # match: try there first, then let the regex search the window (a bracket holding 'host ').
+            for word in ("host ", "server "):
+                start = text.rfind(word, low, at)
+                if start >= 0:
+                    found = _SAID.match(text, start, end)
+                    if found is not None:
+                        return found
+            return _SAID.search(text, low, end)
     return None
 
 
