@@ -21,7 +21,9 @@ _ENHANCED: Final = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _MASKED: Final = re.compile(r"[xX#*]\.[xX#*]{1,3}\.[xX#*]{1,3}(?![\w.])")
 # Line joins: Exim's literal backslash-n (also \r\n), real newlines, and Postfix's '?' before the next code.
 _JOINS: Final = re.compile(r"\\r\\n|\\n|\\r|[\r\n]+|\?(?=[2-5]\d\d[ -])")
-_SESSION_ID: Final = re.compile(r"[\w.-]{6,100}")
+_QUESTION_JOIN: Final = re.compile(r"\?[2-5]\d\d[ -]")
+_SESSION_ID: Final = re.compile(r"(?=[\w.-]*\d)[\w.-]{6,100}")
+"""Google's session id: always holds a digit (a last word without one is reply text)."""
 _GCDP: Final = re.compile(r"\s*-\s*gcdp\b", re.IGNORECASE)
 _MTA_NOTE: Final = re.compile(r"\s*\((?:in reply to|conversation with)[^)]*\)\s*$", re.IGNORECASE)
 _NOT_ALNUM: Final = re.compile(r"[\W_]+")
@@ -45,11 +47,14 @@ def normalise(raw: str) -> Reply:
 def _normalise_body(text: str, marked: bool) -> Reply:
     # Each substitution only where its trigger occurs: a reply new to the cache (a log of distinct fake
     # replies) then costs a few substring searches instead of a regex pass per shape.
-    if "\\" in text or "\r" in text or "\n" in text or "?" in text:
+    if "\\" in text or "\r" in text or "\n" in text or ("?" in text and _QUESTION_JOIN.search(text)):
         text = _JOINS.sub(" ", text)
     origin = "gsmtp"
-    if "(" in text:
-        text = _MTA_NOTE.sub("", text)
+    end = text.rstrip()
+    if end.endswith(")"):
+        # The note can only open after the last ')' but one: search from there, not from every '('.
+        cut = text.rfind(")", 0, len(end) - 1) + 1
+        text = text[:cut] + _MTA_NOTE.sub("", text[cut:])
     if "gcdp" in text.lower():
         stripped = _GCDP.sub(" ", text)
         if stripped != text:
@@ -81,8 +86,7 @@ def _strip_trailer(head: str) -> str:
     if head.endswith("-"):
         head = head[:-1].rstrip()
     before, _, last = head.rpartition(" ")
-    # Session ids always hold a digit; a last word without one is reply text.
-    if before and _SESSION_ID.fullmatch(last) and any(ch.isdigit() for ch in last):
+    if before and _SESSION_ID.fullmatch(last):
         head = before.rstrip()
         # Accepted mail: '250 2.0.0 OK  1700000000 <id> - gsmtp' also carries a time, different each second.
         if head.lstrip()[:1] == "2":
@@ -95,33 +99,67 @@ def _strip_trailer(head: str) -> str:
 def _strip_prefixes(body: str, code: str, enhanced: str | None, *, multiline: bool = False) -> str:
     """Remove the continuation prefixes that the first line's code and enhanced code announce.
 
-    Generic patterns with a check of the code in a callback, not one pattern per code: a log full of distinct
-    fake codes must not cost a regex compilation per line."""
-
-    def own(expected: str) -> Callable[[re.Match[str]], str]:
-        return lambda m: " " if m.group(0).rstrip(" -") == expected else m.group(0)
-
+    Substring searches for this reply's own codes, not a regex per code (a log full of distinct fake codes must
+    not cost a compilation per line) nor a generic regex (which tries every position of a long reply)."""
     if enhanced is not None and enhanced in body:
         # '550-5.7.26 ' and '550 5.7.26 ' anywhere, and a lone (possibly glued) '5.7.26'.
         if code in body:
-            body = _CODE_AND_ENHANCED.sub(
-                lambda m: " " if (m.group(1), m.group(2)) == (code, enhanced) else m.group(0), body
-            )
+            body = _drop(body, f"{code}-{enhanced}", _not_after_digit, _not_before_digit_or_dot)
+            body = _drop(body, f"{code} {enhanced}", _not_after_digit, _not_before_digit_or_dot)
         if enhanced in body:
-            body = _LONE_ENHANCED.sub(own(enhanced), body)
+            body = _drop(body, enhanced, _not_after_digit_or_dot, _not_before_digit_or_dot)
     if code + "-" in body:
-        body = _CODE_DASH.sub(own(code), body)
+        body = _drop(body, code + "-", _at_start_or_after_space, _anything)
     if multiline and enhanced is None and code + " " in body:
         # 'NNN-' lines announce a last line that starts 'NNN ' (replies without an enhanced code).
-        body = _CODE_SPACE.sub(own(code), body)
+        body = _drop(body, code + " ", _after_space, _anything)
     return body
 
 
-_ENHANCED_SHAPE: Final = r"[245xX#*]\.[\dxX#*]{1,3}\.[\dxX#*]{1,3}"
-_CODE_AND_ENHANCED: Final = re.compile(rf"(?<!\d)([2-5]\d\d)[ -]({_ENHANCED_SHAPE})(?![\d.])")
-_LONE_ENHANCED: Final = re.compile(rf"(?<![\d.]){_ENHANCED_SHAPE}(?![\d.])")
-_CODE_DASH: Final = re.compile(r"(?:^|(?<=\s))[2-5]\d\d-")
-_CODE_SPACE: Final = re.compile(r"(?<=\s)[2-5]\d\d ")
+def _drop(
+    body: str, needle: str, fits_before: Callable[[str, int], bool], fits_after: Callable[[str, int], bool]
+) -> str:
+    """`body` with each occurrence of `needle` whose surroundings fit replaced by a space; like a regex sub with
+    lookarounds, the surroundings are those of the original text and a misfit is retried one character on."""
+    parts: list[str] = []
+    copied = 0
+    at = body.find(needle)
+    while at >= 0:
+        end = at + len(needle)
+        if fits_before(body, at) and fits_after(body, end):
+            parts += (body[copied:at], " ")
+            copied = end
+            at = body.find(needle, end)
+        else:
+            at = body.find(needle, at + 1)
+    if not parts:
+        return body
+    parts.append(body[copied:])
+    return "".join(parts)
+
+
+def _not_after_digit(text: str, at: int) -> bool:
+    return at == 0 or not text[at - 1].isdecimal()
+
+
+def _not_after_digit_or_dot(text: str, at: int) -> bool:
+    return at == 0 or not (text[at - 1].isdecimal() or text[at - 1] == ".")
+
+
+def _not_before_digit_or_dot(text: str, end: int) -> bool:
+    return end == len(text) or not (text[end].isdecimal() or text[end] == ".")
+
+
+def _at_start_or_after_space(text: str, at: int) -> bool:
+    return at == 0 or text[at - 1].isspace()
+
+
+def _after_space(text: str, at: int) -> bool:
+    return at > 0 and text[at - 1].isspace()
+
+
+def _anything(text: str, at: int) -> bool:
+    return True
 
 
 _NOT_ALNUM_ASCII: Final = bytes(c for c in range(128) if not chr(c).isalnum())

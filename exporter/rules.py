@@ -15,7 +15,6 @@ user rule files come before the built-in file, so a user rule with the same cond
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -111,7 +110,7 @@ class Rules:
         self.rules: tuple[Rule, ...] = tuple(sorted(rules, key=lambda r: r.specificity, reverse=True))
         self.files = tuple(files)
         self.reasons: dict[str, str] = {r.reason: r.category for r in rules}
-        self._cache: OrderedDict[tuple[str | None, str | None, str, str], tuple[str, str]] = OrderedDict()
+        self._cache: dict[tuple[str | None, str | None, str, str, str], Verdict] = {}
         # Most rules name exact enhanced codes: index them, so a reply is checked only against the rules of
         # its own code and those without one (a reply with an unknown code meets a handful, not all).
         # Each code's candidates are computed once, here: a log of distinct fake codes costs one dict miss.
@@ -150,15 +149,17 @@ class Rules:
         """Category, reason and severity of a refusal; `reply` None means the MTA did not log Google's words."""
         if reply is None:
             return Verdict("unclassified", NO_REPLY_REASON, fallback_severity)
-        key = (reply.code, reply.enhanced_code, reply.origin, reply.text)
+        key = (reply.code, reply.enhanced_code, reply.origin, reply.text, fallback_severity)
         found = self._cache.get(key)
         if found is None:
             rule = self.match(reply)
-            found = (rule.category, rule.reason) if rule else ("unclassified", UNMATCHED_REASON)
+            category, reason = (rule.category, rule.reason) if rule else ("unclassified", UNMATCHED_REASON)
+            # One Verdict per template, shared by its events (events are never changed once made).
+            found = Verdict(category, reason, severity_of(reply, fallback_severity))
+            if len(self._cache) >= _CACHE_SIZE:  # a real log has a few hundred templates; a hostile one, any
+                self._cache.clear()
             self._cache[key] = found
-            if len(self._cache) > _CACHE_SIZE:
-                self._cache.popitem(last=False)
-        return Verdict(found[0], found[1], severity_of(reply, fallback_severity))
+        return found
 
 
 def severity_of(reply: Reply, fallback: str) -> str:
