@@ -46,6 +46,8 @@ QUIET_POLL_SECONDS: Final = 5.0
 """The safety net's period while inotify is trusted: every file open, every directory watched, no rotated file
 being drained, and no look in the last DISTRUST_SECONDS found a change that inotify had not announced."""
 DISTRUST_SECONDS: Final = 60.0
+ANNOUNCE_GRACE_SECONDS: Final = 0.5
+"""How long after a safety-net look found news inotify still has to announce it before it counts as missed."""
 DRAIN_GRACE_SECONDS: Final = 5.0
 """How long a rotated file is still read after it last grew."""
 FINGERPRINT_BYTES: Final = 256
@@ -662,7 +664,8 @@ class FileSource:
                 else:
                     timeout = QUIET_POLL_SECONDS
                 woke = self._wake.wait(timeout)
-                self._wake.clear()
+                if woke:  # a wake-up after the wait timed out stays set: it was not seen, so it is not lost
+                    self._wake.clear()
                 self.looks += 1
                 now = time.monotonic()
                 before = self._changes()
@@ -680,12 +683,15 @@ class FileSource:
                     except OSError as err:
                         log.warning("%s: %s", followed.path, err)
                         self._sink.error(followed.path)
-                if not woke and not self._wake.is_set() and self._changes() != before:
-                    if now >= distrust_until:
-                        log.debug(
-                            "a look found news inotify had not announced; looking every %.0f s", POLL_SECONDS
-                        )
-                    distrust_until = now + DISTRUST_SECONDS
+                if not woke and self._changes() != before and self._inotify_covers_all():
+                    # inotify's events reach us through watchdog's thread, a moment after the write: news written
+                    # just before this look is announced just after it, and is no reason for distrust.
+                    if now < distrust_until or not self._wake.wait(ANNOUNCE_GRACE_SECONDS):
+                        if now >= distrust_until:
+                            log.debug(
+                                "a look found news inotify had not announced; looking every %.0f s", POLL_SECONDS
+                            )
+                        distrust_until = now + DISTRUST_SECONDS
         finally:
             self._observer.stop()
             for followed in self._files.values():
