@@ -43,6 +43,23 @@ def report(path: Path, truth: Truth, repeat: int, label: str) -> Measure:
     return measure
 
 
+def floor(path: Path, repeat: int) -> Measure:
+    """bench/floor.py over one file: reading and the byte-level prefilter only, what a pure-Python `report` cannot
+    go below; lines/s from spawn to exit, like `report`."""
+    lines = file_lines(path)
+    measure = Measure("pure-Python floor (read + prefilter, no parsing)", "lines/s")
+    data: dict[str, int] = {}
+    for _ in range(repeat):
+        done = run_timed([sys.executable, "-m", "bench.floor", str(path)], cwd=REPO)
+        if done.returncode != 0:
+            raise RuntimeError(f"floor failed ({done.returncode}): {done.stderr.decode(errors='replace')}")
+        data = json.loads(done.stdout)
+        measure.samples.append(lines / done.seconds)
+    measure.checks = [Check("lines read", {"lines": lines}, {"lines": data["lines"]})]
+    measure.extra = {"lines": lines, "candidate_lines": data["candidates"]}
+    return measure
+
+
 def deliveries(text: str) -> Counts:
     return promtext.by_label(text, "gmail_deliveries_total", "status")
 

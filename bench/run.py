@@ -220,6 +220,10 @@ def table(m: dict[str, Measure], ratios: dict[str, float | None], goals: list[di
         refused = sum(m["mtail"].extra["categories"]["expected"].values())
         rows.append(("mtail: refusals in a wrong category", f"≥ {wrong:,} of {refused:,}", "", ""))
     rows.append(("ratio `report` / mtail", _fmt(ratios.get("report_vs_mtail"), "x"), "", "≥ 10x"))
+    rows.append(
+        ("pure-Python floor: read + prefilter, no parsing (lines/s)", val("floor"), mark(get("floor")), "")
+    )
+    rows.append(("ratio floor / mtail", _fmt(ratios.get("floor_vs_mtail"), "x"), "", ""))
     rows.append(("daemon following the file (lines/s)", val("daemon"), mark(get("daemon")), ""))
     rows.append(
         (
@@ -281,6 +285,7 @@ def chart(m: dict[str, Measure], lines: int) -> str:
         (
             "Over a file, start to exit",
             bar("report_postfix", "report (Postfix log)", True)
+            + bar("floor", "floor: read + prefilter only", True)
             + bar("report_exim", "report (Exim mainlog)", True)
             + bar("mtail", "mtail --one_shot (Postfix log)", False),
         ),
@@ -315,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     m: dict[str, Measure] = {}
     done = step(f"report on the Postfix log, {size.repeat}x")
     m["report_postfix"] = ours.report(postfix_log, truth, size.repeat, "Postfix")
+    done()
+    done = step(f"pure-Python floor (read + prefilter only) on the Postfix log, {size.repeat}x")
+    m["floor"] = ours.floor(postfix_log, size.repeat)
     done()
     done = step(f"report on the Exim mainlog, {size.repeat}x")
     m["report_exim"] = ours.report(exim_log, truth, size.repeat, "Exim")
@@ -357,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     env["load_average_at_end"] = os.getloadavg()
     ratios = {
         "report_vs_mtail": ratio(m["report_postfix"].value, m["mtail"].value),
+        "floor_vs_mtail": ratio(m["floor"].value, m["mtail"].value),
         "daemon_vs_postfix_exporter": ratio(m["daemon"].value, m["postfix_exporter"].value),
     }
     goals = targets(m, ratios)

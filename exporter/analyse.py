@@ -36,10 +36,10 @@ _PARSERS: Final[dict[str, Parser]] = {
 _GOOGLE_MARKERS: Final = (b"oogle", b"gsmtp", b"1e100", b".gmail.com", b"name=gmail")
 
 
-def _has_long_line(blob: bytes) -> bool:
-    """Whether some line is longer than MAX_LINE_BYTES: jumps from the last newline of one window of that size
-    to the next, so a block of short lines costs a few dozen searches, not one per line."""
-    rfind, size, pos = blob.rfind, len(blob), 0
+def _has_long_line(blob: bytes, size: int) -> bool:
+    """Whether some line of blob[:size] is longer than MAX_LINE_BYTES: jumps from the last newline of one window
+    of that size to the next, so a block of short lines costs a few dozen searches, not one per line."""
+    rfind, pos = blob.rfind, 0
     while size - pos > MAX_LINE_BYTES:
         newline = rfind(b"\n", pos, pos + MAX_LINE_BYTES + 1)
         if newline < 0:
@@ -111,33 +111,42 @@ class Analyser:
     def analyse_block(self, blob: bytes) -> tuple[int, list[Event | Skipped]]:
         """analyse_batch() for lines already joined by newlines (a final newline is allowed): the number of
         lines and the results. Reading a log in blocks spares splitting it into a million small objects."""
+        count, spans = self.prefilter(blob)
+        if spans is None:
+            lines = blob[:-1] if blob.endswith(b"\n") else blob
+            return count, [r for r in map(self.analyse, lines.split(b"\n")) if r is not None]
+        results: list[Event | Skipped] = []
+        for start, end in spans:
+            result = self._analyse_candidate(blob[start:end])
+            if result is not None:
+                results.append(result)
+        return count, results
+
+    def prefilter(self, blob: bytes) -> tuple[int, list[tuple[int, int]] | None]:
+        """The byte-level prefilter of analyse_block(): the number of lines, and where the lines that can concern
+        Google start and end, in order (None when the block holds a NUL byte or an overlong line: then each line
+        must be judged on its own)."""
         if not blob:
             return 0, []
-        if blob.endswith(b"\n"):
-            blob = blob[:-1]
-        count = blob.count(b"\n") + 1
-        if b"\x00" in blob or _has_long_line(blob):
-            return count, [r for r in map(self.analyse, blob.split(b"\n")) if r is not None]
+        size = len(blob) - 1 if blob.endswith(b"\n") else len(blob)
+        count = blob.count(b"\n", 0, size) + 1
+        if b"\x00" in blob or _has_long_line(blob, size):
+            return count, None
         ends: dict[int, int] = {}
         low = blob.lower()  # same offsets; one pass instead of one search per letter case
-        find, rfind, size = low.find, low.rfind, len(low)
+        find, rfind = low.find, low.rfind
         for marker in self._all_markers:
-            at = find(marker)
+            at = find(marker, 0, size)
             while at >= 0:
                 start = rfind(b"\n", 0, at) + 1
                 end = ends.get(start)
                 if end is None:  # a line that an earlier marker did not find already
-                    end = find(b"\n", at)
+                    end = find(b"\n", at, size)
                     if end < 0:
                         end = size
                     ends[start] = end
-                at = find(marker, end)
-        results: list[Event | Skipped] = []
-        for start in sorted(ends):
-            result = self._analyse_candidate(blob[start : ends[start]])
-            if result is not None:
-                results.append(result)
-        return count, results
+                at = find(marker, end, size)
+        return count, sorted(ends.items())
 
     def _analyse_candidate(self, line: bytes) -> Event | Skipped | None:
         """analyse() for a line that passed the prefilter."""

@@ -683,15 +683,19 @@ class FileSource:
                     except OSError as err:
                         log.warning("%s: %s", followed.path, err)
                         self._sink.error(followed.path)
-                if not woke and self._changes() != before and self._inotify_covers_all():
-                    # inotify's events reach us through watchdog's thread, a moment after the write: news written
-                    # just before this look is announced just after it, and is no reason for distrust.
-                    if now < distrust_until or not self._wake.wait(ANNOUNCE_GRACE_SECONDS):
-                        if now >= distrust_until:
-                            log.debug(
-                                "a look found news inotify had not announced; looking every %.0f s", POLL_SECONDS
-                            )
-                        distrust_until = now + DISTRUST_SECONDS
+                # inotify's events reach us through watchdog's thread, a moment after the write: news written just
+                # before this look is announced just after it, and is no reason for distrust.
+                if (
+                    not woke
+                    and self._changes() != before
+                    and self._inotify_covers_all()
+                    and (now < distrust_until or not self._wake.wait(ANNOUNCE_GRACE_SECONDS))
+                ):
+                    if now >= distrust_until:
+                        log.debug(
+                            "a look found news inotify had not announced; looking every %.0f s", POLL_SECONDS
+                        )
+                    distrust_until = now + DISTRUST_SECONDS
         finally:
             self._observer.stop()
             for followed in self._files.values():
