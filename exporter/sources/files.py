@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS: Final = 1.0
 """The safety net under inotify, which can overflow silently and does not see network filesystems."""
-QUIET_POLL_SECONDS: Final = 5.0
+QUIET_POLL_SECONDS: Final = 10.0
 """The safety net's period while inotify is trusted: every file open, every directory watched, no rotated file
 being drained, and no look in the last DISTRUST_SECONDS found a change that inotify had not announced."""
 DISTRUST_SECONDS: Final = 60.0
@@ -654,7 +654,7 @@ class FileSource:
             scan_pending = False
             while not stop.is_set():
                 # Look every second while inotify may miss something; every QUIET_POLL_SECONDS once it has
-                # shown it does not (an idle exporter then costs a fifth of the wake-ups). A look that finds news
+                # shown it does not (an idle exporter then costs a tenth of the wake-ups). A look that finds news
                 # inotify did not announce (an overflow, a network filesystem) brings back the 1 s safety net.
                 now = time.monotonic()
                 if scan_pending:
