@@ -23,6 +23,10 @@ DEFAULT_SUFFIXES: Final = (".l.google.com", ".1e100.net", ".googlemail.com", ".a
 """Any host under these is Google's (OpenSMTPD logs the PTR name, *.1e100.net)."""
 
 
+_KNOWN: Final = 1024
+"""Host names whose answer canonical() remembers."""
+
+
 class GoogleHosts:
     """Answers whether a relay host name, as an MTA logged it, belongs to Google."""
 
@@ -33,9 +37,22 @@ class GoogleHosts:
             sorted({h.encode() for h in self._exact if not h.endswith((".google.com", ".gmail.com"))})
         )
         """Byte strings besides Google's own names that make a line worth a closer look (user hosts)."""
+        self._known: dict[str, str | None] = {}
 
     def canonical(self, host: str) -> str | None:
         """The lower-case host name if it is Google's, else None."""
+        # A log names a few relays over and over: remember the answers (bounded, whatever the log holds).
+        try:
+            return self._known[host]
+        except KeyError:
+            pass
+        found = self._canonical(host)
+        if len(self._known) >= _KNOWN:
+            self._known.clear()
+        self._known[host] = found
+        return found
+
+    def _canonical(self, host: str) -> str | None:
         name = host.strip().lower().rstrip(".")
         if name in self._exact:
             return name

@@ -125,7 +125,8 @@ def _outcome(body: str, recipient: str, queue_id: str | None, ctx: Context) -> D
     named = _RELAY_NAME.match(body, relay_at + 6) if relay_at >= 0 else None
     relay = named.group(0) if named else "none"
     host = ctx.google.canonical(relay) if relay != "none" else None
-    said = _said(detail)
+    # Accepted mail at a Google relay (most lines) needs no search for 'host X said': its reply is the detail.
+    said = None if status == "sent" and host is not None else _said(detail)
     if said is not None:
         host = host or ctx.google.canonical(said.group(1))
     elif host is None:
@@ -133,10 +134,12 @@ def _outcome(body: str, recipient: str, queue_id: str | None, ctx: Context) -> D
         if connected is not None:
             host = ctx.google.canonical(connected)
     domain = domain_of(recipient)
-    google_reply = "gsmtp" in detail.lower()
-    # relay=none and no host named: only a DNS failure for gmail.com itself is still about Google.
-    dns_failure_for_gmail = status == "deferred" and domain in GMAIL_DOMAINS and relay == "none"
-    if host is None and not google_reply and not dns_failure_for_gmail:
+    if (
+        host is None
+        and "gsmtp" not in detail.lower()
+        # relay=none and no host named: only a DNS failure for gmail.com itself is still about Google.
+        and not (status == "deferred" and domain in GMAIL_DOMAINS and relay == "none")
+    ):
         return None
     if queue_id:
         ctx.google_queue_ids.remember(queue_id, "")
