@@ -121,6 +121,15 @@ def _drop(
 ) -> str:
     """`body` with each occurrence of `needle` whose surroundings fit replaced by a space; like a regex sub with
     lookarounds, the surroundings are those of the original text and a misfit is retried one character on."""
+    occurrences = body.count(needle)
+    if not occurrences:
+        return body
+    # Most replies: every occurrence stands between spaces (or at an end), which fits every caller's surroundings
+    # (but _after_space's, which wants a space before even at the start).
+    if f" {body} ".count(f" {needle} ") == occurrences and not (
+        fits_before is _after_space and body.startswith(needle)
+    ):
+        return body.replace(needle, " ")
     parts: list[str] = []
     copied = 0
     at = body.find(needle)

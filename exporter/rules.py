@@ -102,6 +102,17 @@ class Rule:
         return True
 
 
+@dataclass(frozen=True, slots=True)
+class _Candidates:
+    """The rules whose conditions other than phrases hold for one (code, enhanced code, origin), in order."""
+
+    rules: tuple[Rule, ...]
+    any_first: re.Pattern[str] | None
+    """Finds any of their first phrases (None when none of them has phrases)."""
+    without_phrases: Rule | None
+    """The first of them without phrases: the winner when no first phrase occurs."""
+
+
 class Rules:
     """An ordered set of rules with a cache of verdicts per reply template."""
 
@@ -118,16 +129,24 @@ class Rules:
         # Rules whose conditions other than phrases hold, per (code, enhanced code, origin); an enhanced code
         # that no rule names exactly behaves like any other of its class and subject ('5.7.'), so a log of
         # distinct fake codes shares a few entries. Bounded: cleared when full.
-        self._candidates: dict[tuple[str | None, str | None, str], tuple[Rule, ...]] = {}
+        self._candidates: dict[tuple[str | None, str | None, str], _Candidates] = {}
+        self._first_phrases: dict[str, re.Pattern[str]] = {}
 
-    def _candidates_for(self, code: str | None, enhanced: str | None, origin: str) -> tuple[Rule, ...]:
+    def _candidates_for(self, code: str | None, enhanced: str | None, origin: str) -> _Candidates:
         if enhanced is not None and enhanced not in self._exact_codes:
             # Wildcards are 'X.' or 'X.Y.': what an unknown code starts with decides them all.
             enhanced = enhanced[: enhanced.rfind(".") + 1] + "*"
         key = (code, enhanced, origin)
         found = self._candidates.get(key)
         if found is None:
-            found = tuple(rule for rule in self.rules if rule.admits(code, enhanced, origin))
+            rules = tuple(rule for rule in self.rules if rule.admits(code, enhanced, origin))
+            firsts = sorted({rule.phrases[0] for rule in rules if rule.phrases})
+            pattern = "|".join(map(re.escape, firsts))
+            any_first = self._first_phrases.get(pattern) if firsts else None
+            if firsts and any_first is None:
+                any_first = self._first_phrases[pattern] = re.compile(pattern)
+            fallback = next((rule for rule in rules if not rule.phrases), None)
+            found = _Candidates(rules, any_first, fallback)
             if len(self._candidates) >= _CACHE_SIZE:
                 self._candidates.clear()
             self._candidates[key] = found
@@ -137,7 +156,11 @@ class Rules:
         """The winning rule for a reply, or None."""
         candidates = self._candidates_for(reply.code, reply.enhanced_code, reply.origin)
         squeezed = squeeze(reply.text)
-        for rule in candidates:
+        # One regex pass tells whether any candidate's first phrase occurs; most replies new to the cache (a
+        # log of fake codes) have none, and then only a candidate without phrases can win.
+        if candidates.any_first is not None and candidates.any_first.search(squeezed) is None:
+            return candidates.without_phrases
+        for rule in candidates.rules:
             for phrase in rule.phrases:
                 if phrase not in squeezed:
                     break

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from daemon_harness import GOOGLE, Exporter, parse_metrics
-from fault_load import MIX, Totals, block, line, vm_hwm_kib
+from fault_load import MIX, Totals, block, cpu_seconds, line, vm_hwm_kib
 
 from exporter.analyse import MAX_LINE_BYTES
 from exporter.metrics import MAX_REJECTION_SERIES
@@ -66,8 +66,9 @@ def hostile_block(start: int, count: int) -> bytes:
     return b"\n".join(out) + b"\n"
 
 
-def _ingest(tmp_path: Path, name: str, lines: int, make: object) -> tuple[float, int, dict, str]:
-    """A fresh exporter reads `lines` lines appended at once; (seconds, peak RSS KiB, samples, landing page)."""
+def _ingest(tmp_path: Path, name: str, lines: int, make: object) -> tuple[float, int, dict, str, float]:
+    """A fresh exporter reads `lines` lines appended at once; (seconds, peak RSS KiB, samples, landing page, CPU
+    seconds the exporter spent meanwhile)."""
     assert callable(make)
     directory = tmp_path / name
     directory.mkdir()
@@ -75,6 +76,8 @@ def _ingest(tmp_path: Path, name: str, lines: int, make: object) -> tuple[float,
     content = [make(start, min(50_000, lines - start)) for start in range(0, lines, 50_000)]
     log.touch()
     with Exporter(directory, "--log.path", str(log)) as exporter:
+        assert exporter.proc is not None
+        cpu_before = cpu_seconds(exporter.proc.pid)
         started = time.monotonic()
         with open(log, "ab") as f:
             for data in content:
@@ -85,18 +88,18 @@ def _ingest(tmp_path: Path, name: str, lines: int, make: object) -> tuple[float,
             f"{lines} lines read",
         )
         seconds = time.monotonic() - started
+        cpu = cpu_seconds(exporter.proc.pid) - cpu_before
         status, body = exporter.get("/metrics")
         assert status == 200
         landing = exporter.get("/")[1].decode()
-        assert exporter.proc is not None
         rss = vm_hwm_kib(exporter.proc.pid)
-    return seconds, rss, parse_metrics(body.decode()), landing
+    return seconds, rss, parse_metrics(body.decode()), landing, cpu
 
 
 def _hostile_run(tmp_path: Path, lines: int) -> tuple[float, float]:
     """Asserts bounded series, bounded memory and no personal data; returns (normal, hostile) lines/s."""
-    normal_s, normal_rss, _, _ = _ingest(tmp_path, "normal", lines, block)
-    hostile_s, hostile_rss, samples, landing = _ingest(tmp_path, "hostile", lines, hostile_block)
+    normal_s, normal_rss, _, _, _ = _ingest(tmp_path, "normal", lines, block)
+    hostile_s, hostile_rss, samples, landing, _ = _ingest(tmp_path, "hostile", lines, hostile_block)
     series = Counter(name for name, _ in samples)
     refusals = sum(v for (name, _), v in samples.items() if name == "gmail_rejections_total")
     skipped = {
@@ -173,41 +176,54 @@ def _rejections(samples: dict) -> float:
     return sum(v for (name, _), v in samples.items() if name == "gmail_rejections_total")
 
 
+def _best_of_3(tmp_path: Path, name: str, lines: int, make: object) -> tuple[float, int, dict, str, float]:
+    """_ingest three times, each time into a fresh exporter: the run that took the least CPU, as benchmarks take
+    the minimum (noise only ever adds time)."""
+    runs = [_ingest(tmp_path, f"{name}-{n}", lines, make) for n in (1, 2, 3)]
+    return min(runs, key=lambda run: run[4])
+
+
 def test_distinct_fake_codes_and_domains_keep_throughput_within_2x(tmp_path: Path) -> None:
     """A busy relay's log in which every line about Google carries a distinct fake enhanced code, recipient domain,
-    local part and client IP, against the same log as Gmail really answers: within 2x in lines/s. The worst
-    case, a log of nothing but new refusals, is held within 3x of the same refusals repeated."""
-    lines = 40_000
-    normal_s, _, normal, _ = _ingest(tmp_path, "normal", lines, block)
-    hostile_s, rss, hostile, landing = _ingest(tmp_path, "hostile", lines, distinct_block)
-    repeated_s, _, repeated, _ = _ingest(tmp_path, "repeated", lines, refusals_block)
-    new_s, _, new, _ = _ingest(tmp_path, "new", lines, distinct_refusals_block)
+    local part and client IP, against the same log as Gmail really answers: within 2x. The worst case, a log of
+    nothing but new refusals, is held within 3x of the same refusals repeated.
+
+    Compared in the exporter's CPU time per line, which is what its throughput is while it reads a backlog (it is
+    CPU-bound), measured without the 50 ms granularity of polling /metrics for the end."""
+    lines = 100_000
+    normal_s, _, normal, _, normal_cpu = _best_of_3(tmp_path, "normal", lines, block)
+    hostile_s, rss, hostile, landing, hostile_cpu = _best_of_3(tmp_path, "hostile", lines, distinct_block)
+    few = 40_000
+    repeated_s, _, repeated, _, repeated_cpu = _best_of_3(tmp_path, "repeated", few, refusals_block)
+    new_s, _, new, _, new_cpu = _best_of_3(tmp_path, "new", few, distinct_refusals_block)
     print(
-        f"\ndistinct Google lines: {lines / hostile_s:.0f} lines/s vs {lines / normal_s:.0f} ({hostile_s / normal_s:.2f}x); "
-        f"nothing but new refusals: {lines / new_s:.0f} lines/s vs the same refusals repeated "
-        f"{lines / repeated_s:.0f} ({new_s / repeated_s:.2f}x); peak RSS {rss // 1024} MiB"
+        f"\ndistinct Google lines: {lines / hostile_s:.0f} lines/s ({hostile_cpu / lines * 1e6:.1f} us CPU per line) "
+        f"vs {lines / normal_s:.0f} lines/s ({normal_cpu / lines * 1e6:.1f} us): {hostile_cpu / normal_cpu:.2f}x; "
+        f"nothing but new refusals: {few / new_s:.0f} lines/s ({new_cpu / few * 1e6:.1f} us) vs the same refusals "
+        f"repeated {few / repeated_s:.0f} lines/s ({repeated_cpu / few * 1e6:.1f} us): {new_cpu / repeated_cpu:.2f}x; "
+        f"peak RSS {rss // 1024} MiB"
     )
     expected = Totals()
     for start in range(0, lines, 50_000):
         expected.add(block(start, min(50_000, lines - start)))
     assert _rejections(normal) == _rejections(hostile) == sum(expected.rejections.values())
-    assert _rejections(repeated) == _rejections(new) == lines
+    assert _rejections(repeated) == _rejections(new) == few
     for samples in (normal, hostile):
         statuses = {dict(ls)["status"]: v for (n, ls), v in samples.items() if n == "gmail_deliveries_total"}
         assert statuses == {s: expected.deliveries.get(s, 0) for s in statuses}
     series = Counter(name for name, _ in hostile) + Counter(name for name, _ in new)
     assert series["gmail_rejections_total"] <= 2 * SERIES_BOUND["gmail_rejections_total"]
     assert "victim" not in landing
-    assert hostile_s <= 2 * normal_s
-    assert new_s <= 3 * repeated_s
+    assert hostile_cpu <= 2 * normal_cpu
+    assert new_cpu <= 3 * repeated_cpu
 
 
 def test_baits_and_garbage_keep_byte_throughput_within_2x(tmp_path: Path) -> None:
     """Backtracking baits (21 KB each), NUL bytes and invalid UTF-8 cost per byte, not per line: one bait is as many
     bytes as 90 normal lines, so bytes/s is the measure that compares."""
     lines = 20_000
-    normal_s, _, _, _ = _ingest(tmp_path, "normal", lines, block)
-    hostile_s, _, _, _ = _ingest(tmp_path, "hostile", lines, hostile_block)
+    normal_s, _, _, _, _ = _ingest(tmp_path, "normal", lines, block)
+    hostile_s, _, _, _, _ = _ingest(tmp_path, "hostile", lines, hostile_block)
     normal_bytes = sum(len(block(s, min(50_000, lines - s))) for s in range(0, lines, 50_000))
     hostile_bytes = sum(len(hostile_block(s, min(50_000, lines - s))) for s in range(0, lines, 50_000))
     normal_rate, hostile_rate = normal_bytes / normal_s, hostile_bytes / hostile_s

@@ -77,9 +77,12 @@ def _connect_host(text: str) -> str | None:
     return None
 
 
+_CLAIMS: Final = re.compile("|".join(map(re.escape, CLAIMS)))
+
+
 def claims(line: str) -> bool:
     """True for any Postfix line (smtpd, cleanup, … included), so that no other parser takes it."""
-    return any(marker in line for marker in CLAIMS)
+    return "postfix/" in line or _CLAIMS.search(line) is not None
 
 
 def parse(line: str, ctx: Context) -> Delivery | None:
