@@ -118,12 +118,9 @@ def test_news_inotify_missed_brings_back_the_one_second_safety_net(
     assert max(delays) <= POLL_SECONDS + 0.3, delays
 
 
-def test_news_inotify_announces_just_after_a_safety_net_look_keeps_the_net_relaxed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """inotify's events reach the reader through watchdog's thread, a moment after the write. A line written just
-    before a safety-net look is found by that look and announced just after it: inotify missed nothing, so the
-    net stays at QUIET_POLL_SECONDS. (Announcements are delayed here by 0.3 s to make the moment wide.)"""
+@pytest.fixture
+def late_announcements(monkeypatch: pytest.MonkeyPatch) -> None:
+    """inotify's events reach the reader 0.3 s after the write: watchdog's thread, made slow."""
 
     class LateWake(files._Wake):
         def on_any_event(self, event: FileSystemEvent) -> None:
@@ -131,31 +128,27 @@ def test_news_inotify_announces_just_after_a_safety_net_look_keeps_the_net_relax
             super().on_any_event(event)
 
     monkeypatch.setattr(files, "_Wake", LateWake)
-    log = tmp_path / "mail.log"
-    log.write_bytes(b"")
-    sink = Arrivals()
-    source = FileSource([str(log)], sink, max_line_bytes=32768)
-    stop = threading.Event()
-    thread = threading.Thread(target=source.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        time.sleep(1.5)  # past the first scan: settled, looking every QUIET_POLL_SECONDS
-        looks = source.looks
-        while source.looks == looks:  # a safety-net look just happened; the next is QUIET_POLL_SECONDS away
-            time.sleep(0.005)
-        time.sleep(QUIET_POLL_SECONDS - 0.1)
-        looks = source.looks
-        append(log, b"just before")
-        sink.wait_for(b"just before", 1)
-        assert source.looks == looks + 1  # found by the safety-net look, not by the (later) announcement
-        time.sleep(3)  # the announcements (open, modify, close: 0.3 s each) and the looks they bring
-        looks = source.looks
-        time.sleep(2 * QUIET_POLL_SECONDS)
-        assert source.looks - looks in (2, 3), source.looks - looks  # 1 s looks would be about 10
-    finally:
-        stop.set()
-        source._wake.set()
-        thread.join(10)
+
+
+def test_news_inotify_announces_just_after_a_safety_net_look_keeps_the_net_relaxed(
+    late_announcements: None, following: tuple[FileSource, Arrivals, Path]
+) -> None:
+    """A line written just before a safety-net look is found by that look and announced just after it: inotify
+    missed nothing, so the net stays at QUIET_POLL_SECONDS."""
+    source, sink, log = following
+    time.sleep(1)  # past the first scan: settled, looking every QUIET_POLL_SECONDS
+    looks = source.looks
+    while source.looks == looks:  # a safety-net look just happened; the next is QUIET_POLL_SECONDS away
+        time.sleep(0.005)
+    time.sleep(QUIET_POLL_SECONDS - 0.1)
+    looks = source.looks
+    append(log, b"just before")
+    sink.wait_for(b"just before", 1)
+    assert source.looks == looks + 1  # found by the safety-net look, not by the (later) announcement
+    time.sleep(3)  # the announcements (open, modify, close: 0.3 s each) and the looks they bring
+    looks = source.looks
+    time.sleep(2 * QUIET_POLL_SECONDS)
+    assert source.looks - looks in (2, 3), source.looks - looks  # 1 s looks would be about 10
 
 
 def test_a_missing_file_is_looked_for_every_second(tmp_path: Path) -> None:
