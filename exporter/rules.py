@@ -122,13 +122,11 @@ class Rules:
         self.files = tuple(files)
         self.reasons: dict[str, str] = {r.reason: r.category for r in rules}
         self._cache: dict[tuple[str | None, str | None, str, str, str], Verdict] = {}
-        # Most rules name exact enhanced codes: index them, so a reply is checked only against the rules of
-        # its own code and those without one (a reply with an unknown code meets a handful, not all).
-        # Each code's candidates are computed once, here: a log of distinct fake codes costs one dict miss.
+        # A reply is checked only against the rules whose conditions other than phrases hold for its (code,
+        # enhanced code, origin), computed once per such key; an enhanced code that no rule names exactly
+        # behaves like any other of its class and subject ('5.7.'), so a log of distinct fake codes shares a
+        # few keys. Bounded: cleared when full.
         self._exact_codes = frozenset(code for rule in self.rules for code in rule.enhanced)
-        # Rules whose conditions other than phrases hold, per (code, enhanced code, origin); an enhanced code
-        # that no rule names exactly behaves like any other of its class and subject ('5.7.'), so a log of
-        # distinct fake codes shares a few entries. Bounded: cleared when full.
         self._candidates: dict[tuple[str | None, str | None, str], _Candidates] = {}
         self._first_phrases: dict[str, re.Pattern[str]] = {}
 

@@ -106,6 +106,7 @@ class TimestampParser:
                 )
             )
         except (ValueError, OverflowError):
+            self._leading = b"\x00"  # this line moved the month: the fast path must not skip the year logic
             return None
         self._cache_key, self._cache_value = key, value
         self._leading = m.group(0) if m.start() == 0 else b"\x00"
