@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import http.client
 import json
 import os
 import random
@@ -43,8 +44,10 @@ class Scraper:
                 continue
             try:
                 status, body = exporter.get("/metrics")
-            except OSError:
-                self.failures += 1  # down or not listening yet: Prometheus records up=0, no sample
+            except (OSError, http.client.HTTPException):
+                # Down, not listening yet, or killed in the middle of its answer (IncompleteRead): Prometheus
+                # records up=0 and no sample.
+                self.failures += 1
                 continue
             if status != 200:
                 self.failures += 1
