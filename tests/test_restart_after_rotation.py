@@ -16,22 +16,18 @@ def _gzip(path: Path) -> None:
     os.unlink(path)
 
 
-def _three_lines_counted_then_stopped(tmp_path: Path) -> Path:
-    """A log whose first three lines an exporter counted before it stopped cleanly (state saved)."""
+def _counted_then_stopped(tmp_path: Path, lines: int) -> Path:
+    """A log whose first `lines` lines an exporter counted before it stopped cleanly (state saved)."""
     log = tmp_path / "mail.log"
-    append(log, sent_lines(0, 3))
+    append(log, sent_lines(0, lines))
     with Exporter(tmp_path, "--log.path", str(log), "--from-beginning") as exporter:
-        exporter.wait_for("gmail_deliveries_total", 3, status="sent")
+        exporter.wait_for("gmail_deliveries_total", lines, status="sent")
         assert exporter.stop() == 0
     return log
 
 
 def test_two_rotations_while_down_one_compressed(tmp_path: Path) -> None:
-    log = tmp_path / "mail.log"
-    append(log, sent_lines(0, 10))
-    with Exporter(tmp_path, "--log.path", str(log), "--from-beginning") as exporter:
-        exporter.wait_for("gmail_deliveries_total", 10, status="sent")
-        assert exporter.stop() == 0
+    log = _counted_then_stopped(tmp_path, 10)
     # Down: the file grows, is rotated to .1, the new one grows, then both move on (.1 -> .2.gz).
     append(log, sent_lines(10, 5))
     os.rename(log, tmp_path / "mail.log.1")
@@ -49,7 +45,7 @@ def test_two_rotations_while_down_one_compressed(tmp_path: Path) -> None:
 
 
 def test_dated_rotation_while_down(tmp_path: Path) -> None:
-    log = _three_lines_counted_then_stopped(tmp_path)
+    log = _counted_then_stopped(tmp_path, 3)
     append(log, sent_lines(3, 2))
     os.rename(log, tmp_path / "mail.log-20261129")
     append(log, sent_lines(5, 4))
@@ -58,7 +54,7 @@ def test_dated_rotation_while_down(tmp_path: Path) -> None:
 
 
 def test_copytruncate_while_down(tmp_path: Path) -> None:
-    log = _three_lines_counted_then_stopped(tmp_path)
+    log = _counted_then_stopped(tmp_path, 3)
     append(log, sent_lines(3, 2))
     shutil.copy(log, tmp_path / "mail.log.1")
     with open(log, "w") as f:
