@@ -26,9 +26,10 @@ _CONNECT_PHRASES: Final = ("connect to ", "conversation with ", "lost connection
 _FROM: Final = re.compile(r"from=<([^>]{0,512})>")
 
 
-_NEVER_DELIVERIES: Final = re.compile(rb"/(?:smtpd|cleanup|postscreen|pickup|anvil|dnsblog)\[")
+_RECEIVING: Final = rb"smtpd|cleanup|postscreen|pickup|anvil|dnsblog"
 """Services that receive mail: on an MX most lines naming Google are mail *from* Google's servers."""
-_SERVICE_TAGS: Final = re.compile(rb"/(?:(qmgr)|smtpd|cleanup|postscreen|pickup|anvil|dnsblog)\[")
+_NEVER_DELIVERIES: Final = re.compile(rb"/(?:" + _RECEIVING + rb")\[")
+_SERVICE_TAGS: Final = re.compile(rb"/(?:(qmgr)|" + _RECEIVING + rb")\[")
 
 
 TAG_WITHIN: Final = 512
