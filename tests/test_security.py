@@ -15,7 +15,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 from daemon_harness import REPO, Exporter
-from test_web_security import _self_signed
+from test_web_security import _self_signed, https_exporter
 
 UNIT = REPO / "deploy" / "systemd" / "gmail-rejection-exporter.service"
 DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile"
@@ -31,20 +31,13 @@ def tls_exporter(tmp_path: Path) -> Iterator[tuple[Exporter, Path, Path, Path]]:
     cert, key = _self_signed(tmp_path, "server")
     client_cert, client_key = _self_signed(tmp_path, "client")
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=6)).decode()
-    web = tmp_path / "web.yml"
-    web.write_text(
+    web = (
         f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n  client_ca_file: {client_cert}\n"
         f"  client_auth_type: RequireAndVerifyClientCert\nbasic_auth_users:\n  prometheus: '{hashed}'\n"
     )
     context = ssl.create_default_context(cafile=str(cert))
     context.load_cert_chain(str(client_cert), str(client_key))
-    log = tmp_path / "mail.log"
-    log.touch()
-    exporter = Exporter(
-        tmp_path, "--log.path", str(log), "--web.config.file", str(web),
-        scheme="https", ssl_context=context, auth=("prometheus", "s3cret"),
-    )  # fmt: skip
-    with exporter:
+    with https_exporter(tmp_path, web, context, auth=("prometheus", "s3cret")) as exporter:
         yield exporter, cert, client_cert, client_key
 
 

@@ -24,6 +24,20 @@ def _self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
     return cert, key
 
 
+def https_exporter(
+    tmp_path: Path, web_config: str, context: ssl.SSLContext, auth: tuple[str, str] | None = None
+) -> Exporter:
+    """An exporter following an empty log and serving HTTPS as `web_config` (the text of its web.yml) says."""
+    web = tmp_path / "web.yml"
+    web.write_text(web_config)
+    log = tmp_path / "mail.log"
+    log.touch()
+    return Exporter(
+        tmp_path, "--log.path", str(log), "--web.config.file", str(web),
+        scheme="https", ssl_context=context, auth=auth,
+    )  # fmt: skip
+
+
 def _basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
@@ -31,20 +45,13 @@ def _basic(user: str, password: str) -> dict[str, str]:
 def test_tls_and_basic_auth(tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path, "server")
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=6)).decode()
-    web = tmp_path / "web.yml"
-    web.write_text(
+    web = (
         f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
         f"basic_auth_users:\n  prometheus: '{hashed}'\n"
         "http_server_config:\n  headers:\n    X-Frame-Options: deny\n"
     )
     client = ssl.create_default_context(cafile=str(cert))
-    log = tmp_path / "mail.log"
-    log.touch()
-    exporter = Exporter(
-        tmp_path, "--log.path", str(log), "--web.config.file", str(web),
-        scheme="https", ssl_context=client, auth=("prometheus", "s3cret"),
-    )  # fmt: skip
-    with exporter:
+    with https_exporter(tmp_path, web, client, auth=("prometheus", "s3cret")) as exporter:
         status, body = exporter.get("/metrics")
         assert status == 200 and b"gmail_deliveries_total" in body
         exporter.auth = None
@@ -66,19 +73,13 @@ def test_tls_and_basic_auth(tmp_path: Path) -> None:
 def test_client_certificate_required(tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path, "server")
     client_cert, client_key = _self_signed(tmp_path, "client")
-    web = tmp_path / "web.yml"
-    web.write_text(
+    web = (
         f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n  client_ca_file: {client_cert}\n"
         "  client_auth_type: RequireAndVerifyClientCert\n  min_version: TLS12\n"
     )
-    log = tmp_path / "mail.log"
-    log.touch()
     with_cert = ssl.create_default_context(cafile=str(cert))
     with_cert.load_cert_chain(str(client_cert), str(client_key))
-    exporter = Exporter(
-        tmp_path, "--log.path", str(log), "--web.config.file", str(web), scheme="https", ssl_context=with_cert
-    )
-    with exporter:
+    with https_exporter(tmp_path, web, with_cert) as exporter:
         assert exporter.get("/-/healthy") == (200, b"Healthy\n")
         without = ssl.create_default_context(cafile=str(cert))
         with pytest.raises(OSError):
