@@ -82,9 +82,6 @@ class Rule:
         code = 2 if self.codes else 1 if self.code_classes else 0
         return (self.origin is not None, enhanced, len(self.phrases), code)
 
-    def matches(self, code: str | None, enhanced: str | None, origin: str, squeezed: str) -> bool:
-        return self.admits(code, enhanced, origin) and all(phrase in squeezed for phrase in self.phrases)
-
     def admits(self, code: str | None, enhanced: str | None, origin: str) -> bool:
         """Whether the conditions other than phrases hold."""
         if self.origin is not None and origin != self.origin:
