@@ -355,37 +355,62 @@ class FollowedFile:
         if found is not None and found[1]:
             self._live = self._open_plain(self.path, main["offset"], bool(main.get("discarding")))
             return
-        consumed: set[str] = set()
         if found is None:
             log.warning(
                 "%s: the file of the saved position is gone; reading the current file from its start",
                 self.path,
             )
-        else:
-            self._drain_saved(found[0], main, stop, None)
-            consumed.add(main["fingerprint"])
-            for path in self._newer_siblings(found[0]):
-                if stop.is_set():
-                    return
-                try:
-                    head = _head(path)
-                except (OSError, EOFError, lzma.LZMAError):
-                    continue
-                fp = fingerprint(head)
-                if not head or fp in consumed or self._same_as_live(head):
-                    continue
-                consumed.add(fp)
-                st = os.stat(path)
-                start = {
-                    "dev": st.st_dev,
-                    "ino": st.st_ino,
-                    "fingerprint": fp,
-                    "fingerprint_len": len(head),
-                    "offset": 0,
-                }
-                self._drain_saved(path, start, stop, None)
-        if not stop.is_set():
             self._open_live(offset_at_end=False)
+            return
+        self._drain_saved(found[0], main, stop, None)
+        consumed = {main["fingerprint"]}
+        last = main
+        while not stop.is_set():
+            last = self._drain_newer(last, consumed, stop)
+            if stop.is_set() or not self._open_live(offset_at_end=False) or self._live is None:
+                return
+            # The MTA may rotate while we read the backlog: then the file we meant to open next is a sibling now,
+            # and the name holds a later one. Read those first.
+            if self._unread_sibling(last, consumed) is None:
+                return
+            self._live.file.close()
+            self._live = None
+
+    def _unread_sibling(self, last: Position, consumed: set[str]) -> tuple[str, bytes] | None:
+        """The oldest rotated sibling newer than the file of `last` and not read yet: (path, first bytes)."""
+        found = self._locate(last)
+        if found is None or found[1]:
+            return None
+        for path in self._newer_siblings(found[0]):
+            try:
+                head = _head(path)
+            except (OSError, EOFError, lzma.LZMAError):
+                continue
+            if head and fingerprint(head) not in consumed and not self._same_as_live(head):
+                return path, head
+        return None
+
+    def _drain_newer(self, last: Position, consumed: set[str], stop: threading.Event) -> Position:
+        """Reads, oldest first, the rotated siblings newer than the file of `last` that were not read yet; the
+        siblings are looked up again after each one (names move when the MTA rotates meanwhile). Returns the
+        position of the last file read."""
+        while not stop.is_set():
+            unread = self._unread_sibling(last, consumed)
+            if unread is None:
+                break
+            path, head = unread
+            fp = fingerprint(head)
+            consumed.add(fp)
+            st = os.stat(path)
+            last = {
+                "dev": st.st_dev,
+                "ino": st.st_ino,
+                "fingerprint": fp,
+                "fingerprint_len": len(head),
+                "offset": 0,
+            }
+            self._drain_saved(path, last, stop, None)
+        return last
 
     def _newer_siblings(self, than: str) -> list[str]:
         """Rotated siblings newer than `than`, oldest first, by the rotation's naming (not by mtime: a
