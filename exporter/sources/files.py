@@ -390,15 +390,19 @@ class FollowedFile:
                 return path, head
         return None
 
-    def _drain_newer(self, last: Position, consumed: set[str], stop: threading.Event) -> Position:
+    def _drain_newer(
+        self, last: Position, consumed: set[str], stop: threading.Event, *, skipped: bool = False
+    ) -> Position:
         """Reads, oldest first, the rotated siblings newer than the file of `last` that were not read yet; the
         siblings are looked up again after each one (names move when the MTA rotates meanwhile). Returns the
-        position of the last file read."""
+        position of the last file read. `skipped`: these were created and rotated away between two looks."""
         while not stop.is_set():
             unread = self._unread_sibling(last, consumed)
             if unread is None:
                 break
             path, head = unread
+            if skipped:
+                log.warning("%s: %s was created and rotated between two looks; reading it", self.path, path)
             fp = fingerprint(head)
             consumed.add(fp)
             st = os.stat(path)
@@ -532,20 +536,7 @@ class FollowedFile:
         """Reads whole the generations that were created and rotated away between two looks (a busy host, an
         inotify overflow): the siblings newer than where the file we were reading went."""
         try:
-            found = self._locate(old.position())
-            if found is None or found[1]:
-                return
-            seen = {old.ident.fingerprint}
-            for path in self._newer_siblings(found[0]):
-                head = _head(path)
-                fp = fingerprint(head)
-                if not head or fp in seen or self._same_as_live(head):
-                    continue
-                seen.add(fp)
-                st = os.stat(path)
-                log.warning("%s: %s was created and rotated between two looks; reading it", self.path, path)
-                start = {"dev": st.st_dev, "ino": st.st_ino, "fingerprint": fp, "fingerprint_len": len(head)}
-                self._drain_saved(path, {**start, "offset": 0}, stop, None)
+            self._drain_newer(old.position(), {old.ident.fingerprint}, stop, skipped=True)
         except (OSError, EOFError, lzma.LZMAError) as err:
             log.warning("%s: cannot read a rotated file skipped between two looks: %s", self.path, err)
 
