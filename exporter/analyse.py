@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from exporter.events import Delivery, Event
 from exporter.google import GoogleHosts
@@ -84,6 +84,14 @@ class Analyser:
         markers = dict.fromkeys(self._markers + self._join_markers)
         self._all_markers = tuple(m for m in markers if not any(o != m and o in m for o in markers))
         self._forced = None if log_format in (None, "auto") else _PARSERS[log_format]
+
+    def memory(self) -> dict[str, Any]:
+        """The per-stream memory (queue-id joins, the log's year), JSON-able."""
+        return self._ctx.state()
+
+    def restore_memory(self, data: Any) -> None:
+        """Continues from saved memory; raises ValueError when it is not valid (nothing is changed then)."""
+        self._ctx.restore(data)
 
     def analyse(self, line: bytes) -> Event | Skipped | None:
         """An Event for a line about a delivery to Google, Skipped for a line we refuse, else None.

@@ -47,6 +47,7 @@ class App:
         statuses: Callable[[], list[SourceStatus]],
         ready: Callable[[], bool],
         reload: Callable[[], str | None],
+        healthy: Callable[[], str | None] = lambda: None,
         telemetry_path: str,
         security: WebSecurity,
     ) -> None:
@@ -55,6 +56,8 @@ class App:
         self.registry = registry
         self.statuses = statuses
         self.ready = ready
+        self.healthy = healthy
+        """None when healthy, else why not."""
         self.reload = reload
         self.telemetry_path = telemetry_path
         self.security = security
@@ -107,7 +110,11 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/":
             self._send(200, render_landing(app).encode(), "text/html; charset=utf-8")
         elif path == "/-/healthy":
-            self._send(200, b"Healthy\n")
+            problem = app.healthy()
+            if problem is None:
+                self._send(200, b"Healthy\n")
+            else:
+                self._send(503, f"Unhealthy: {problem}\n".encode())
         elif path == "/-/ready":
             if app.ready():
                 self._send(200, b"Ready\n")
@@ -230,8 +237,8 @@ def render_landing(app: App) -> str:
         consecutive = app.metrics.consecutive
     e = html.escape
     source_rows = "".join(
-        f"<tr><td><code>{e(s.name)}</code></td><td>{'finished' if s.finished else 'open' if s.open else 'opening'}"
-        f"</td><td class=n>{s.offset}</td><td class=n>{s.size}</td><td class=n>{max(0, s.size - s.offset)}</td>"
+        f"<tr><td><code>{e(s.name)}</code></td><td class='state {e(s.state)}'>{e(s.state.replace('_', ' '))}"
+        f"{': ' + e(s.detail) if s.detail and s.state != 'open' else ''}</td><td class=n>{s.offset}</td><td class=n>{s.size}</td><td class=n>{max(0, s.size - s.offset)}</td>"
         f"<td>{_age(s.last_read, now)}</td></tr>"
         for s in statuses
     )

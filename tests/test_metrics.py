@@ -18,7 +18,7 @@ def events(*lines: bytes) -> list[Event]:
 
 
 def fresh() -> Metrics:
-    return Metrics(version="test", categories=CATEGORIES, skip_reasons=SKIP_REASONS)
+    return Metrics(categories=CATEGORIES, skip_reasons=SKIP_REASONS)
 
 
 NEXT_MX = (
