@@ -234,7 +234,7 @@ class Daemon:
         )
         host, port = config.parse_listen_address(cfg.web.listen_address)
         try:
-            self.server = web.serve(host, port, app)
+            self.server = web.serve(host, port, app, cfg.web)
         except OSError as err:
             log.error("cannot listen on %s: %s", cfg.web.listen_address, err)
             return EXIT_RUNTIME
