@@ -168,7 +168,7 @@ def test_connections_that_idle_or_dribble_are_closed_after_the_read_timeout(tmp_
     }
     stop = threading.Event()
     with (
-        Exporter(tmp_path, "--log.path", str(log), "--web.read-timeout", "1s") as exporter,
+        Exporter(tmp_path, "--log.path", str(log), "--web.read-timeout", "2s") as exporter,
         _closing([]) as socks,
     ):
         for sent in stalls.values():
@@ -197,7 +197,7 @@ def test_tls_connections_that_stall_are_closed_after_the_read_timeout(tmp_path: 
     cert, key = _self_signed(tmp_path, "server")
     client = ssl.create_default_context(cafile=str(cert))
     web = f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
-    exporter = https_exporter(tmp_path, web, client, "--web.read-timeout", "1s")
+    exporter = https_exporter(tmp_path, web, client, "--web.read-timeout", "2s")
     with exporter, _closing([]) as socks:
         socks.append(_connect(exporter.port))  # never starts the handshake
         socks.append(_connect(exporter.port))
