@@ -176,6 +176,7 @@ class Server(ConnectionServer):
         self.tls_context = security.tls.context() if security.tls is not None else None
 
     def respond(self, head: bytes, client: tuple[str, int]) -> tuple[bytes, bool]:
+        """The response to a request head, and whether the connection stays open for another request."""
         handler = Handler(head, client, self)  # type: ignore[arg-type]
         assert isinstance(handler.wfile, io.BytesIO)
         return handler.wfile.getvalue(), not handler.close_connection

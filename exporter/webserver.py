@@ -63,6 +63,8 @@ class Limits:
     max_body_bytes: int = 64 * 1024
     """No endpoint reads a body; one this small is read and dropped so the connection can be kept."""
     workers: int = 4
+    """Threads answering requests. A wrong password costs a bcrypt check (which releases the GIL) and a reload
+    reads files: with a few, a scrape does not wait behind one of them."""
 
 
 def connection_bound(wanted: int) -> int:
