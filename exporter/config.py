@@ -25,6 +25,8 @@ DEFAULT_PORT: Final = 9791
 exporter port (postfix_exporter 9154, mtail 3903, node 9100, ...)."""
 DEFAULT_LISTEN_ADDRESS: Final = f":{DEFAULT_PORT}"
 DEFAULT_TELEMETRY_PATH: Final = "/metrics"
+DEFAULT_READ_TIMEOUT: Final = "30s"
+DEFAULT_MAX_CONNECTIONS: Final = 512
 SYSTEM_STATE_DIR: Final = "/var/lib/gmail-rejection-exporter"
 STATE_FILE_NAME: Final = "state.json"
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -56,6 +58,9 @@ class WebConfig:
     telemetry_path: str = DEFAULT_TELEMETRY_PATH
     config_file: str | None = None
     """An exporter-toolkit web config: TLS, basic auth, headers."""
+    read_timeout: float = 30.0
+    """Seconds a client may take for a TLS handshake or a request, or stay idle between requests."""
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
 @dataclass(frozen=True)
@@ -77,11 +82,18 @@ class Config:
 
 # The YAML layout: section -> key -> how to read its value.
 _STR, _BOOL, _LIST, _OPT_STR = "a string", "true or false", "a list of strings", "a string or null"
+_INT = "an integer"
 SCHEMA: Final[dict[str, dict[str, str]]] = {
     "log": {"paths": _LIST, "format": _STR},
     "journal": {"enabled": _BOOL, "units": _LIST, "identifiers": _LIST},
     "state": {"file": _STR},
-    "web": {"listen_address": _STR, "telemetry_path": _STR, "config_file": _OPT_STR},
+    "web": {
+        "listen_address": _STR,
+        "telemetry_path": _STR,
+        "config_file": _OPT_STR,
+        "read_timeout": _STR,
+        "max_connections": _INT,
+    },
     "rules": {"files": _LIST},
     "google": {"hosts": _LIST},
     "metrics": {"sender_domains": _LIST},
@@ -98,6 +110,7 @@ def typed_value(file: str, node: yaml.Node, key: str, kind: str) -> Any:
         _STR: isinstance(value, str),
         _OPT_STR: value is None or isinstance(value, str),
         _BOOL: isinstance(value, bool),
+        _INT: isinstance(value, int) and not isinstance(value, bool),
         _LIST: isinstance(value, list) and all(isinstance(v, str) for v in value),
     }[kind]
     if not ok:
@@ -221,6 +234,19 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="exporter-toolkit web config: TLS, basic auth, headers",
     )
     a(
+        "--web.read-timeout",
+        dest="read_timeout",
+        metavar="DURATION",
+        help=f"longest TLS handshake, request read or idle keep-alive connection (default {DEFAULT_READ_TIMEOUT})",
+    )
+    a(
+        "--web.max-connections",
+        dest="max_connections",
+        type=int,
+        metavar="N",
+        help=f"most connections open at once (default {DEFAULT_MAX_CONNECTIONS})",
+    )
+    a(
         "--rules.file",
         dest="rules_files",
         action="append",
@@ -255,6 +281,14 @@ def load(args: argparse.Namespace) -> Config:
             return flag_value
         return values.get(key, default)
 
+    read_timeout = pick("read_timeout", "web.read_timeout", DEFAULT_READ_TIMEOUT)
+    read_seconds = parse_duration(read_timeout)
+    if not read_seconds:
+        raise ConfigError(
+            *where("web.read_timeout"),
+            "web.read_timeout",
+            f"must be a duration such as 30s or 2m, not {read_timeout!r}",
+        )
     config = Config(
         log=LogConfig(
             paths=tuple(pick("log_paths", "log.paths", ())),
@@ -270,6 +304,8 @@ def load(args: argparse.Namespace) -> Config:
             listen_address=pick("listen_address", "web.listen_address", DEFAULT_LISTEN_ADDRESS),
             telemetry_path=pick("telemetry_path", "web.telemetry_path", DEFAULT_TELEMETRY_PATH),
             config_file=pick("web_config_file", "web.config_file", None),
+            read_timeout=read_seconds,
+            max_connections=pick("max_connections", "web.max_connections", DEFAULT_MAX_CONNECTIONS),
         ),
         rules_files=tuple(pick("rules_files", "rules.files", ())),
         google_hosts=tuple(h.lower() for h in pick("google_hosts", "google.hosts", ())),
@@ -298,9 +334,24 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     return match["v6"] or match["host"] or "", int(match["port"])
 
 
+_DURATION = re.compile(r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
+_DURATION_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a Prometheus duration ("30s", "1m30s", "500ms"), or None if `text` is not one."""
+    match = _DURATION.fullmatch(text)
+    if not text or match is None:
+        return None
+    return sum(
+        int(count) * unit for count, unit in zip(match.groups(), _DURATION_UNITS, strict=True) if count
+    )
+
+
 _CHECKS: Final[list[tuple[str, str, Callable[[Config], bool]]]] = [
     ("log.format", f"must be one of {', '.join(FORMATS)}", lambda c: c.log.format in FORMATS),
     ("web.telemetry_path", "must be an absolute URL path other than / and /-/...", lambda c: c.web.telemetry_path.startswith("/") and c.web.telemetry_path != "/" and not c.web.telemetry_path.startswith("/-/")),
+    ("web.max_connections", "must be at least 1", lambda c: c.web.max_connections >= 1),
     ("metrics.sender_domains", "must be domain names like example.com", lambda c: all(re.fullmatch(r"[a-z0-9.-]+\.[a-z0-9-]+", d) for d in c.sender_domains)),
     ("google.hosts", "must be host names", lambda c: all(re.fullmatch(r"[a-z0-9.*-]+", h) for h in c.google_hosts)),
     ("log.paths", "standard input (-) can be named only once", lambda c: list(c.log.paths).count("-") <= 1),

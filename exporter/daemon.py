@@ -187,7 +187,7 @@ class Daemon:
             security=security,
         )
         host, port = config.parse_listen_address(cfg.web.listen_address)
-        server = web.serve(host, port, app)
+        server = web.serve(host, port, app, cfg.web)
         scheme = "https" if security.tls is not None else "http"
         url = f"{scheme}://{host or 'localhost'}:{server.server_address[1]}/"
         log.info("gmail-rejection-exporter %s listening on %s", __version__, url)
@@ -344,6 +344,8 @@ class Daemon:
                 "journal": (old.journal, cfg.journal),
                 "state.file": (old.state_file, cfg.state_file),
                 "web.listen_address": (old.web.listen_address, cfg.web.listen_address),
+                "web.read_timeout": (old.web.read_timeout, cfg.web.read_timeout),
+                "web.max_connections": (old.web.max_connections, cfg.web.max_connections),
                 "metrics.sender_domains (turning it on or off)": (
                     bool(old.sender_domains),
                     bool(cfg.sender_domains),

@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import html
+import io
 import logging
-import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from exporter.config import WebConfig
 from exporter.metrics import Metrics
 from exporter.sources import SourceStatus
 from exporter.webconfig import WebSecurity
+from exporter.webserver import ConnectionServer, Limits
 
 log = logging.getLogger(__name__)
 
-HANDSHAKE_TIMEOUT = 10.0
+RELOAD_PATH: Final = "/-/reload"
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#1d2733;max-width:1100px}
@@ -64,10 +64,25 @@ class App:
 
 
 class Handler(BaseHTTPRequestHandler):
-    """Routes one request."""
+    """Answers one request whose head the connection server has read; the response is collected in wfile."""
 
-    server: Server
+    server: Server  # type: ignore[assignment]  # not a socketserver: the head comes as `request`
+    request: bytes
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        self.rfile = io.BytesIO(self.request)
+        self.wfile = io.BytesIO()
+
+    def handle(self) -> None:
+        self.close_connection = True
+        self.handle_one_request()
+
+    def finish(self) -> None:
+        pass  # wfile stays readable: it holds the response
+
+    def handle_expect_100(self) -> bool:
+        return True  # the body, if any, was read before this request was handed over
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -90,11 +105,14 @@ class Handler(BaseHTTPRequestHandler):
         self._send(401, b"Unauthorized\n", **{"WWW-Authenticate": 'Basic realm="gmail-rejection-exporter"'})
         return False
 
+    def _path(self) -> str:
+        return self.path.split("?", 1)[0]
+
     def do_GET(self) -> None:
         if not self._authorised():
             return
         app = self.server.app
-        path = self.path.split("?", 1)[0]
+        path = self._path()
         if path == app.telemetry_path:
             if not all(status.resumed for status in app.statuses()):
                 # Counters restored from the state file lag what was served before a crash until the lines
@@ -120,8 +138,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(200, b"Ready\n")
             else:
                 self._send(503, b"Not ready: opening sources\n")
-        elif path == "/-/reload":
-            self._send(405, b"Use POST\n", Allow="POST")
+        elif path == RELOAD_PATH:
+            self._not_allowed()
         else:
             self._send(404, b"Not found\n")
 
@@ -130,8 +148,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         if not self._authorised():
             return
-        if self.path.split("?", 1)[0] != "/-/reload":
-            self._send(405, b"Method not allowed\n")
+        if self._path() != RELOAD_PATH:
+            self._not_allowed()
             return
         error = self.server.app.reload()
         if error is None:
@@ -139,81 +157,55 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(500, f"Reload failed: {error}\n".encode())
 
-    do_PUT = do_POST
+    def _refuse_method(self) -> None:
+        if self._authorised():
+            self._not_allowed()
+
+    do_PUT = do_DELETE = do_PATCH = _refuse_method
+
+    def _not_allowed(self) -> None:
+        allowed = "POST" if self._path() == RELOAD_PATH else "GET, HEAD"
+        self._send(405, f"Method not allowed; use {allowed}\n".encode(), Allow=allowed)
 
 
-class Server(ThreadingHTTPServer):
-    """A threading HTTP server; with TLS, each connection's handshake runs in its own thread."""
+class Server(ConnectionServer):
+    """Serves the app over HTTP or, with a TLS config, HTTPS."""
 
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, host: str, port: int, app: App) -> None:
+    def __init__(self, host: str, port: int, app: App, limits: Limits | None = None) -> None:
         self.app = app
-        self.address_family = socket.AF_INET6 if ":" in host or not host else socket.AF_INET
-        self._any_address = not host
         self.tls_context: ssl.SSLContext | None = None
         self.set_security(app.security)
-        super().__init__((host or "::", port), Handler)
-
-    def server_bind(self) -> None:
-        if self._any_address:
-            # One socket for IPv4 and IPv6: ":9791" means every address, like Go's net.Listen.
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
+        super().__init__(host, port, self.respond, limits=limits, tls=lambda: self.tls_context)
 
     def set_security(self, security: WebSecurity) -> None:
         """Applies a (re)loaded web config to the next connections."""
         self.app.security = security
         self.tls_context = security.tls.context() if security.tls is not None else None
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A scraper that hangs up mid-response is not worth a traceback on stderr.
-        log.debug("request from %s failed", client_address, exc_info=True)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        context = self.tls_context
-        if context is not None:
-            request.settimeout(HANDSHAKE_TIMEOUT)
-            try:
-                request = context.wrap_socket(request, server_side=True)
-            except (OSError, ssl.SSLError) as err:
-                log.debug("TLS handshake with %s failed: %s", client_address, err)
-                return
-            request.settimeout(None)
-        super().finish_request(request, client_address)
+    def respond(self, head: bytes, client: tuple[str, int]) -> tuple[bytes, bool]:
+        """The response to a request head, and whether the connection stays open for another request."""
+        handler = Handler(head, client, self)  # type: ignore[arg-type]
+        assert isinstance(handler.wfile, io.BytesIO)
+        return handler.wfile.getvalue(), not handler.close_connection
 
 
-def serve(host: str, port: int, app: App) -> Server:
-    """Binds (falling back to IPv4 where IPv6 is missing) and serves in a background thread."""
+def serve(host: str, port: int, app: App, settings: WebConfig | None = None) -> Server:
+    """Binds (falling back to IPv4 where IPv6 is missing) and serves in background threads."""
+    settings = settings or WebConfig()
+    limits = Limits(read_timeout=settings.read_timeout, max_connections=settings.max_connections)
     try:
-        server = Server(host, port, app)
+        server = Server(host, port, app, limits)
     except OSError as err:
         if host or err.errno not in (97, 99):  # EAFNOSUPPORT, EADDRNOTAVAIL: no IPv6 here
             raise
-        server = Server("0.0.0.0", port, app)
-    threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": IDLE_POLL_SECONDS}, name="web", daemon=True
-    ).start()
+        server = Server("0.0.0.0", port, app, limits)
+    server.start()
     return server
 
 
-IDLE_POLL_SECONDS = 30.0
-"""How often the idle server loop wakes on its own; stop() wakes it at once."""
-
-
 def stop(server: Server) -> None:
-    """Stops serving and closes the socket without waiting for the poll interval: serve_forever only
-    notices shutdown() when select() returns, so a throwaway connection makes it return."""
-    stopper = threading.Thread(target=server.shutdown, name="web-stop", daemon=True)
-    stopper.start()
-    host, port = str(server.server_address[0]), int(server.server_address[1])
-    if host in ("", "0.0.0.0", "::"):
-        host = "127.0.0.1" if server.address_family == socket.AF_INET else "::1"
-    with contextlib.suppress(OSError):
-        socket.create_connection((host, port), timeout=1).close()
-    stopper.join(IDLE_POLL_SECONDS)
-    server.server_close()
+    """Stops serving and closes the socket and every connection."""
+    server.stop()
 
 
 def _age(then: float, now: float) -> str:

@@ -134,7 +134,13 @@ class Exporter:
         return self
 
     def __enter__(self) -> Exporter:
-        return self if self.proc is not None else self.start()
+        if self.proc is not None:
+            return self
+        try:
+            return self.start()
+        except BaseException:  # never ready: __exit__ will not run, so the process would outlive the test
+            self.__exit__()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from daemon_harness import run_exporter
 
+from exporter import config
+
 
 @pytest.mark.parametrize(
     ("text", "where"),
@@ -22,6 +24,16 @@ from daemon_harness import run_exporter
         ),
         ("log:\n  paths: [a]\n  format: qmail\n", ":3: log.format: must be one of auto, postfix"),
         ("log: [\n", ":2: invalid YAML"),
+        (
+            "log:\n  paths: [a]\nweb:\n  read_timeout: soon\n",
+            ":4: web.read_timeout: must be a duration such as 30s or 2m, not 'soon'",
+        ),
+        ("log:\n  paths: [a]\nweb:\n  read_timeout: 30\n", ":4: web.read_timeout: must be a string"),
+        ("log:\n  paths: [a]\nweb:\n  max_connections: 0\n", ":4: web.max_connections: must be at least 1"),
+        (
+            "log:\n  paths: [a]\nweb:\n  max_connections: many\n",
+            ":4: web.max_connections: must be an integer",
+        ),
     ],
 )
 def test_invalid_config_exits_2_naming_file_line_and_key(tmp_path: Path, text: str, where: str) -> None:
@@ -39,6 +51,10 @@ def test_invalid_web_config_exits_2(tmp_path: Path) -> None:
     result = run_exporter("run", "--log.path", "x", "--web.config.file", str(web))
     assert result.returncode == 2
     assert f"{web}:2: basic_auth_users.alice: must be a bcrypt hash" in result.stderr
+    web.write_text("basic_auth_users:\n  alice: $2y$10$tooShort\n")  # would never let alice in
+    result = run_exporter("check-config", "--log.path", "x", "--web.config.file", str(web))
+    assert result.returncode == 2
+    assert f"{web}:2: basic_auth_users.alice: must be a bcrypt hash" in result.stderr
     web.write_text(
         "tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\n  client_auth_type: Sometimes\n"
     )
@@ -54,6 +70,18 @@ def test_bad_flag_and_missing_input_exit_2(tmp_path: Path) -> None:
     result = run_exporter("run")
     assert result.returncode == 2
     assert "command line: log.paths: nothing to read" in result.stderr
+    result = run_exporter("check-config", "--log.path", "x", "--web.read-timeout", "0s")
+    assert result.returncode == 2
+    assert "command line: web.read_timeout: must be a duration such as 30s or 2m, not '0s'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("2m", 120), ("1h30m", 5400), ("500ms", 0.5), ("1d", 86400), ("", None), ("30", None),
+     ("1s1m", None), ("-1s", None), ("1.5s", None)],
+)  # fmt: skip
+def test_durations_are_read_as_prometheus_writes_them(text: str, seconds: float | None) -> None:
+    assert config.parse_duration(text) == seconds
 
 
 def test_valid_config_checks_ok(tmp_path: Path) -> None:
@@ -61,6 +89,7 @@ def test_valid_config_checks_ok(tmp_path: Path) -> None:
     config.write_text(
         "log:\n  paths: [/var/log/mail.log]\n  format: auto\njournal:\n  enabled: false\n"
         "web:\n  listen_address: ':9791'\n  telemetry_path: /metrics\n  config_file: null\n"
+        "  read_timeout: 1m30s\n  max_connections: 64\n"
         "rules:\n  files: []\ngoogle:\n  hosts: []\nmetrics:\n  sender_domains: [example.com]\n"
     )
     result = run_exporter("check-config", "--config.file", str(config))

@@ -202,6 +202,15 @@ def test_systemd_unit_is_hardened() -> None:
     for key, value in expected.items():
         assert settings.get(key) == value, key
     assert settings["SystemCallFilter"][0] == "@system-service"
+    (nofile,) = settings["LimitNOFILE"]
+    bound = subprocess.run(
+        ["prlimit", f"--nofile={nofile}:{nofile}", "--", sys.executable, "-c",
+         "from exporter.config import DEFAULT_MAX_CONNECTIONS as wanted\n"
+         "from exporter.webserver import connection_bound\nprint(connection_bound(wanted), wanted)"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    got, wanted = bound.stdout.split()
+    assert got == wanted, "the unit's LimitNOFILE lowers the default connection bound"
     (exec_start,) = settings["ExecStart"]
     assert exec_start.split()[1:] == ["run", "--config.file=/etc/gmail-rejection-exporter/config.yml"]
 
