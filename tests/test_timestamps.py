@@ -56,11 +56,18 @@ def stamp(when: float) -> bytes:
     return f"{time.strftime('%b', t)} {t.tm_mday:>2} {time.strftime('%H:%M:%S', t)}".encode()
 
 
-def dates(parser: TimestampParser, lines: list[bytes]) -> list[str | None]:
-    out = []
+def years(reader: TimestampParser | float, *lines: str) -> list[int | None]:
+    """The year each line's syslog stamp gets (None: no time), read in order by `reader` (a parser, or a clock
+    time for a new one). Checks that the rest of the time is the stamp's own."""
+    parser = reader if isinstance(reader, TimestampParser) else TimestampParser(reader)
+    out: list[int | None] = []
     for line in lines:
-        value = parser.parse(line)
-        out.append(None if value is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value)))
+        value = parser.parse(line.encode() + b" mx postfix/smtp[1]: x")
+        if value is None:
+            out.append(None)
+            continue
+        assert stamp(value).decode() == line[:15]
+        out.append(time.localtime(value).tm_year)
     return out
 
 
@@ -104,117 +111,74 @@ def test_the_year_moves_forward_at_new_year() -> None:
 
 
 def test_a_december_straggler_after_new_year_keeps_its_year() -> None:
-    parser = TimestampParser(local(2026, 1, 2, 9, 0, 0))
-    lines = [b"Dec 31 23:59:58 a", b"Jan  1 00:00:01 b", b"Dec 31 23:59:59 c", b"Jan  1 00:00:05 d"]
-    assert dates(parser, lines) == [
-        "2025-12-31 23:59:58",
-        "2026-01-01 00:00:01",
-        "2025-12-31 23:59:59",
-        "2026-01-01 00:00:05",
-    ]
+    now = local(2026, 1, 2, 9, 0, 0)
+    stamps = ("Dec 31 23:59:58", "Jan  1 00:00:01", "Dec 31 23:59:59", "Jan  1 00:00:05")
+    assert years(now, *stamps) == [2025, 2026, 2025, 2026]
 
 
 def test_stragglers_hours_late_at_new_year_keep_their_year() -> None:
-    parser = TimestampParser(local(2026, 1, 1, 6, 0, 0))
-    lines = [
-        b"Dec 31 22:00:00 a",
-        b"Jan  1 01:00:00 b",
-        b"Dec 31 20:15:00 c",
-        b"Jan  1 03:00:00 d",
-        b"Dec 31 23:00:00 e",
-    ]
-    assert dates(parser, lines) == [
-        "2025-12-31 22:00:00",
-        "2026-01-01 01:00:00",
-        "2025-12-31 20:15:00",
-        "2026-01-01 03:00:00",
-        "2025-12-31 23:00:00",
-    ]
+    now = local(2026, 1, 1, 6, 0, 0)
+    stamps = ("Dec 31 22:00:00", "Jan  1 01:00:00", "Dec 31 20:15:00", "Jan  1 03:00:00", "Dec 31 23:00:00")
+    assert years(now, *stamps) == [2025, 2026, 2025, 2026, 2025]
 
 
 def test_a_log_read_on_new_years_day_that_starts_last_december_keeps_last_years_dates() -> None:
-    parser = TimestampParser(local(2026, 1, 1, 0, 30, 0))
-    lines = [b"Dec 24 06:00:00 a", b"Dec 31 23:59:59 b", b"Jan  1 00:10:00 c"]
-    assert dates(parser, lines) == ["2025-12-24 06:00:00", "2025-12-31 23:59:59", "2026-01-01 00:10:00"]
+    now = local(2026, 1, 1, 0, 30, 0)
+    assert years(now, "Dec 24 06:00:00", "Dec 31 23:59:59", "Jan  1 00:10:00") == [2025, 2025, 2026]
 
 
 def test_a_january_stamp_a_little_ahead_of_a_december_clock_is_next_year() -> None:
     # The MTA's clock runs a few seconds ahead of ours, or its zone is east of ours.
-    parser = TimestampParser(local(2025, 12, 31, 23, 59, 50))
-    assert dates(parser, [b"Jan  1 00:00:05 a", b"Dec 31 23:59:49 b"]) == [
-        "2026-01-01 00:00:05",
-        "2025-12-31 23:59:49",
-    ]
+    assert years(local(2025, 12, 31, 23, 59, 50), "Jan  1 00:00:05", "Dec 31 23:59:49") == [2026, 2025]
 
 
 def test_a_stamp_more_than_max_ahead_of_the_clock_is_last_years() -> None:
     now = local(2026, 6, 10, 12, 0, 0)
-    parser = TimestampParser(now)
     ahead = now + MAX_AHEAD_SECONDS + HOUR
-    assert parser.parse(stamp(ahead)) == ahead - 365 * DAY
+    assert TimestampParser(now).parse(stamp(ahead)) == ahead - 365 * DAY
     within = now + MAX_AHEAD_SECONDS - HOUR
     assert TimestampParser(now).parse(stamp(within)) == within
 
 
 def test_an_old_rotated_log_read_months_later_gets_its_own_years() -> None:
-    parser = TimestampParser(local(2026, 3, 10, 12, 0, 0))
-    lines = [b"Dec 20 10:00:00 a", b"Dec 31 23:00:00 b", b"Jan  1 01:00:00 c", b"Jan  5 08:00:00 d"]
-    assert dates(parser, lines) == [
-        "2025-12-20 10:00:00",
-        "2025-12-31 23:00:00",
-        "2026-01-01 01:00:00",
-        "2026-01-05 08:00:00",
-    ]
+    now = local(2026, 3, 10, 12, 0, 0)
+    stamps = ("Dec 20 10:00:00", "Dec 31 23:00:00", "Jan  1 01:00:00", "Jan  5 08:00:00")
+    assert years(now, *stamps) == [2025, 2025, 2026, 2026]
 
 
 def test_a_log_that_covers_a_year_read_at_its_end_gets_last_years_spring() -> None:
-    parser = TimestampParser(local(2026, 3, 2, 12, 0, 0))
-    lines = [b"Mar  5 10:00:00 a", b"Aug  1 10:00:00 b", b"Dec 31 10:00:00 c", b"Mar  1 10:00:00 d"]
-    assert dates(parser, lines) == [
-        "2025-03-05 10:00:00",
-        "2025-08-01 10:00:00",
-        "2025-12-31 10:00:00",
-        "2026-03-01 10:00:00",
-    ]
+    now = local(2026, 3, 2, 12, 0, 0)
+    stamps = ("Mar  5 10:00:00", "Aug  1 10:00:00", "Dec 31 10:00:00", "Mar  1 10:00:00")
+    assert years(now, *stamps) == [2025, 2025, 2025, 2026]
 
 
 def test_a_daemon_quiet_for_seven_months_dates_its_next_line_this_year() -> None:
     clock = Clock(local(2026, 1, 10, 8, 0, 1))
     parser = TimestampParser(clock=clock)
-    assert dates(parser, [b"Jan 10 08:00:00 a"]) == ["2026-01-10 08:00:00"]
+    assert years(parser, "Jan 10 08:00:00") == [2026]
     clock.now = local(2026, 8, 20, 9, 0, 1)
-    assert dates(parser, [b"Aug 20 09:00:00 b"]) == ["2026-08-20 09:00:00"]
+    assert years(parser, "Aug 20 09:00:00") == [2026]
 
 
 def test_a_daemon_running_over_new_year_asks_the_clock_again() -> None:
     clock = Clock(local(2026, 6, 1, 12, 0, 0))
     parser = TimestampParser(clock=clock)
-    assert dates(parser, [b"Jun  1 11:59:59 a"]) == ["2026-06-01 11:59:59"]
+    assert years(parser, "Jun  1 11:59:59") == [2026]
     # Months without a line about Google, then New Year: the clock, not the start time, bounds the year.
     clock.now = local(2027, 1, 1, 0, 0, 2)
-    assert dates(parser, [b"Dec 31 23:59:59 b", b"Jan  1 00:00:01 c", b"Dec 31 23:59:58 d"]) == [
-        "2026-12-31 23:59:59",
-        "2027-01-01 00:00:01",
-        "2026-12-31 23:59:58",
-    ]
+    assert years(parser, "Dec 31 23:59:59", "Jan  1 00:00:01", "Dec 31 23:59:58") == [2026, 2027, 2026]
 
 
 def test_february_29_gets_the_leap_year_of_the_log() -> None:
-    parser = TimestampParser(local(2028, 3, 1, 12, 0, 0))
-    assert dates(parser, [b"Feb 28 23:59:59 a", b"Feb 29 00:00:00 b", b"Mar  1 00:00:00 c"]) == [
-        "2028-02-28 23:59:59",
-        "2028-02-29 00:00:00",
-        "2028-03-01 00:00:00",
-    ]
+    assert (
+        years(local(2028, 3, 1, 12, 0, 0), "Feb 28 23:59:59", "Feb 29 00:00:00", "Mar  1 00:00:00")
+        == [2028] * 3
+    )
 
 
 def test_february_29_read_in_a_year_far_from_any_leap_year_is_no_date() -> None:
-    parser = TimestampParser(local(2026, 3, 1, 12, 0, 0))
-    assert dates(parser, [b"Feb 28 23:59:59 a", b"Feb 29 00:00:00 b", b"Mar  1 00:00:00 c"]) == [
-        "2026-02-28 23:59:59",
-        None,
-        "2026-03-01 00:00:00",
-    ]
+    now = local(2026, 3, 1, 12, 0, 0)
+    assert years(now, "Feb 28 23:59:59", "Feb 29 00:00:00", "Mar  1 00:00:00") == [2026, None, 2026]
 
 
 @pytest.mark.parametrize("line", [b"Feb 30 10:00:00 a", b"Apr 31 10:00:00 a", b"Jan  0 10:00:00 a",
@@ -225,15 +189,8 @@ def test_an_impossible_date_is_no_date(line: bytes) -> None:
 
 
 def test_lines_without_a_stamp_change_nothing() -> None:
-    parser = TimestampParser(local(2026, 1, 1, 0, 30, 0))
-    lines = [b"Dec 31 23:59:58 a", b"a continuation line", b"Jan  1 00:00:01 b", b"", b"Dec 31 23:59:59 c"]
-    assert dates(parser, lines) == [
-        "2025-12-31 23:59:58",
-        None,
-        "2026-01-01 00:00:01",
-        None,
-        "2025-12-31 23:59:59",
-    ]
+    lines = ("Dec 31 23:59:58", "a continuation line", "Jan  1 00:00:01", "", "Dec 31 23:59:59")
+    assert years(local(2026, 1, 1, 0, 30, 0), *lines) == [2025, None, 2026, None, 2025]
 
 
 def test_iso_stamps_mixed_in_keep_their_own_year_and_move_no_syslog_year() -> None:
@@ -256,44 +213,27 @@ def test_new_year_in_a_zone_with_summer_time_keeps_stragglers_in_their_year(
     zone: Callable[[str], None],
 ) -> None:
     zone("AEST-10AEDT,M10.1.0,M4.1.0/3")  # Sydney: New Year falls in summer time
-    parser = TimestampParser(local(2026, 1, 1, 2, 0, 0))
-    lines = [b"Dec 31 23:59:58 a", b"Jan  1 00:00:01 b", b"Dec 31 23:59:59 c", b"Jan  1 00:00:05 d"]
-    assert dates(parser, lines) == [
-        "2025-12-31 23:59:58",
-        "2026-01-01 00:00:01",
-        "2025-12-31 23:59:59",
-        "2026-01-01 00:00:05",
-    ]
+    now = local(2026, 1, 1, 2, 0, 0)
+    stamps = ("Dec 31 23:59:58", "Jan  1 00:00:01", "Dec 31 23:59:59", "Jan  1 00:00:05")
+    assert years(now, *stamps) == [2025, 2026, 2025, 2026]
 
 
 def test_the_hour_repeated_when_summer_time_ends_moves_no_year(zone: Callable[[str], None]) -> None:
     zone("CET-1CEST,M3.5.0,M10.5.0/3")  # Berlin: 2026-10-25 03:00 CEST becomes 02:00 CET
-    parser = TimestampParser(local(2026, 10, 25, 12, 0, 0))
-    lines = [
-        b"Oct 25 01:59:59 a",
-        b"Oct 25 02:30:00 b",
-        b"Oct 25 02:59:59 c",
-        b"Oct 25 02:15:00 d",
-        b"Oct 25 03:00:00 e",
-    ]
-    assert [d and d[:4] for d in dates(parser, lines)] == ["2026"] * 5
+    now = local(2026, 10, 25, 12, 0, 0)
+    stamps = ("Oct 25 01:59:59", "Oct 25 02:30:00", "Oct 25 02:59:59", "Oct 25 02:15:00", "Oct 25 03:00:00")
+    assert years(now, *stamps) == [2026] * 5
 
 
 def test_state_survives_json_and_a_new_parser_continues_from_it() -> None:
     now = local(2026, 1, 1, 0, 10, 0)
     first = TimestampParser(now)
-    assert dates(first, [b"Dec 31 23:59:58 a", b"Jan  1 00:00:01 b"]) == [
-        "2025-12-31 23:59:58",
-        "2026-01-01 00:00:01",
-    ]
+    assert years(first, "Dec 31 23:59:58", "Jan  1 00:00:01") == [2025, 2026]
     saved = json.loads(json.dumps(first.state()))
     second = TimestampParser(now)
     second.restore(saved)
     assert second.state() == first.state() == {"latest": local(2026, 1, 1, 0, 0, 1)}
-    assert dates(second, [b"Dec 31 23:59:59 c", b"Jan  1 00:00:05 d"]) == [
-        "2025-12-31 23:59:59",
-        "2026-01-01 00:00:05",
-    ]
+    assert years(second, "Dec 31 23:59:59", "Jan  1 00:00:05") == [2025, 2026]
 
 
 def test_a_restored_state_dates_the_backlog_from_where_the_log_was() -> None:
@@ -303,20 +243,14 @@ def test_a_restored_state_dates_the_backlog_from_where_the_log_was() -> None:
     stopped.parse(b"Dec 31 23:59:58 a")
     started = TimestampParser(local(2027, 1, 2, 9, 0, 0))
     started.restore(stopped.state())
-    assert dates(started, [b"Jan  1 00:00:01 b"]) == ["2026-01-01 00:00:01"]
-    assert dates(TimestampParser(local(2027, 1, 2, 9, 0, 0)), [b"Jan  1 00:00:01 b"]) == [
-        "2027-01-01 00:00:01"
-    ]
+    assert years(started, "Jan  1 00:00:01") == [2026]
+    assert years(local(2027, 1, 2, 9, 0, 0), "Jan  1 00:00:01") == [2027]
 
 
 def test_a_restored_state_ahead_of_the_clock_puts_no_stamp_ahead_of_it() -> None:
-    now = local(2026, 5, 1, 12, 0, 0)
-    parser = TimestampParser(now)
+    parser = TimestampParser(local(2026, 5, 1, 12, 0, 0))
     parser.restore({"latest": local(2030, 1, 1, 0, 0, 0)})  # saved while the clock was wrong
-    assert dates(parser, [b"May  1 11:59:00 a", b"Dec 31 12:00:00 b"]) == [
-        "2026-05-01 11:59:00",
-        "2025-12-31 12:00:00",
-    ]
+    assert years(parser, "May  1 11:59:00", "Dec 31 12:00:00") == [2026, 2025]
 
 
 @pytest.mark.parametrize(
@@ -334,7 +268,7 @@ def test_a_malformed_state_raises_value_error_and_changes_nothing(saved: object)
     with pytest.raises(ValueError):
         parser.restore(saved)
     assert parser.state() == before
-    assert dates(parser, [b"Dec 31 23:59:59 b"]) == ["2025-12-31 23:59:59"]
+    assert years(parser, "Dec 31 23:59:59") == [2025]
 
 
 json_values = st.recursive(
