@@ -7,7 +7,7 @@ import re
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 _MONTHS: Final = {
     m: i
@@ -72,23 +72,6 @@ class TimestampParser:
         self._iso_value: float | None = None
         self._leading = b"\x00"
         """The syslog stamp that began the last line when it began with one (most lines of a log)."""
-
-    def state(self) -> dict[str, Any]:
-        """What the year inference has learnt, JSON-able."""
-        return {"year": self._year, "last_month": self._last_month}
-
-    def restore(self, data: Any) -> None:
-        """Continues from a saved state; raises ValueError when it is not one."""
-        if not isinstance(data, dict):
-            raise ValueError(f"clock: expected a mapping, got {type(data).__name__}")
-        year, month = data.get("year"), data.get("last_month", 0)
-        if year is not None and (
-            not isinstance(year, int) or isinstance(year, bool) or not 1970 <= year <= 9999
-        ):
-            raise ValueError(f"clock.year: expected a year, got {year!r}")
-        if not isinstance(month, int) or isinstance(month, bool) or not 0 <= month <= 12:
-            raise ValueError(f"clock.last_month: expected 0 to 12, got {month!r}")
-        self._year, self._last_month = year, month
 
     def parse(self, line: bytes) -> float | None:
         """Unix time of the line's timestamp, or None if it has none we know."""

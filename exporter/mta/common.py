@@ -104,11 +104,14 @@ class Context:
         staged = {name: BoundedMap(m.limit) for name, m in maps.items()}
         for name, m in staged.items():
             m.restore(data.get(name, []), f"memory.{name}")
-        TimestampParser().restore(data.get("clock", {}))  # validates before anything changes
-        self.clock.restore(data.get("clock", {}))
+        clock = data.get("clock")
+        if clock is not None:
+            TimestampParser().restore(clock)  # validates before anything changes
         for name, m in maps.items():
             m.clear()
             m.update(staged[name])
+        if clock is not None:
+            self.clock.restore(clock)
 
 
 def connection_delivery(
