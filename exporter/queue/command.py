@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import selectors
 import shlex
@@ -112,12 +111,9 @@ def default_command(mta: str, find: Callable[[str], str | None] = which) -> list
 def _die_with_parent() -> Callable[[], None] | None:
     """A preexec function asking Linux to SIGKILL the listing when the thread that started it ends (the exporter
     killed with SIGKILL too). Resolved before any fork: the child only calls prctl, no import, no lock."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
     try:
-        prctl = ctypes.CDLL(name, use_errno=True).prctl
-    except (OSError, AttributeError):
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
         return None
     pr_set_pdeathsig, sigkill = 1, int(signal.SIGKILL)
 
