@@ -69,6 +69,7 @@ class QueueReader:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] | None = None,
+        msglog_directory: str | None = None,
     ) -> None:
         if mta not in _PARSERS:
             raise ValueError(f"no queue parser for {mta!r}")
@@ -80,7 +81,11 @@ class QueueReader:
         self._clock = clock
         self._monotonic = monotonic
         self._sleep = sleep
-        self._msglogs = EximMessageLogs(self.argv, self.timeout, monotonic) if mta == "exim" else None
+        self._msglogs = (
+            EximMessageLogs(self.argv, self.timeout, monotonic, directory=msglog_directory)
+            if mta == "exim"
+            else None
+        )
         self._failing: str | None = None
         self.snapshot = QueueSnapshot(success=False, error="not listed yet")
         """The latest snapshot (replaced whole, so readers in other threads need no lock)."""
@@ -154,14 +159,22 @@ class EximMessageLogs:
     """Exim's message logs, in the spool directory that Exim names (`exim -bP spool_directory`, asked once
     through the same command prefix as the listing, e.g. with sudo)."""
 
-    def __init__(self, argv: Sequence[str], timeout: float, monotonic: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        timeout: float,
+        monotonic: Callable[[], float],
+        *,
+        directory: str | None = None,
+    ) -> None:
         prefix = list(argv)
         while prefix and prefix[-1].startswith("-bp"):
             prefix.pop()
         self._ask = [*prefix, "-bP", "spool_directory"]
         self._timeout = timeout
         self._monotonic = monotonic
-        self._directory: str | None = None
+        self._directory = directory
+        """The msglog directory when known (a spool mounted elsewhere); else asked from Exim at first use."""
 
     def directory(self) -> str:
         if self._directory is None:
