@@ -25,7 +25,7 @@ from exporter.queue.classify import UNANSWERED_KINDS, QueueClassifier
 from exporter.queue.collector import QueueCollector
 from exporter.queue.command import detect, is_sendmail, mta_of_command, split_command
 from exporter.queue.domains import GoogleDomains
-from exporter.queue.reader import QueueReader, QueueSnapshot, choose
+from exporter.queue.reader import QueueReader, QueueSnapshot, build, choose
 from exporter.rules import CATEGORIES, load_rules
 
 QUEUES = REPO / "tests" / "fixtures" / "queues"
@@ -352,3 +352,38 @@ def test_not_tried_recipient_counts_once_its_workspace_domain_is_learned(tmp_pat
     assert nonzero(queue.scrape().unanswered) == {}
     domains.learn(delivery("corp.example", "aspmx.l.google.com"))
     assert nonzero(queue.scrape().unanswered) == {"not_tried": 1}
+
+
+def test_exim_reader_finds_the_message_logs_where_exim_says_its_spool_is(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    (spool / "msglog").mkdir(parents=True)
+    for log in (QUEUES / "exim-msglog").iterdir():
+        (spool / "msglog" / log.name).write_bytes(log.read_bytes())
+    exim = tmp_path / "bin" / "exim"
+    exim.parent.mkdir()
+    # A stand-in for `sudo -n exim`: answers -bP spool_directory and -bpr like Exim, nothing else.
+    exim.write_text(
+        "#!/bin/sh\n"
+        f'[ "$1 $2" = "-bP spool_directory" ] && {{ echo "spool_directory = {spool}"; exit 0; }}\n'
+        f'[ "$1" = "-bpr" ] && exec cat {QUEUES / "exim-bpr.txt"}\n'
+        "exit 2\n"
+    )
+    exim.chmod(0o755)
+    queue = reader("exim", [str(exim), "-bpr"], clock=lambda: 1796293800.0)
+    snap = queue.scrape()
+    assert snap.success, snap.error
+    assert nonzero(snap.recipients) == {"rate_limit": 2, "mailbox_full": 1, "authentication": 1}
+    assert nonzero(snap.unanswered) == {"refused": 1, "not_tried": 1}
+
+
+def test_build_turns_the_reader_off_for_none_and_names_the_mta_for_a_command() -> None:
+    classifier = QueueClassifier(RULES, GoogleHosts(), GoogleDomains())
+    assert build("none", 60.0, (), classifier) is None
+    built = build("auto", 30.0, ("sudo", "-n", "postqueue", "-j"), classifier)
+    assert built is not None
+    assert (built.mta, built.argv, built.interval, built.timeout) == (
+        "postfix",
+        ["sudo", "-n", "postqueue", "-j"],
+        30.0,
+        30.0,
+    )

@@ -256,3 +256,21 @@ def choose(mta: str, command: Sequence[str]) -> tuple[str, list[str]] | None:
     if chosen is None:
         return None
     return chosen, default_command(chosen)
+
+
+def build(
+    mta: str, interval: float, command: Sequence[str], classifier: QueueClassifier
+) -> QueueReader | None:
+    """The queue reader for the settings (config's QueueConfig: mta, interval, command), or None when it is off
+    (`none`, or `auto` finding no MTA). Raises ValueError for a choice that cannot work (see choose())."""
+    chosen = choose(mta, command)
+    if chosen is None:
+        log.info(
+            "queue reader off (--queue.mta %s%s)",
+            mta,
+            ": no MTA's queue command found" if mta == "auto" else "",
+        )
+        return None
+    name, argv = chosen
+    log.info("queue reader: %s, every %gs: %s", name, interval, " ".join(argv))
+    return QueueReader(name, argv, classifier, interval=interval)
