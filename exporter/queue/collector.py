@@ -7,7 +7,7 @@ gmail_exporter_queue_scrape_success says why (0) and the last-scrape timestamp h
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -41,35 +41,42 @@ class QueueCollector(Collector):
             "When the last successful listing of the MTA's queue ended (Unix time; 0: none yet).",
             value=snap.last_success_time,
         )
-        unreadable = GaugeMetricFamily(
+        yield _by_label(
             "gmail_exporter_queue_unreadable_entries",
             "Entries of the last queue listing that could not be read, by reason.",
-            labels=["reason"],
+            "reason",
+            UNREADABLE_REASONS,
+            snap.unreadable,
         )
-        for reason in UNREADABLE_REASONS:
-            unreadable.add_metric([reason], float(snap.unreadable.get(reason, 0)))
-        yield unreadable
         if not snap.success:
             return
-        recipients = GaugeMetricFamily(
+        yield _by_label(
             "gmail_queue_recipients",
             "Queued recipients bound for Google whose last attempt got a Google reply, by the reply's category.",
-            labels=["category"],
+            "category",
+            CATEGORIES,
+            snap.recipients,
         )
-        for category in CATEGORIES:
-            recipients.add_metric([category], float(snap.recipients.get(category, 0)))
-        yield recipients
-        unanswered = GaugeMetricFamily(
+        yield _by_label(
             "gmail_queue_unanswered_recipients",
             "Queued recipients bound for Google whose last attempt got no reply from Google, by connection error "
             "kind; not_tried: not attempted yet.",
-            labels=["kind"],
+            "kind",
+            UNANSWERED_KINDS,
+            snap.unanswered,
         )
-        for kind in UNANSWERED_KINDS:
-            unanswered.add_metric([kind], float(snap.unanswered.get(kind, 0)))
-        yield unanswered
         yield GaugeMetricFamily(
             "gmail_queue_oldest_message_age_seconds",
             "Age of the oldest queued message bound for Google (0 when there is none).",
             value=snap.oldest_age_seconds,
         )
+
+
+def _by_label(
+    name: str, help_text: str, label: str, values: Sequence[str], counts: Mapping[str, int]
+) -> Metric:
+    """A gauge with one series per value of a closed list (0 for those the snapshot lacks)."""
+    family = GaugeMetricFamily(name, help_text, labels=[label])
+    for value in values:
+        family.add_metric([value], float(counts.get(value, 0)))
+    return family
