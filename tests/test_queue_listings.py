@@ -186,6 +186,7 @@ HOSTILE_POSTFIX = [
     b'"just a string"\n',
     b'{"queue_id": "\xff\xfe", "arrival_time": 1, "recipients": []}\n',  # not UTF-8
     b'{"queue_id": "A\x00", "arrival_time": 1, "recipients": []}\n',  # NUL byte
+    b'{"queue_id": "A", "arrival_time": 1' + b"0" * 400 + b', "recipients": []}\n',  # beyond any float
 ]
 
 
@@ -219,6 +220,7 @@ def listing_chunks(mta: str, messages: int, *, distinct: bool = True) -> Iterato
 
 
 GARBAGE = [
+    "0123456789abcdef|local|mta|auth|a|b@gmail.com|c|\u00b2|1|0|1|pending|1|x\n".encode(),  # superscript two
     b"\xff\xfe\xfd garbage \x80\x81\n",
     b"          orphan@gmail.com\n",
     b"|||||||||||||\n",

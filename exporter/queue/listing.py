@@ -57,24 +57,27 @@ def split_lines(chunks: Iterable[bytes], max_bytes: int, stats: ListingStats) ->
     """The lines of a stream of byte chunks, without their newline. A line longer than `max_bytes` is skipped
     (too_long) without being held; a last line without a newline is dropped (truncated). A line holding a NUL byte
     is no MTA's listing: skipped as malformed."""
-    pending = b""
+    parts: list[bytes] = []
+    """The start of a line that spans chunks (joined once, when its newline comes)."""
+    size = 0
     overlong = False
     for chunk in chunks:
         start = 0
         while True:
             end = chunk.find(b"\n", start)
             if end < 0:
-                if not overlong:
-                    pending += chunk[start:]
-                    if len(pending) > max_bytes:
-                        overlong, pending = True, b""
+                if not overlong and start < len(chunk):
+                    parts.append(chunk[start:])
+                    size += len(chunk) - start
+                    if size > max_bytes:
+                        overlong, parts, size = True, [], 0
                 break
             if overlong:
                 stats.skip("too_long")
                 overlong = False
             else:
-                line = pending + chunk[start:end] if pending else chunk[start:end]
-                pending = b""
+                line = b"".join((*parts, chunk[start:end])) if parts else chunk[start:end]
+                parts, size = [], 0
                 if len(line) > max_bytes:
                     stats.skip("too_long")
                 elif b"\x00" in line:
@@ -84,7 +87,7 @@ def split_lines(chunks: Iterable[bytes], max_bytes: int, stats: ListingStats) ->
             start = end + 1
     if overlong:
         stats.skip("too_long")
-    elif pending:
+    elif parts:
         stats.skip("truncated")
 
 

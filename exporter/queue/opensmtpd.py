@@ -31,8 +31,8 @@ def parse(lines: Iterable[bytes], stats: ListingStats) -> Iterator[QueuedRecipie
             len(fields) != _FIELDS
             or not _ID.fullmatch(fields[0])
             or fields[2] not in _TYPES
-            or not fields[7].isdigit()
-            or not fields[10].isdigit()
+            or not (fields[7].isascii() and fields[7].isdigit())
+            or not (fields[10].isascii() and fields[10].isdigit())
         ):
             stats.skip("malformed")
             continue

@@ -47,7 +47,13 @@ def _recipients(entry: object) -> list[QueuedRecipient] | None:
     queue_id, arrival, recipients = entry.get("queue_id"), entry.get("arrival_time"), entry.get("recipients")
     if not isinstance(queue_id, str) or not queue_id or not isinstance(recipients, list):
         return None
-    if isinstance(arrival, bool) or not isinstance(arrival, int | float) or not math.isfinite(arrival):
+    if isinstance(arrival, bool) or not isinstance(arrival, int | float):
+        return None
+    try:
+        when = float(arrival)
+    except OverflowError:  # an integer beyond any float
+        return None
+    if not math.isfinite(when):
         return None
     found: list[QueuedRecipient] = []
     for item in recipients:
@@ -56,5 +62,5 @@ def _recipients(entry: object) -> list[QueuedRecipient] | None:
         address, reason = item.get("address"), item.get("delay_reason")
         if not isinstance(address, str) or not (reason is None or isinstance(reason, str)):
             return None
-        found.append(recipient(queue_id, float(arrival), address, reason))
+        found.append(recipient(queue_id, when, address, reason))
     return found
