@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -196,8 +197,13 @@ class EximMessageLogs:
         # split_spool_directory keeps each message under a subdirectory named by the id's sixth character.
         for path in (os.path.join(directory, message_id), os.path.join(directory, message_id[5], message_id)):
             try:
-                with open(path, "rb") as handle:
-                    size = os.fstat(handle.fileno()).st_size
+                # Non-blocking and only a regular file: a FIFO or device in the spool must not hang the reader.
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+                with open(fd, "rb") as handle:
+                    status = os.fstat(fd)
+                    if not stat.S_ISREG(status.st_mode):
+                        return None
+                    size = status.st_size
                     if size > exim.MAX_MSGLOG_BYTES:
                         handle.seek(size - exim.MAX_MSGLOG_BYTES)
                         handle.readline()  # a partial line
