@@ -402,3 +402,20 @@ def test_build_turns_the_reader_off_for_none_and_names_the_mta_for_a_command() -
         30.0,
         30.0,
     )
+
+
+def test_a_parser_bug_fails_the_listing_and_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken(QueueClassifier):
+        def judge(self, recipient: object) -> None:  # type: ignore[override]
+            raise RuntimeError("bug")
+
+    queue = QueueReader(
+        "opensmtpd",
+        cat("opensmtpd-show-queue.txt"),
+        Broken(RULES, GoogleHosts(), GoogleDomains()),
+        interval=60.0,
+    )
+    with caplog.at_level(logging.INFO, logger="exporter.queue"):
+        snaps = [queue.scrape() for _ in range(3)]
+    assert [s.error for s in snaps] == ["unexpected error: RuntimeError"] * 3
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1

@@ -118,8 +118,10 @@ class QueueReader:
         except ListingError as err:
             return self._failed(str(err), started)
         except Exception as err:  # a parser bug costs one listing, never the reader
-            log.exception("queue listing: unexpected error")
-            return self._failed(f"unexpected error: {type(err).__name__}", started)
+            cause = f"unexpected error: {type(err).__name__}"
+            if cause != self._failing:
+                log.exception("queue listing (%s): %s", " ".join(self.argv), cause)
+            return self._failed(cause, started, logged=True)
         ended = self._clock()
         oldest = 0.0 if tally.oldest is None else max(0.0, now - tally.oldest)
         snapshot = QueueSnapshot(
@@ -142,10 +144,10 @@ class QueueReader:
             return exim.parse(lines, stats, self._msglogs.read, now)
         return _PARSERS[self.mta](lines, stats, now)
 
-    def _failed(self, cause: str, started: float) -> QueueSnapshot:
-        if cause != self._failing:
+    def _failed(self, cause: str, started: float, *, logged: bool = False) -> QueueSnapshot:
+        if cause != self._failing and not logged:
             log.error("queue listing (%s) failed: %s", " ".join(self.argv), cause)
-            self._failing = cause
+        self._failing = cause
         snapshot = QueueSnapshot(
             success=False,
             duration_seconds=self._monotonic() - started,
