@@ -18,6 +18,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 
 from exporter.analyse import FORMATS
 from exporter.errors import ConfigError
+from exporter.queue.command import MTAS, mta_of_command, split_command
 from exporter.yamlfile import compose, items, line_of
 
 DEFAULT_PORT: Final = 9791
@@ -63,6 +64,20 @@ class WebConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
+DEFAULT_QUEUE_INTERVAL: Final = "60s"
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """The MTA whose queue is listed ("auto": the one installed; "none": no queue reader), how often, and the
+    listing command to run instead of the MTA's own (already split like a shell would; never run by one)."""
+
+    mta: str = "auto"
+    interval: float = 60.0
+    """Seconds between the end of one listing and the start of the next; also each listing's timeout."""
+    command: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything the daemon needs, read once per start or reload."""
@@ -74,6 +89,7 @@ class Config:
     rules_files: tuple[str, ...] = ()
     google_hosts: tuple[str, ...] = ()
     sender_domains: tuple[str, ...] = ()
+    queue: QueueConfig = field(default_factory=QueueConfig)
     from_beginning: bool = False
     log_level: str = "info"
     file: str | None = None
@@ -97,6 +113,7 @@ SCHEMA: Final[dict[str, dict[str, str]]] = {
     "rules": {"files": _LIST},
     "google": {"hosts": _LIST},
     "metrics": {"sender_domains": _LIST},
+    "queue": {"mta": _STR, "interval": _STR, "command": _OPT_STR},
 }
 
 
@@ -151,6 +168,24 @@ def _read_file(path: str) -> tuple[dict[str, Any], dict[str, int]]:
             values[dotted] = typed_value(path, value_node, dotted, kind)
             lines[dotted] = line_of(value_node)
     return values, lines
+
+
+_DURATION: Final = re.compile(
+    r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?"
+)
+_DURATION_UNITS: Final = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration written as Prometheus writes them (`30s`, `1m`, `1h30m`, units y w d h m s ms, largest
+    first); raises ValueError for anything else, and for zero."""
+    match = _DURATION.fullmatch(text.strip())
+    if not text.strip() or match is None:
+        raise ValueError(f"{text!r} is not a duration like 30s, 1m or 1h30m")
+    seconds = sum(int(n) * unit for n, unit in zip(match.groups(), _DURATION_UNITS, strict=True) if n)
+    if seconds <= 0:
+        raise ValueError(f"{text!r}: the interval must be longer than zero")
+    return float(seconds)
 
 
 def _list(names: Any) -> str:
@@ -253,6 +288,24 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="extra rules file, merged before the bundled rules (repeatable)",
     )
+    a(
+        "--queue.mta",
+        dest="queue_mta",
+        metavar="MTA",
+        help=f"whose queue to list: {', '.join(MTAS)} (default auto: the one installed)",
+    )
+    a(
+        "--queue.interval",
+        dest="queue_interval",
+        metavar="DURATION",
+        help=f"time between queue listings, e.g. 30s, 1m (default {DEFAULT_QUEUE_INTERVAL})",
+    )
+    a(
+        "--queue.command",
+        dest="queue_command",
+        metavar="COMMAND",
+        help="listing command to run instead, split like a shell would, e.g. 'sudo -n postqueue -j'",
+    )
     a("--log.level", dest="log_level", choices=LOG_LEVELS, help="logging level (default info)")  # fmt: skip
 
 
@@ -282,13 +335,35 @@ def load(args: argparse.Namespace) -> Config:
         return values.get(key, default)
 
     read_timeout = pick("read_timeout", "web.read_timeout", DEFAULT_READ_TIMEOUT)
-    read_seconds = parse_duration(read_timeout)
-    if not read_seconds:
+    try:
+        read_seconds = parse_duration(read_timeout)
+    except ValueError as err:
         raise ConfigError(
             *where("web.read_timeout"),
             "web.read_timeout",
             f"must be a duration such as 30s or 2m, not {read_timeout!r}",
+        ) from err
+    queue_mta = pick("queue_mta", "queue.mta", "auto")
+    if queue_mta not in MTAS:
+        raise ConfigError(*where("queue.mta"), "queue.mta", f"{queue_mta!r} is not one of {', '.join(MTAS)}")
+    try:
+        queue_interval = parse_duration(pick("queue_interval", "queue.interval", DEFAULT_QUEUE_INTERVAL))
+    except ValueError as err:
+        raise ConfigError(*where("queue.interval"), "queue.interval", str(err)) from err
+    queue_command: str | None = pick("queue_command", "queue.command", None)
+    try:
+        queue_argv = () if queue_command is None else tuple(split_command(queue_command))
+    except ValueError as err:
+        raise ConfigError(
+            *where("queue.command"), "queue.command", f"{err}: give a command like 'sudo -n postqueue -j'"
+        ) from err
+    if queue_mta == "auto" and queue_argv and mta_of_command(queue_argv) is None:
+        raise ConfigError(
+            *where("queue.command"),
+            "queue.command",
+            "cannot tell which MTA it lists: set queue.mta (--queue.mta) to postfix, exim, sendmail or opensmtpd",
         )
+
     config = Config(
         log=LogConfig(
             paths=tuple(pick("log_paths", "log.paths", ())),
@@ -310,6 +385,7 @@ def load(args: argparse.Namespace) -> Config:
         rules_files=tuple(pick("rules_files", "rules.files", ())),
         google_hosts=tuple(h.lower() for h in pick("google_hosts", "google.hosts", ())),
         sender_domains=tuple(d.lower() for d in pick("sender_domains", "metrics.sender_domains", ())),
+        queue=QueueConfig(mta=queue_mta, interval=queue_interval, command=queue_argv),
         from_beginning=bool(getattr(args, "from_beginning", None)),
         log_level=getattr(args, "log_level", None) or "info",
         file=path,
@@ -332,20 +408,6 @@ def parse_listen_address(address: str) -> tuple[str, int]:
             f"{address!r} is not [host]:port, e.g. {DEFAULT_LISTEN_ADDRESS} or 127.0.0.1:{DEFAULT_PORT}"
         )
     return match["v6"] or match["host"] or "", int(match["port"])
-
-
-_DURATION = re.compile(r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
-_DURATION_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
-
-
-def parse_duration(text: str) -> float | None:
-    """Seconds in a Prometheus duration ("30s", "1m30s", "500ms"), or None if `text` is not one."""
-    match = _DURATION.fullmatch(text)
-    if not text or match is None:
-        return None
-    return sum(
-        int(count) * unit for count, unit in zip(match.groups(), _DURATION_UNITS, strict=True) if count
-    )
 
 
 _CHECKS: Final[list[tuple[str, str, Callable[[Config], bool]]]] = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -75,13 +76,10 @@ def test_bad_flag_and_missing_input_exit_2(tmp_path: Path) -> None:
     assert "command line: web.read_timeout: must be a duration such as 30s or 2m, not '0s'" in result.stderr
 
 
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("30s", 30), ("2m", 120), ("1h30m", 5400), ("500ms", 0.5), ("1d", 86400), ("", None), ("30", None),
-     ("1s1m", None), ("-1s", None), ("1.5s", None)],
-)  # fmt: skip
-def test_durations_are_read_as_prometheus_writes_them(text: str, seconds: float | None) -> None:
-    assert config.parse_duration(text) == seconds
+@pytest.mark.parametrize("text", ["", "30", "1s1m", "-1s", "1.5s", "0s"])
+def test_what_is_not_a_prometheus_duration_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        config.parse_duration(text)
 
 
 def test_valid_config_checks_ok(tmp_path: Path) -> None:
@@ -95,3 +93,92 @@ def test_valid_config_checks_ok(tmp_path: Path) -> None:
     result = run_exporter("check-config", "--config.file", str(config))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{config}: OK")
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("log:\n  paths: [a]\nqueue:\n  mta: qmail\n", ":4: queue.mta: 'qmail' is not one of auto, postfix"),
+        ("log:\n  paths: [a]\nqueue:\n  interval: 60\n", ":4: queue.interval: must be a string, not int 60"),
+        (
+            "log:\n  paths: [a]\nqueue:\n  interval: 1 minute\n",
+            ":4: queue.interval: '1 minute' is not a duration",
+        ),
+        ("log:\n  paths: [a]\nqueue:\n  interval: 30m1h\n", ":4: queue.interval: '30m1h' is not a duration"),
+        (
+            "log:\n  paths: [a]\nqueue:\n  interval: 0s\n",
+            ":4: queue.interval: '0s': the interval must be longer",
+        ),
+        ("log:\n  paths: [a]\nqueue:\n  mta: postfix\n  command: ''\n", ":5: queue.command: empty command"),
+        (
+            'log:\n  paths: [a]\nqueue:\n  command: "sudo -n \'postqueue"\n',
+            ":4: queue.command: No closing quotation",
+        ),
+        (
+            "log:\n  paths: [a]\nqueue:\n  command: sudo -n mailq\n",
+            ":4: queue.command: cannot tell which MTA",
+        ),
+        ("log:\n  paths: [a]\nqueue:\n  intervall: 30s\n", ":4: queue.intervall: unknown key"),
+    ],
+)
+def test_invalid_queue_settings_exit_2_naming_file_line_and_key(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    config = tmp_path / "exporter.yml"
+    config.write_text(text)
+    result = run_exporter(
+        "check-config", "--config.file", str(config), "--state.file", str(tmp_path / "s.json")
+    )
+    assert result.returncode == 2, result
+    assert f"{config}{where}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--queue.mta", "exchange"], "command line: queue.mta: 'exchange' is not one of"),
+        (["--queue.interval", "90"], "command line: queue.interval: '90' is not a duration like 30s"),
+        (["--queue.command", " "], "command line: queue.command: empty command"),
+    ],
+)
+def test_invalid_queue_flags_exit_2(flags: list[str], message: str) -> None:
+    result = run_exporter("check-config", "--log.path", "x", *flags)
+    assert result.returncode == 2, result
+    assert message in result.stderr
+
+
+def test_queue_settings_from_file_and_flags(tmp_path: Path) -> None:
+    config_file = tmp_path / "exporter.yml"
+    config_file.write_text(
+        "log:\n  paths: [a]\nqueue:\n  mta: exim\n  interval: 1h30m\n  command: docker exec 'mail relay' exim -bpr\n"
+    )
+    parser = argparse.ArgumentParser()
+    config.add_flags(parser)
+    loaded = config.load(parser.parse_args(["--config.file", str(config_file)]))
+    assert loaded.queue == config.QueueConfig(
+        mta="exim", interval=5400.0, command=("docker", "exec", "mail relay", "exim", "-bpr")
+    )
+    flagged = config.load(
+        parser.parse_args(
+            ["--config.file", str(config_file), "--queue.mta", "none", "--queue.interval", "45s"]
+        )
+    )
+    assert (flagged.queue.mta, flagged.queue.interval) == ("none", 45.0)
+    defaults = config.load(parser.parse_args(["--log.path", "x"]))
+    assert defaults.queue == config.QueueConfig(mta="auto", interval=60.0, command=())
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30s", 30.0),
+        ("1m", 60.0),
+        ("1h30m", 5400.0),
+        ("1d", 86400.0),
+        ("1500ms", 1.5),
+        ("2w", 1209600.0),
+        ("500ms", 0.5),
+    ],
+)
+def test_prometheus_durations(text: str, seconds: float) -> None:
+    assert config.parse_duration(text) == seconds

@@ -35,6 +35,9 @@ CONTRACT_METRICS = {
     "gmail_exporter_config_last_reload_successful",
     "gmail_exporter_config_last_reload_success_timestamp_seconds",
     "gmail_exporter_state_write_errors_total",
+    "gmail_queue_recipients",
+    "gmail_queue_unanswered_recipients",
+    "gmail_queue_oldest_message_age_seconds",
     "up",
 }
 METRIC = re.compile(r"\b(up|gmail_[a-z_]+)\b(\s*\{[^}]*\})?")
@@ -112,7 +115,7 @@ def test_no_hard_coded_datasource(dashboard: dict[str, Any]) -> None:
 
 def test_every_panel_has_a_unit_a_description_and_queries(dashboard: dict[str, Any]) -> None:
     ids = [panel["id"] for panel in panels(dashboard)]
-    assert len(ids) == len(set(ids)) == 19
+    assert len(ids) == len(set(ids)) == 22
     for panel in panels(dashboard):
         assert panel["fieldConfig"]["defaults"]["unit"], panel["title"]
         assert len(panel["description"]) > 30, panel["title"]
@@ -165,7 +168,7 @@ def test_legends_only_use_labels_the_query_keeps(dashboard: dict[str, Any]) -> N
 
 def test_dashboard_queries_substitute_every_variable() -> None:
     queries = dashboard_queries(["gmail-rejection-exporter", "gw"], "mx1.example.org:9791", "prom-uid")
-    assert len(queries) == 19
+    assert len(queries) == 22
     for query in queries:
         assert "$" not in query.expr
         assert query.datasource_uid == "prom-uid"
@@ -213,3 +216,23 @@ def test_file_provisioning_points_at_the_dashboard_and_a_prometheus_datasource()
     assert datasource["isDefault"] is True
     # $__rate_interval is derived from this; it must equal the Prometheus scrape interval.
     assert datasource["jsonData"]["timeInterval"] == "15s"
+
+
+def test_queue_row_shows_waiting_for_gmail_by_category_unanswered_by_kind_and_oldest_age(
+    dashboard: dict[str, Any],
+) -> None:
+    queue = {panel["title"]: panel for panel in panels(dashboard) if panel["title"].startswith("Queue: ")}
+    assert {title: panel["targets"][0]["expr"] for title, panel in queue.items()} == {
+        "Queue: waiting for Gmail by category": (
+            'sum by (category) (gmail_queue_recipients{job=~"$job", instance=~"$instance"})'
+        ),
+        "Queue: unanswered by kind": (
+            'sum by (kind) (gmail_queue_unanswered_recipients{job=~"$job", instance=~"$instance"})'
+        ),
+        "Queue: oldest message for Google": (
+            'max by (instance) (gmail_queue_oldest_message_age_seconds{job=~"$job", instance=~"$instance"})'
+        ),
+    }
+    assert {panel["gridPos"]["y"] for panel in queue.values()} == {66}  # one row, below the others
+    assert sum(panel["gridPos"]["w"] for panel in queue.values()) == 24
+    assert queue["Queue: oldest message for Google"]["fieldConfig"]["defaults"]["unit"] == "s"

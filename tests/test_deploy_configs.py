@@ -87,6 +87,8 @@ EXPECTED_RECEIVERS = {
     "GmailUnclassifiedRejections": ["exporter-maintainers"],
     "GmailRejectionExporterConfigReloadFailed": ["exporter-maintainers"],
     "GmailRejectionExporterStateWriteErrors": ["exporter-maintainers"],
+    # Its category label comes from the queue (the dominant category): without one, the default receiver.
+    "GmailQueueBacklog": ["postmaster"],
 }
 
 
@@ -95,6 +97,13 @@ def test_every_alert_of_the_rules_file_is_routed_by_severity_and_category() -> N
     for alert in alerts():
         labels = {"alertname": alert["alert"], "job": "gmail-rejection-exporter", **alert["labels"]}
         assert receivers_for(labels) == EXPECTED_RECEIVERS[alert["alert"]], alert["alert"]
+
+
+def test_queue_backlog_goes_where_its_dominant_category_goes() -> None:
+    labels = {"alertname": "GmailQueueBacklog", "job": "gmail-rejection-exporter", "severity": "warning"}
+    assert receivers_for({**labels, "category": "rate_limit"}) == ["bulk-sending"]
+    assert receivers_for({**labels, "category": "authentication"}) == ["dns-admins"]
+    assert receivers_for({**labels, "category": "mailbox_full"}) == ["postmaster"]
 
 
 def test_categories_without_an_alert_of_their_own_go_to_the_postmaster() -> None:

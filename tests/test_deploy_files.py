@@ -131,6 +131,7 @@ def test_configmap_and_systemd_config_have_the_same_keys_and_port() -> None:
         "rules": {"files"},
         "google": {"hosts"},
         "metrics": {"sender_domains"},
+        "queue": {"mta", "interval", "command"},
     }
     for config in (systemd_config, kubernetes_config):
         assert {key: set(value) for key, value in config.items()} == expected_keys
@@ -138,6 +139,7 @@ def test_configmap_and_systemd_config_have_the_same_keys_and_port() -> None:
         assert config["web"]["telemetry_path"] == "/metrics"
         assert config["state"]["file"] == "/var/lib/gmail-rejection-exporter/state.json"
         assert config["log"]["format"] == "auto"
+        assert config["queue"] == {"mta": "auto", "interval": "60s", "command": None}
     assert systemd_config["log"]["paths"] == ["/var/log/mail.log"]
     assert {key: value for key, value in systemd_config.items() if key != "log"} == {
         key: value for key, value in kubernetes_config.items() if key != "log"
