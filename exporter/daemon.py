@@ -304,7 +304,11 @@ class Daemon:
         return [status for source in self._sources for status in source.statuses()]
 
     def healthy(self) -> str | None:
-        """None when healthy, else why not: a reader thread that ended while the exporter runs is never healthy."""
+        """None when healthy, else why not: a reader that failed or a thread that ended while the exporter runs is
+        never healthy."""
+        for status in self.statuses():
+            if status.failed:
+                return f"{status.name}: {status.failed}"
         for thread, source in zip(self._threads, self._sources, strict=True):
             finished = all(s.finished for s in source.statuses())
             if not thread.is_alive() and not self._stop.is_set() and not finished:

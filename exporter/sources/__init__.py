@@ -72,6 +72,9 @@ class SourceStatus:
     """Unix time at which the last line was read."""
     finished: bool = False
     """True when the source ended (standard input closed)."""
+    failed: str = ""
+    """Why the source's reader is not running (it failed unexpectedly and waits to start again); empty while it
+    runs. The exporter is not healthy while a source has one."""
     resumed: bool = True
     """False while a source restarted from a saved position reads what was logged while the exporter was down:
     its counters are then below what was served before the restart, so they are not served yet."""

@@ -349,6 +349,7 @@ class FollowedFile:
     def run(self, stop: threading.Event, wake: Wake, pacer: Pacer, watch: DirectoryWatch | None) -> None:
         """The reader loop: looks at every wake-up and at the safety net's pace until `stop` is set."""
         self.start(stop)
+        self.status.failed = ""
         while not stop.is_set():
             trusted = watch is not None and watch.covers(self.directory) and self.settled
             woke = wake.wait(pacer.timeout(trusted))
@@ -368,6 +369,15 @@ class FollowedFile:
         """Runs the reader loop; an unexpected error (a bug, an odd filesystem) is logged and counted, the state
         says so, and the loop starts again from the last position delivered after a growing pause. A reader never
         dies silently."""
+        try:
+            self._supervise(stop, wake, pacer, watch)
+        finally:
+            if not stop.is_set():
+                self.status.failed = self.status.failed or "reader thread ended"
+
+    def _supervise(
+        self, stop: threading.Event, wake: Wake, pacer: Pacer, watch: DirectoryWatch | None
+    ) -> None:
         pause = self._timing.retry[0]
         while not stop.is_set():
             try:
@@ -375,7 +385,8 @@ class FollowedFile:
                 return
             except Exception as err:  # any failure must stay visible and be retried, never end the thread
                 log.exception("%s: reader failed; starting it again in %.0f s", self.path, pause)
-                self._set_state(STATE_ERROR, f"reader failed: {err}")
+                self.status.failed = f"reader failed: {err}"
+                self._set_state(STATE_ERROR, self.status.failed)
                 self._sink.error(self.path)
                 self._saved = self._delivered or self._saved
                 self.close()
