@@ -28,7 +28,7 @@ from exporter.metrics import Metrics
 from exporter.metrics import saved as saved_metrics
 from exporter.metrics.families import Collector
 from exporter.rules import CATEGORIES, Rules, load_rules
-from exporter.sources import Source, SourceStatus
+from exporter.sources import Source, SourceStatus, join
 from exporter.sources.files import FILE_STATES, FileSource, open_failure
 from exporter.sources.journal import JournalSource
 from exporter.sources.position import FilePosition, JournalPosition
@@ -248,8 +248,8 @@ class Daemon:
             self._stop.set()
             for source in self._sources:
                 source.stop_waking()
-            for thread in self._threads:
-                thread.join(JOIN_SECONDS)
+            for name in join(self._threads, JOIN_SECONDS):
+                log.warning("%s did not stop within %.0f s; stopping without it", name, JOIN_SECONDS)
             written = self.checkpointer.flush()
             web.stop(self.server)
         if written:

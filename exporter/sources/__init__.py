@@ -8,6 +8,8 @@ counters saved with it (exactly once across restarts).
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -91,3 +93,12 @@ class Source(Protocol):
 
     def stop_waking(self) -> None:
         """Wakes the source's loops so that a set `stop` is seen at once."""
+
+
+def join(threads: Sequence[threading.Thread], timeout: float) -> list[str]:
+    """Waits up to `timeout` seconds in all for the threads to end (a stuck one must not hold up shutdown once per
+    thread); the names of those still running."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return [thread.name for thread in threads if thread.is_alive()]

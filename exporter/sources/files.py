@@ -25,13 +25,13 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from exporter.sources import Sink, SourceStatus
+from exporter.sources import Sink, SourceStatus, join
 from exporter.sources.backlog import Backlog
 from exporter.sources.generations import oldest_first
-from exporter.sources.identity import UNREADABLE, matches, open_generation
+from exporter.sources.identity import UNREADABLE, NotRegularFile, matches, open_generation
 from exporter.sources.pacer import DEFAULT_TIMING, Pacer, Timing, Wake, new_wake
 from exporter.sources.position import FilePosition
-from exporter.sources.reader import NotRegularFile, Reader, open_plain
+from exporter.sources.reader import Reader, open_plain
 from exporter.sources.watch import DirectoryWatch
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ STATE_PERMISSION_DENIED: Final = "permission_denied"
 STATE_NOT_REGULAR: Final = "not_regular_file"
 STATE_ERROR: Final = "error"
 FILE_STATES: Final = (STATE_OPEN, STATE_MISSING, STATE_PERMISSION_DENIED, STATE_NOT_REGULAR, STATE_ERROR)
+
+STOP_SECONDS: Final = 4.0
+"""How long stopping waits for the reader threads, in all (less than the daemon waits for the source)."""
 
 PERMISSION_HINT: Final = (
     "; the exporter's user needs read access (on Debian and Ubuntu, mail logs are root:adm 0640: add the user to "
@@ -509,8 +512,9 @@ class FileSource:
         finally:
             for wake in self._wakes.values():
                 wake.set()
-            for thread in self._threads:
-                thread.join(5.0)
+            for name in join(self._threads, STOP_SECONDS):
+                log.warning("%s did not stop within %.0f s (a read that does not return); stopping without it",
+                            name, STOP_SECONDS)  # fmt: skip
             if self.watch is not None:
                 self.watch.stop()
 

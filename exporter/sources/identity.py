@@ -4,8 +4,10 @@ rename, a copy and compression (a rotated `mail.log.2.gz` holds the bytes `mail.
 from __future__ import annotations
 
 import bz2
+import errno
 import gzip
 import hashlib
+import io
 import lzma
 import os
 import stat
@@ -39,15 +41,69 @@ class FileId:
         return FileId(self.dev, self.ino, fingerprint(head), len(head))
 
 
+class NotRegularFile(OSError):
+    """A log path names a FIFO, a device, a socket or a directory: reading it could block or never end."""
+
+
+def open_regular(path: str) -> IO[bytes]:
+    """A regular file opened for reading, unbuffered; raises NotRegularFile for anything else, without blocking (a
+    FIFO opened for reading would wait for a writer)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file", path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class _ClosesItsFile(io.BufferedIOBase):
+    """A decompressing reader that closes the file it reads when it is closed (given a file object, gzip, bz2 and
+    lzma leave it open)."""
+
+    raw_file: IO[bytes] | None = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.raw_file is not None:
+                self.raw_file.close()
+
+
+class _Gzip(_ClosesItsFile, gzip.GzipFile):
+    pass
+
+
+class _Bz2(_ClosesItsFile, bz2.BZ2File):
+    pass
+
+
+class _Xz(_ClosesItsFile, lzma.LZMAFile):
+    pass
+
+
 def open_generation(path: str) -> IO[bytes]:
-    """A log file or a rotated generation of it for reading, decompressed when its name says it is compressed."""
-    if path.endswith(".gz"):
-        return cast(IO[bytes], gzip.open(path, "rb"))
-    if path.endswith(".bz2"):
-        return cast(IO[bytes], bz2.open(path, "rb"))
-    if path.endswith(".xz"):
-        return cast(IO[bytes], lzma.open(path, "rb"))
-    return open(path, "rb", buffering=0)
+    """A log file or a rotated generation of it for reading, decompressed when its name says it is compressed.
+    Raises NotRegularFile for a FIFO or device named like a generation: it is never opened for reading."""
+    raw = open_regular(path)
+    decompressed: _ClosesItsFile
+    try:
+        if path.endswith(".gz"):
+            decompressed = _Gzip(fileobj=raw, mode="rb")
+        elif path.endswith(".bz2"):
+            decompressed = _Bz2(raw, "rb")
+        elif path.endswith(".xz"):
+            decompressed = _Xz(raw, "rb")
+        else:
+            return raw
+    except BaseException:
+        raw.close()
+        raise
+    decompressed.raw_file = raw
+    return cast(IO[bytes], decompressed)
 
 
 def head(f: IO[bytes], n: int = FINGERPRINT_BYTES) -> bytes:
