@@ -293,7 +293,14 @@ class FollowedFile:
         if size >= live.offset and live.continuous():
             return False
         keep = live.intact_until(size)
-        if keep > 0:
+        if 0 < keep <= live.offset - len(live.tail):
+            # The cut is before the bytes kept of what was read: where it was cannot be told, so the file is taken
+            # to hold only old lines now. Lines already appended after the cut are not counted.
+            log.warning("%s: cut to %d bytes, more than %d bytes before where it was read; reading on at its "
+                        "end (lines written after the cut and before this look, if any, are not counted)",
+                        self.path, size, len(live.tail))  # fmt: skip
+            live.restart_at(min(keep, live.consumed), self._max_line_bytes)
+        elif keep > 0:
             log.info("%s: truncated to %d bytes; reading on from the last line still there", self.path, size)
             live.restart_at(min(keep, live.consumed), self._max_line_bytes)
         else:
