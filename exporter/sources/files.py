@@ -92,6 +92,8 @@ class FollowedFile:
         self._opened = False
         self._delivered: FilePosition | None = None
         """The position of the last block delivered: where a reader that failed starts again."""
+        self._listening: set[str] = set()
+        """The directories whose inotify events wake this reader."""
         self.changes = 0
         """Bumped whenever something is read or a rotation is seen: how a loop tells a look that found news from
         one that did not."""
@@ -358,20 +360,45 @@ class FollowedFile:
 
     def run(self, stop: threading.Event, wake: Wake, pacer: Pacer, watch: DirectoryWatch | None) -> None:
         """The reader loop: looks at every wake-up and at the safety net's pace until `stop` is set."""
+        self._watched(watch, wake)
         self.start(stop)
         self.status.failed = ""
         while not stop.is_set():
-            trusted = watch is not None and watch.covers(self.directory) and self.settled
+            trusted = self._watched(watch, wake) and self.settled
             woke = wake.wait(pacer.timeout(trusted))
             if woke:  # a wake-up after the wait timed out stays set: it was not seen, so it is not lost
                 wake.clear()
             if stop.is_set():
                 break
-            if watch is not None and not watch.covers(self.directory):
-                watch.ensure(self.directory)
+            self._watched(watch, wake)
             before = self.changes
             self.look(stop)
             pacer.looked(woke=woke, news=self.changes != before, trusted=trusted, wake=wake)
+
+    def _directories(self) -> set[str]:
+        """The directories whose changes concern this file: the name's, and the real file's when the name is a
+        symbolic link (an append to its target is announced in the target's directory only)."""
+        found = {self.directory}
+        for reader in (self._live, self._old):
+            if reader is not None and reader.path:
+                found.add(os.path.dirname(reader.path))
+        return found
+
+    def _watched(self, watch: DirectoryWatch | None, wake: Wake) -> bool:
+        """Has inotify watch every directory that concerns this file (again, after one was deleted and created
+        again); True when all of them are watched."""
+        if watch is None:
+            return False
+        covered = True
+        for directory in self._directories():
+            if directory not in self._listening:
+                self._listening.add(directory)
+                watch.listen(directory, wake.set)
+                wake.set()  # what changed there before the watch began is looked at now
+            elif not watch.covers(directory):
+                watch.ensure(directory)
+            covered = covered and watch.covers(directory)
+        return covered
 
     def supervise(
         self, stop: threading.Event, wake: Wake, pacer: Pacer, watch: DirectoryWatch | None
@@ -481,8 +508,6 @@ class FileSource:
 
     def _start_reader(self, followed: FollowedFile, stop: threading.Event) -> None:
         wake = self._wakes[followed.path]
-        if self.watch is not None:
-            self.watch.listen(followed.directory, wake.set)
         thread = threading.Thread(
             target=followed.supervise,
             args=(stop, wake, Pacer(self._timing, self._clock), self.watch),
