@@ -1,12 +1,21 @@
-"""Helpers shared by the tests: a recording sink for sources, a clock and wake-up that tests drive."""
+"""Helpers shared by the tests: a recording sink for sources, a clock and wake-up that tests drive, a small
+filesystem to fill or make read-only."""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from exporter.sources.position import Position
+import pytest
+
+if TYPE_CHECKING:
+    from exporter.sources.position import Position
 
 
 class RecordingSink:
@@ -93,3 +102,27 @@ class FakeWake:
 
     def clear(self) -> None:
         self.is_set = False
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs mounted at `where` (created): easy to fill, and to remount read-only
+    (`remount(where, "ro")`). Skips the test where mounting is not allowed."""
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs (needs root): {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def remount(where: Path, mode: str) -> None:
+    """Remounts a small_tmpfs read-only ("ro") or writable ("rw")."""
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(where)], check=True)
