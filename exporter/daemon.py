@@ -29,7 +29,7 @@ from exporter.metrics import saved as saved_metrics
 from exporter.metrics.families import Collector
 from exporter.rules import CATEGORIES, Rules, load_rules
 from exporter.sources import Source, SourceStatus, join
-from exporter.sources.files import FILE_STATES, FileSource, open_failure
+from exporter.sources.files import PERMISSION_HINT, STATE_PERMISSION_DENIED, FileSource, open_failure
 from exporter.sources.journal import JournalSource
 from exporter.sources.position import FilePosition, JournalPosition
 from exporter.sources.reader import open_plain
@@ -386,13 +386,8 @@ def source_problems(cfg: Config) -> list[str]:
             open_plain(path, 0, MAX_LINE_BYTES).file.close()
         except OSError as err:
             state = open_failure(err)
-            assert state in FILE_STATES
-            hint = (
-                " (the exporter's user needs read access; Debian's mail logs are root:adm 0640)"
-                if state == "permission_denied"
-                else ""
-            )
-            problems.append(f"{path}: {state.replace('_', ' ')}: {err.strerror or err}{hint}")
+            hint = PERMISSION_HINT if state == STATE_PERMISSION_DENIED else ""
+            problems.append(f"{path}: {state}: {err.strerror or err}{hint}")
     return problems
 
 

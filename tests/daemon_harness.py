@@ -219,6 +219,23 @@ class Exporter:
         self.proc.wait()
 
 
+NOBODY = 65534
+
+
+def as_nobody(command: list[str]) -> list[str]:
+    """`command` run as the unprivileged user nobody: root reads every file whatever its mode, a service user
+    does not."""
+    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command]
+
+
+class UnprivilegedExporter(Exporter):
+    """The exporter run as nobody (its files must be in a directory nobody can enter: see the shared_dir
+    fixture)."""
+
+    def command(self) -> list[str]:
+        return as_nobody(super().command())
+
+
 def run_exporter(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     """Runs a short exporter command (check-config, a run that fails at start) to completion."""
     return subprocess.run(

@@ -83,6 +83,7 @@ EXPECTED_RECEIVERS = {
     "GmailNothingGetsThrough": ["postmaster-pager"],
     "GmailRejectionExporterDown": ["exporter-maintainers"],
     "GmailRejectionExporterLogNotAdvancing": ["exporter-maintainers"],
+    "GmailRejectionExporterSourceDown": ["exporter-maintainers"],
     "GmailRejectionExporterSkippedLines": ["exporter-maintainers"],
     "GmailUnclassifiedRejections": ["exporter-maintainers"],
     "GmailRejectionExporterConfigReloadFailed": ["exporter-maintainers"],

@@ -6,14 +6,10 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_harness import Exporter, append, bounced, sent_lines
-
-NOBODY = 65534
+from daemon_harness import NOBODY, Exporter, UnprivilegedExporter, append, bounced, sent_lines
 
 
 def test_log_missing_at_start_is_reported_once_and_read_when_it_appears(tmp_path: Path) -> None:
@@ -57,26 +53,6 @@ def test_log_replaced_by_a_directory_then_by_a_file_again(tmp_path: Path) -> Non
     )
     assert output.count("is not a regular file") == 1
     assert f"{log}: opened" in output
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory the unprivileged user can enter (pytest's own is private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="gre-fault-"))
-    path.chmod(0o755)
-    os.chown(path, NOBODY, NOBODY)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-class UnprivilegedExporter(Exporter):
-    """The exporter run as nobody: root reads every file whatever its mode, a service user does not."""
-
-    def command(self) -> list[str]:
-        setpriv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-        return [*setpriv, *super().command()]
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")

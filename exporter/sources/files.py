@@ -41,7 +41,6 @@ STATE_MISSING: Final = "missing"
 STATE_PERMISSION_DENIED: Final = "permission_denied"
 STATE_NOT_REGULAR: Final = "not_regular_file"
 STATE_ERROR: Final = "error"
-FILE_STATES: Final = (STATE_OPEN, STATE_MISSING, STATE_PERMISSION_DENIED, STATE_NOT_REGULAR, STATE_ERROR)
 
 STOP_SECONDS: Final = 4.0
 """How long stopping waits for the reader threads, in all (less than the daemon waits for the source)."""
