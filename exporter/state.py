@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from exporter.sources.identity import open_regular
 from exporter.sources.position import Position, position_from_json
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,16 @@ def parse(data: Any) -> tuple[int, Snapshot]:
     return sequence, Snapshot(positions=positions, metrics=metrics, memory=memory, write_errors=write_errors)
 
 
+def _read_regular(path: str) -> bytes:
+    """The contents of a state file; raises OSError for a FIFO, device or directory (never opened for reading, a
+    FIFO would block) and ValueError for a file larger than any state file, both without reading them."""
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_STATE_BYTES:
+            raise ValueError(f"{size} bytes, larger than {MAX_STATE_BYTES}")
+        return f.read(MAX_STATE_BYTES + 1)
+
+
 class StateFile:
     """The newest state and the one before it, each replaced atomically."""
 
@@ -118,10 +129,11 @@ class StateFile:
         try:
             os.makedirs(directory, exist_ok=True)
             # Held read-only: a descriptor open for writing would keep the state filesystem from being remounted.
-            fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # Non-blocking: a FIFO at the lock path would otherwise wait for a writer for ever.
+            fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
         except OSError as err:
             try:
-                fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
             except OSError:
                 log.warning("cannot create the lock file %s (%s): two exporters on this state file would not be "
                             "noticed", lock_path, err.strerror or err)  # fmt: skip
@@ -141,8 +153,14 @@ class StateFile:
                 ) from err
             log.warning("cannot lock %s (%s); going on unlocked", lock_path, err.strerror or err)
             return
-        with contextlib.suppress(OSError), open(lock_path, "w") as f:
-            f.write(f"{os.getpid()}\n")
+        with contextlib.suppress(OSError):  # who holds the lock, for the message of the next one to try
+            pid_fd = os.open(
+                lock_path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            )
+            try:
+                os.write(pid_fd, f"{os.getpid()}\n".encode())
+            finally:
+                os.close(pid_fd)
         self._lock_fd = fd
 
     def unlock(self) -> None:
@@ -156,10 +174,7 @@ class StateFile:
         found: list[tuple[int, str, Snapshot]] = []
         for path in self.generations:
             try:
-                with open(path, "rb") as f:
-                    raw = f.read(MAX_STATE_BYTES + 1)
-                if len(raw) > MAX_STATE_BYTES:
-                    raise ValueError(f"larger than {MAX_STATE_BYTES} bytes")
+                raw = _read_regular(path)
                 sequence, snapshot = parse(json.loads(raw))
                 validate(snapshot)
             except FileNotFoundError:
