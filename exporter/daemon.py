@@ -131,7 +131,7 @@ class Daemon:
         self.checkpointer.write_errors = snapshot.write_errors
         log.info("resuming from %s", state.path)
 
-    def _build_sources(self, cfg: Config, ingest: Ingest) -> list[Source]:
+    def _build_sources(self, cfg: Config, ingest: Ingest, state: StateFile) -> list[Source]:
         saved = ingest.positions()
         sources: list[Source] = []
         files = [p for p in cfg.log.paths if p != "-"]
@@ -143,6 +143,7 @@ class Daemon:
                     max_line_bytes=MAX_LINE_BYTES,
                     from_beginning=cfg.from_beginning,
                     saved={k: p for k, p in saved.items() if isinstance(p, FilePosition)},
+                    exclude=state.owns,
                 )
             )
         if "-" in cfg.log.paths:
@@ -230,7 +231,7 @@ class Daemon:
         self.checkpointer = Checkpointer(state, ingest.snapshot)
         ingest.checkpointer = self.checkpointer
         self._restore(state, cfg, rules, metrics, ingest)
-        self._sources = self._build_sources(cfg, ingest)
+        self._sources = self._build_sources(cfg, ingest, state)
         for status in self.statuses():
             metrics.add_source(status.name)
         try:

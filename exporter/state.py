@@ -121,6 +121,20 @@ class StateFile:
         self._sequence = 0
         self._lock_fd: int | None = None
 
+    def owns(self, path: str) -> bool:
+        """Whether `path` is one of this state file's own files (its generations, its lock, one set aside, the
+        temporary file of a write): never a log, whatever a glob matches."""
+        mine = os.path.realpath(self.path)
+        real = os.path.realpath(path)
+        directory, name = os.path.split(real)
+        if real == mine:
+            return True
+        if directory != os.path.dirname(mine):
+            return False
+        return name.startswith(f"{os.path.basename(mine)}.") or (
+            name.startswith(".state-") and name.endswith(".tmp")
+        )
+
     def lock(self) -> None:
         """Takes the exclusive lock for the life of the process; raises StateLocked when another process has it.
         A state directory that cannot hold a lock file (read-only) is warned about and used unlocked."""

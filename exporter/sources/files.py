@@ -27,7 +27,7 @@ from typing import Final
 
 from exporter.sources import Sink, SourceStatus, join
 from exporter.sources.backlog import Backlog
-from exporter.sources.generations import oldest_first
+from exporter.sources.generations import oldest_first, rotated
 from exporter.sources.identity import UNREADABLE, NotRegularFile, matches, open_generation
 from exporter.sources.pacer import DEFAULT_TIMING, Pacer, Timing, Wake, new_wake
 from exporter.sources.position import FilePosition
@@ -451,8 +451,13 @@ class FileSource:
         timing: Timing = DEFAULT_TIMING,
         clock: Callable[[], float] = time.monotonic,
         watch: bool = True,
+        exclude: Callable[[str], bool] = lambda path: False,
     ) -> None:
         self._patterns = patterns
+        self._exclude = exclude
+        """Names a glob may match that are not logs (the exporter's own state files)."""
+        self._passed_over: set[str] = set()
+        """Names not followed, each logged once."""
         self._sink = sink
         self._max_line_bytes = max_line_bytes
         self._from_beginning = from_beginning
@@ -466,18 +471,53 @@ class FileSource:
         self._scan_wake = new_wake()
         self._stop: threading.Event | None = None
         self._lock = threading.Lock()
-        for pattern in patterns:
-            if not glob.has_magic(pattern):
-                self._add(pattern, at_start=True)
-        for path in self._expand():
-            self._add(path, at_start=True)
+        self._scan(at_start=True)
 
     def _expand(self) -> list[str]:
         found: list[str] = []
         for pattern in self._patterns:
             if glob.has_magic(pattern):
-                found.extend(sorted(p for p in glob.glob(pattern) if os.path.isfile(p)))
+                found.extend(
+                    sorted(p for p in glob.glob(pattern) if os.path.isfile(p) and not self._exclude(p))
+                )
         return found
+
+    def _scan(self, *, at_start: bool) -> list[FollowedFile]:
+        """Follows the paths and the globs' matches not followed yet, except names of a file already followed and
+        rotated generations of a followed name (followed on their own, the file rotated into one would be read
+        again); returns the files added."""
+        paths = [p for p in self._patterns if not glob.has_magic(p)] + self._expand()
+        with self._lock:
+            followed = {os.path.realpath(path): path for path in self._files}
+            names = [*self._files, *paths]
+        added = []
+        for path in dict.fromkeys(paths):
+            if path in self._files:
+                continue
+            same = followed.get(os.path.realpath(path))
+            directory, base = os.path.split(path)
+            older = next(
+                (
+                    n
+                    for n in names
+                    if os.path.dirname(n) == directory and rotated(os.path.basename(n), [base])
+                ),
+                None,
+            )
+            if same is not None or older is not None:
+                if path not in self._passed_over:
+                    self._passed_over.add(path)
+                    if same is not None:
+                        log.warning("%s is the file %s names; following it once", path, same)
+                    else:
+                        log.info("%s is a rotated generation of %s: read as its backlog, not followed on its own",
+                                 path, older)  # fmt: skip
+                continue
+            new = self._add(path, at_start=at_start)
+            if new is not None:
+                followed[os.path.realpath(path)] = path
+                added.append(new)
+        return added
 
     def _add(self, path: str, *, at_start: bool) -> FollowedFile | None:
         with self._lock:
@@ -536,9 +576,8 @@ class FileSource:
                 woke = self._scan_wake.wait(pacer.timeout(self.watch is not None))
                 if woke:
                     self._scan_wake.clear()
-                for path in self._expand():
-                    added = self._add(path, at_start=False)
-                    if added is not None and not stop.is_set():
+                for added in self._scan(at_start=False):
+                    if not stop.is_set():
                         self._start_reader(added, stop)
         finally:
             for wake in self._wakes.values():
