@@ -1,5 +1,5 @@
-"""Helpers shared by the tests: a recording sink for sources, a clock and wake-up that tests drive, a small
-filesystem to fill or make read-only."""
+"""Helpers shared by the tests: a recording sink for sources, a clock and wake-up that tests drive, the daemon run
+in the test's own process (to inject faults into its parts), a small filesystem to fill or make read-only."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import contextlib
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from daemon_harness import free_port, parse_metrics
 
 if TYPE_CHECKING:
     from exporter.sources.position import Position
@@ -126,3 +129,52 @@ def small_tmpfs(where: Path) -> Iterator[Path]:
 def remount(where: Path, mode: str) -> None:
     """Remounts a small_tmpfs read-only ("ro") or writable ("rw")."""
     subprocess.run(["mount", "-o", f"remount,{mode}", str(where)], check=True)
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+class InProcessDaemon:
+    """The `run` command's daemon in a thread of the test process, on a free loopback port, so a test can inject a
+    fault into one of its parts; stopped as by SIGTERM when the `with` block ends."""
+
+    def __init__(self, *args: str) -> None:
+        from exporter.cli import build_parser
+        from exporter.daemon import Daemon
+
+        self.port = free_port()
+        parsed = build_parser("run").parse_args(
+            ["run", "--web.listen-address", f"127.0.0.1:{self.port}", *args]
+        )
+        self.daemon = Daemon(parsed)
+        self.thread = threading.Thread(target=self.daemon.run, name="daemon", daemon=True)
+
+    def __enter__(self) -> InProcessDaemon:
+        self.thread.start()
+        wait_until(lambda: self.get("/-/ready")[0] == 200, "the daemon ready")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.daemon.stop()
+        self.thread.join(15)
+        assert not self.thread.is_alive(), "the daemon did not stop"
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+        except OSError:
+            return 0, b""
+
+    def value(self, name: str, **labels: str) -> float:
+        """Sum of the samples of `name` whose labels include `labels`."""
+        status, body = self.get("/metrics")
+        assert status == 200, body
+        wanted = set(labels.items())
+        return sum(v for (n, ls), v in parse_metrics(body.decode()).items() if n == name and wanted <= ls)

@@ -14,7 +14,16 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from exporter.sources import generations
-from exporter.sources.identity import UNREADABLE, FileId, fingerprint, head, matches, open_generation
+from exporter.sources.identity import (
+    COMPRESSED,
+    UNREADABLE,
+    FileId,
+    damaged,
+    fingerprint,
+    head,
+    matches,
+    open_generation,
+)
 from exporter.sources.position import FilePosition
 from exporter.sources.reader import Reader, open_plain, open_saved
 
@@ -78,13 +87,19 @@ class Backlog:
 
     def _drain(self, path: str, saved: FilePosition, main: FilePosition | None) -> None:
         """Reads `path`, where `saved` was found, from the saved offset to its end. With `main`, the position
-        stays `main` with this file as the one being drained."""
-        reader = open_saved(path, saved, self._max_line_bytes)
+        stays `main` with this file as the one being drained. A compressed file whose data is damaged is read up to
+        the damage; the rest of it is skipped, never retried for ever."""
+        try:
+            reader = open_saved(path, saved, self._max_line_bytes)
 
-        def position() -> FilePosition:
-            return reader.position() if main is None else replace(main, draining=reader.position())
+            def position() -> FilePosition:
+                return reader.position() if main is None else replace(main, draining=reader.position())
 
-        self._read_whole(reader, position)
+            self._read_whole(reader, position)
+        except UNREADABLE as err:
+            if not (path.endswith(COMPRESSED) and damaged(err)):
+                raise
+            log.warning("%s: %s is damaged (%s); the rest of it cannot be read", self.name, path, err)
 
     def resume(self, saved: FilePosition) -> Reader | None:
         """Reads the backlog and returns the live file opened where reading goes on (None when the name cannot be

@@ -201,17 +201,12 @@ class FollowedFile:
             return self._open_live(offset_at_end)
         try:
             live = Backlog(self.path, self._max_line_bytes, self._deliver, stop).resume(saved)
-        except (PermissionError, NotRegularFile) as err:
-            # Retried at the next look, from what was delivered by then (the backlog may be partly read).
+        except OSError as err:
+            # Retried at the next look, from what was delivered by then (the backlog may be partly read). Reading
+            # the file from its start instead would count again every line before the saved offset.
             self._saved = self._delivered or saved
             self._cannot_open(err)
             return False
-        except UNREADABLE as err:
-            log.error(
-                "%s: cannot resume from the saved position (%s); reading from the start", self.path, err
-            )
-            self._saved = None
-            return self._open_live(offset_at_end=False)
         self._saved = None
         if live is None:
             return False if stop.is_set() else self._open_live(offset_at_end=False)
@@ -261,7 +256,7 @@ class FollowedFile:
         self._read(live, stop)
         try:
             st = os.stat(self.path)
-        except FileNotFoundError:
+        except OSError:  # gone, or no longer a name that leads to a file (a symlink loop): read what is open
             self._on_missing(live, now)
             return
         fd = live.file.fileno()
@@ -419,15 +414,22 @@ class FollowedFile:
             try:
                 self.run(stop, wake, pacer, watch)
                 return
-            except Exception as err:  # any failure must stay visible and be retried, never end the thread
+            except OSError as err:  # the file or its filesystem failing (an I/O error): the source's trouble
+                why = err.strerror or str(err)
+                if (STATE_ERROR, why) != (self.status.state, self.status.detail):
+                    log.warning(
+                        "%s: %s; reading on from the last line counted in %.0f s", self.path, why, pause
+                    )
+                self._set_state(STATE_ERROR, why)
+            except Exception as err:  # a bug: never silent, never healthy, and retried
                 log.exception("%s: reader failed; starting it again in %.0f s", self.path, pause)
                 self.status.failed = f"reader failed: {err}"
                 self._set_state(STATE_ERROR, self.status.failed)
-                self._sink.error(self.path)
-                self._saved = self._delivered or self._saved
-                self.close()
-                stop.wait(pause)
-                pause = min(pause * 2, self._timing.retry[1])
+            self._sink.error(self.path)
+            self._saved = self._delivered or self._saved
+            self.close()
+            stop.wait(pause)
+            pause = min(pause * 2, self._timing.retry[1])
 
     def close(self) -> None:
         for reader in (self._old, self._live):

@@ -11,13 +11,20 @@ import io
 import lzma
 import os
 import stat
+import zlib
 from dataclasses import dataclass
 from typing import IO, Final, cast
 
 FINGERPRINT_BYTES: Final = 256
 COMPRESSED: Final = (".gz", ".bz2", ".xz")
-UNREADABLE: Final = (OSError, EOFError, lzma.LZMAError)
+UNREADABLE: Final = (OSError, EOFError, lzma.LZMAError, zlib.error)
 """What reading a rotated file can raise: a truncated or corrupt compressed file raises more than OSError."""
+
+
+def damaged(err: BaseException) -> bool:
+    """Whether an error reading a compressed file says its data is damaged (it will never read), as opposed to
+    the disk or the system failing (an OSError with an errno: it may read later)."""
+    return not isinstance(err, OSError) or err.errno is None
 
 
 def fingerprint(head: bytes) -> str:
