@@ -120,6 +120,7 @@ class StateFile:
         self.generations = (path, f"{path}.1")
         self._sequence = 0
         self._lock_fd: int | None = None
+        self._trimmed = False
 
     def owns(self, path: str) -> bool:
         """Whether `path` is one of this state file's own files (its generations, its lock, one set aside, the
@@ -220,6 +221,48 @@ class StateFile:
             return
         log.error("state file %s is unusable (%s); moved to %s", path, why, aside)
 
+    def _payload(self, snapshot: Snapshot, sequence: int) -> bytes:
+        """The JSON of a snapshot, never larger than load() accepts: join memory grows with the number of busy logs
+        (about 1.3 MB each with sender domains on), so past MAX_STATE_BYTES the largest memories are left out (a
+        restart then misses those logs' joins) rather than writing a file the next start must set aside whole."""
+
+        def encode(memory: dict[str, dict[str, Any]]) -> bytes:
+            return json.dumps(
+                {
+                    "version": STATE_VERSION,
+                    "sequence": sequence,
+                    "written_at": time.time(),
+                    "positions": {key: p.to_json() for key, p in snapshot.positions.items()},
+                    "metrics": snapshot.metrics,
+                    "memory": memory,
+                    "state_write_errors": snapshot.write_errors,
+                },
+                separators=(",", ":"),
+            ).encode()
+
+        payload = encode(snapshot.memory)
+        if len(payload) <= MAX_STATE_BYTES:
+            return payload
+        sizes = sorted((len(json.dumps(m, separators=(",", ":"))), k) for k, m in snapshot.memory.items())
+        room = MAX_STATE_BYTES - len(encode({})) - 64 * len(sizes)
+        kept: dict[str, dict[str, Any]] = {}
+        for size, key in sizes:
+            if size > room:
+                break
+            kept[key] = snapshot.memory[key]
+            room -= size
+        payload = encode(kept)
+        if len(payload) > MAX_STATE_BYTES:
+            raise OSError(
+                errno.EFBIG, f"the state is larger than {MAX_STATE_BYTES} bytes even without join memory"
+            )
+        if not self._trimmed:
+            log.warning("the join memory of %d of %d sources is left out of the state file to keep it under %d "
+                        "bytes; after a restart their earlier lines are not joined", len(sizes) - len(kept),
+                        len(sizes), MAX_STATE_BYTES)  # fmt: skip
+            self._trimmed = True
+        return payload
+
     def save(self, snapshot: Snapshot) -> None:
         """Writes the snapshot: temp file in the same directory, fsync, the newest state renamed to the previous
         generation, the temp file renamed to the newest, fsync of the directory. Raises OSError (disk full,
@@ -227,18 +270,7 @@ class StateFile:
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
         sequence = self._sequence + 1
-        payload = json.dumps(
-            {
-                "version": STATE_VERSION,
-                "sequence": sequence,
-                "written_at": time.time(),
-                "positions": {key: p.to_json() for key, p in snapshot.positions.items()},
-                "metrics": snapshot.metrics,
-                "memory": snapshot.memory,
-                "state_write_errors": snapshot.write_errors,
-            },
-            separators=(",", ":"),
-        ).encode()
+        payload = self._payload(snapshot, sequence)
         fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".tmp", dir=directory)
         try:
             with os.fdopen(fd, "wb") as f:
