@@ -197,12 +197,13 @@ class Daemon:
         return server
 
     def _start_sources(self) -> None:
-        self._threads = [
+        threads = [
             threading.Thread(target=source.run, args=(self._stop,), name=f"source-{i}", daemon=True)
             for i, source in enumerate(self._sources)
         ]
-        for thread in self._threads:
+        for thread in threads:
             thread.start()
+        self._threads = threads  # only started threads: one not started yet has not ended
 
     def run(self) -> int:
         try:
@@ -310,7 +311,8 @@ class Daemon:
         for status in self.statuses():
             if status.failed:
                 return f"{status.name}: {status.failed}"
-        for thread, source in zip(self._threads, self._sources, strict=True):
+        # Before the sources start (the server answers probes from the moment it listens) there are no threads.
+        for thread, source in zip(self._threads, self._sources, strict=False):
             finished = all(s.finished for s in source.statuses())
             if not thread.is_alive() and not self._stop.is_set() and not finished:
                 return f"{thread.name} ended"
