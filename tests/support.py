@@ -18,6 +18,7 @@ import pytest
 from daemon_harness import free_port, parse_metrics
 
 if TYPE_CHECKING:
+    from exporter.sources import Source
     from exporter.sources.position import Position
 
 
@@ -56,6 +57,11 @@ class RecordingSink:
 
     def error(self, source: str) -> None:
         self.errors += 1
+
+    def wait_started(self, timeout: float = 10.0) -> None:
+        """Waits until a source has recorded where following began (its file is open and read)."""
+        with self.changed:
+            assert self.changed.wait_for(lambda: self.starts, timeout), "the file was never opened"
 
     def wait_for(self, line: bytes, timeout: float) -> float:
         """When `line` arrived; fails after `timeout` seconds without it."""
@@ -178,3 +184,18 @@ class InProcessDaemon:
         assert status == 200, body
         wanted = set(labels.items())
         return sum(v for (n, ls), v in parse_metrics(body.decode()).items() if n == name and wanted <= ls)
+
+
+@contextlib.contextmanager
+def running(source: Source) -> Iterator[None]:
+    """`source` reading in a thread of its own until the block ends; then stopped, and its thread must end."""
+    stop = threading.Event()
+    thread = threading.Thread(target=source.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        source.stop_waking()
+        thread.join(10)
+        assert not thread.is_alive(), "the source did not stop"

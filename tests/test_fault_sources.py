@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-from daemon_harness import NOBODY, Exporter, UnprivilegedExporter, append, bounced, sent_lines
+from daemon_harness import (
+    NOBODY,
+    Exporter,
+    UnprivilegedExporter,
+    append,
+    bounced,
+    fake_journalctl,
+    sent_lines,
+)
 
 
 def test_log_missing_at_start_is_reported_once_and_read_when_it_appears(tmp_path: Path) -> None:
@@ -99,13 +106,7 @@ time.sleep(3600)
 
 
 def test_journalctl_failing_is_retried_with_backoff_and_recovers(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    message = sent_lines(0, 1).split(": ", 1)[1].strip()
-    fake = bin_dir / "journalctl"
-    fake.write_text(FLAKY_JOURNALCTL.format(python=sys.executable, message=message))
-    fake.chmod(0o755)
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_RUNS": str(tmp_path / "runs")}
+    env = fake_journalctl(tmp_path, FLAKY_JOURNALCTL, FAKE_RUNS=str(tmp_path / "runs"))
     with Exporter(tmp_path, "--journal", env=env) as exporter:
         exporter.wait_for("gmail_deliveries_total", 5, status="sent", timeout=15)
         assert exporter.value("gmail_exporter_source_errors_total", source="journal") == 2

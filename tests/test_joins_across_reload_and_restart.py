@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from daemon_harness import REPO, Exporter, append, deferred
+from daemon_harness import REPO, STOPS, Exporter, append, deferred
 
 FIXTURES = REPO / "tests" / "fixtures" / "logs"
 
@@ -23,17 +23,6 @@ def expired(n: int) -> str:
 
 def queued_from(n: int, sender: str) -> str:
     return f"Nov 29 21:32:40 mx1 postfix/qmgr[811]: {n:010X}: from=<{sender}>, size=306, nrcpt=1 (queue active)\n"
-
-
-def _sigterm(exporter: Exporter) -> None:
-    assert exporter.stop() == 0
-
-
-def _kill9(exporter: Exporter) -> None:
-    exporter.kill9()
-
-
-STOPS: dict[str, Callable[[Exporter], None]] = {"SIGTERM": _sigterm, "kill -9": _kill9}
 
 
 def test_an_expiry_after_a_reload_joins_googles_earlier_deferral(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_harness import Exporter, sent_lines
+from daemon_harness import Exporter, fake_journalctl
 
 # Streams one entry like `journalctl --follow -o json`, then follows for ever; records its pid.
 FOLLOWING_JOURNALCTL = """#!{python}
@@ -34,14 +34,8 @@ def _running(pid: int) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_journalctl_is_gone_soon_after_the_exporter_is_killed_with_sigkill(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    message = sent_lines(0, 1).split(": ", 1)[1].strip()
-    fake = bin_dir / "journalctl"
-    fake.write_text(FOLLOWING_JOURNALCTL.format(python=sys.executable, message=message))
-    fake.chmod(0o755)
     pid_file = tmp_path / "journalctl.pid"
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_PID": str(pid_file)}
+    env = fake_journalctl(tmp_path, FOLLOWING_JOURNALCTL, FAKE_PID=str(pid_file))
     child = 0
     try:
         with Exporter(tmp_path, "--journal", env=env) as exporter:

@@ -4,27 +4,15 @@ target's tail, written before the container stopped, is read first, then the new
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from daemon_harness import Exporter, append, bounced, sent_lines
-from support import RecordingSink
+from daemon_harness import STOPS, Exporter, append, bounced, sent_lines
+from support import RecordingSink, running
 
 from exporter.sources.files import FileSource
 from exporter.sources.pacer import Timing
-
-
-def _sigterm(exporter: Exporter) -> None:
-    assert exporter.stop() == 0
-
-
-def _kill9(exporter: Exporter) -> None:
-    exporter.kill9()
-
-
-STOPS: dict[str, Callable[[Exporter], None]] = {"SIGTERM": _sigterm, "kill -9": _kill9}
 
 
 @pytest.mark.parametrize("stop", STOPS.values(), ids=STOPS.keys())
@@ -72,12 +60,8 @@ def test_appends_to_a_symlinks_target_in_another_directory_wake_the_reader(tmp_p
     source = FileSource(
         [str(link)], sink, max_line_bytes=32768, timing=Timing(poll=3600.0, quiet=3600.0, drain_grace=0.0)
     )
-    stop = threading.Event()
-    thread = threading.Thread(target=source.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        with sink.changed:
-            assert sink.changed.wait_for(lambda: sink.starts, 10), "the link was never opened"
+    with running(source):
+        sink.wait_started()
         for n in range(3):
             append(first, f"first {n}\n")
             sink.wait_for(b"first %d" % n, 20)
@@ -92,7 +76,3 @@ def test_appends_to_a_symlinks_target_in_another_directory_wake_the_reader(tmp_p
             **{b"first %d" % n: 1 for n in range(3)},
             **{b"second %d" % n: 1 for n in range(3)},
         }
-    finally:
-        stop.set()
-        source.stop_waking()
-        thread.join(10)
