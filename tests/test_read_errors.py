@@ -24,7 +24,7 @@ from support import FakeClock, InProcessDaemon, RecordingSink, wait_until
 
 from exporter.sources import backlog
 from exporter.sources.files import FollowedFile
-from exporter.sources.pacer import Timing
+from exporter.sources.pacer import Pacer, Timing
 from exporter.sources.position import FilePosition
 from exporter.sources.reader import Reader
 
@@ -74,21 +74,19 @@ def test_an_io_error_reading_a_log_is_the_sources_error_and_reading_resumes_wher
         assert running.value("gmail_exporter_source_up", source=str(log)) == 1
 
 
-@pytest.fixture
-def followed(tmp_path: Path) -> Iterator[Callable[..., tuple[FollowedFile, RecordingSink]]]:
+def _supervised(start_at_end: bool) -> Iterator[Callable[..., tuple[FollowedFile, RecordingSink]]]:
     """Runs FollowedFiles (supervised, as FileSource runs them) in threads stopped at the end of the test."""
     stop = threading.Event()
     threads: list[threading.Thread] = []
 
-    def start(path: Path, saved: FilePosition | None) -> tuple[FollowedFile, RecordingSink]:
+    def start(path: Path, saved: FilePosition | None = None) -> tuple[FollowedFile, RecordingSink]:
         sink = RecordingSink()
         reader = FollowedFile(
-            str(path), sink, max_line_bytes=MAX_LINE, start_at_end=False, saved=saved, timing=QUICK
+            str(path), sink, max_line_bytes=MAX_LINE, start_at_end=start_at_end, saved=saved, timing=QUICK
         )
-        wake = threading.Event()
-        from exporter.sources.pacer import Pacer
-
-        thread = threading.Thread(target=reader.supervise, args=(stop, wake, Pacer(QUICK), None), daemon=True)
+        thread = threading.Thread(
+            target=reader.supervise, args=(stop, threading.Event(), Pacer(QUICK), None), daemon=True
+        )
         threads.append(thread)
         thread.start()
         return reader, sink
@@ -98,6 +96,16 @@ def followed(tmp_path: Path) -> Iterator[Callable[..., tuple[FollowedFile, Recor
     for thread in threads:
         thread.join(10)
         assert not thread.is_alive()
+
+
+@pytest.fixture
+def followed() -> Iterator[Callable[..., tuple[FollowedFile, RecordingSink]]]:
+    yield from _supervised(start_at_end=False)
+
+
+@pytest.fixture
+def followed_at_end() -> Iterator[Callable[..., tuple[FollowedFile, RecordingSink]]]:
+    yield from _supervised(start_at_end=True)
 
 
 def _position_after(path: Path, lines: int) -> FilePosition:
@@ -255,3 +263,35 @@ def test_a_rotation_while_the_start_position_is_recorded_loses_nothing_after_a_c
     again.start(threading.Event())
     again.close()
     assert second.seen == dict.fromkeys(_lines(3, 9), 1)
+
+
+@pytest.mark.parametrize("fault", [RuntimeError("injected bug"), OSError(errno.EIO, "Input/output error")])
+def test_a_reader_failing_before_its_first_line_goes_on_where_it_opened_the_log(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    followed_at_end: Callable[[Path], tuple[FollowedFile, RecordingSink]],
+    fault: Exception,
+) -> None:
+    """A fresh exporter opens the log at its end and fails at its first look; lines written meanwhile are read
+    when it starts again, not skipped by opening at the (new) end once more."""
+    log = tmp_path / "mail.log"
+    append(log, sent_lines(0, 10))  # there before the start: not counted (tail -F)
+    real_look = FollowedFile.look
+    failed = False
+
+    def look(self: FollowedFile, stop: threading.Event) -> None:
+        nonlocal failed
+        if not failed:
+            failed = True
+            append(log, sent_lines(10, 3))  # written after the open, before the failure
+            raise fault
+        real_look(self, stop)
+
+    monkeypatch.setattr(FollowedFile, "look", look)
+    _, sink = followed_at_end(log)
+    sink.wait_for(sent(12).rstrip("\n").encode(), 10)
+    append(log, sent_lines(13, 2))
+    sink.wait_for(sent(14).rstrip("\n").encode(), 10)
+    time.sleep(0.2)
+    assert sink.seen == dict.fromkeys(_lines(10, 5), 1)
+    assert sink.errors == 1

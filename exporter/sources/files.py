@@ -426,7 +426,9 @@ class FollowedFile:
                 self.status.failed = f"reader failed: {err}"
                 self._set_state(STATE_ERROR, self.status.failed)
             self._sink.error(self.path)
-            self._saved = self._delivered or self._saved
+            # Where the failed reader was: a fresh reader that opened the log at its end and failed before its first
+            # line goes on from there, not from the end again (the lines written meanwhile would be skipped).
+            self._saved = self._delivered or self.position() or self._saved
             self.close()
             stop.wait(pause)
             pause = min(pause * 2, self._timing.retry[1])
