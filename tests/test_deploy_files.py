@@ -20,6 +20,8 @@ SYSTEMD_CONFIG = DEPLOY / "systemd" / "config.yml"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 PORT = 9791
 EXPORTER = "gmail-rejection-exporter"
+INSTALLED_BINARY = "/opt/gmail-rejection-exporter/bin/gmail-rejection-exporter"
+"""Where README's install puts the exporter (a venv made from the wheel of `make dist`)."""
 
 API_VERSIONS = {
     "ConfigMap": "v1",
@@ -214,26 +216,43 @@ def test_systemd_unit_is_hardened() -> None:
     got, wanted = bound.stdout.split()
     assert got == wanted, "the unit's LimitNOFILE lowers the default connection bound"
     (exec_start,) = settings["ExecStart"]
-    assert exec_start.split()[1:] == ["run", "--config.file=/etc/gmail-rejection-exporter/config.yml"]
+    assert exec_start.split() == [
+        INSTALLED_BINARY,
+        "run",
+        "--config.file=/etc/gmail-rejection-exporter/config.yml",
+    ]
 
 
+needs_systemd_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
+)
+
+
+def systemd_verify(path: Path) -> subprocess.CompletedProcess[str]:
+    """`systemd-analyze verify` of a unit file."""
+    return subprocess.run(
+        ["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def unit_with_binary(directory: Path, binary: str) -> Path:
+    """A copy of the unit in `directory` whose ExecStart runs `binary` (its arguments and every other line
+    unchanged)."""
+    copy = directory / UNIT.name
+    copy.write_text(
+        re.sub(r"^ExecStart=\S+", f"ExecStart={binary}", UNIT.read_text(), count=1, flags=re.MULTILINE)
+    )
+    return copy
+
+
+@needs_systemd_analyze
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed")
-
-    def verify(path: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [analyze, "verify", str(path)], capture_output=True, text=True, timeout=60, check=False
-        )
-
-    # The exporter is not installed where the unit expects it: verify a copy whose ExecStart is /bin/true (every
-    # other line unchanged), and check that the original's only complaint is that missing binary.
-    copy = tmp_path / UNIT.name
-    copy.write_text(re.sub(r"^ExecStart=.*$", "ExecStart=/bin/true", UNIT.read_text(), flags=re.MULTILINE))
-    result = verify(copy)
+    # The exporter is not installed where the unit expects it (tests/test_install.py verifies the unit with a
+    # freshly installed one): verify a copy whose ExecStart is /bin/true, and check that the original's only
+    # complaint is that missing binary.
+    result = systemd_verify(unit_with_binary(tmp_path, "/bin/true"))
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
-    original = verify(UNIT)
+    original = systemd_verify(UNIT)
     (exec_start,) = unit_settings()["ExecStart"]
     binary = exec_start.split()[0]
     if Path(binary).exists():
