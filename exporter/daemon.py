@@ -8,6 +8,7 @@ Then the loop writes the state when it is due and reloads on request, until SIGT
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
 import sys
@@ -236,7 +237,16 @@ class Daemon:
         try:
             self.server = self._serve(cfg, security, metrics)
         except OSError as err:
-            log.error("cannot listen on %s: %s", cfg.web.listen_address, err)
+            hint = {
+                errno.EADDRINUSE: "another process listens there (another exporter?): stop it, or pick a free port",
+                errno.EACCES: "ports below 1024 need privileges: pick a port above 1023",
+            }.get(err.errno or 0, "pick another address")
+            log.error(
+                "cannot listen on %s: %s; %s with --web.listen-address (web.listen_address in the config file)",
+                cfg.web.listen_address,
+                err.strerror or err,
+                hint,
+            )
             return EXIT_RUNTIME
         self._install_signals()
         self.checkpointer.changed(urgent=True)  # the state as restored, under this run's lock, at once
@@ -395,6 +405,13 @@ def source_problems(cfg: Config) -> list[str]:
 def check_config(args: argparse.Namespace) -> int:
     """The `check-config` command: exit 0 when config, rules and web config are usable, 2 otherwise. Logs that
     cannot be followed now are warned about (they may appear later), without failing."""
+    if args.file is not None:
+        if args.config_file not in (None, args.file):
+            print(
+                "gmail-rejection-exporter: give the config file once: FILE or --config.file", file=sys.stderr
+            )
+            return EXIT_CONFIG
+        args.config_file = args.file
     try:
         cfg = config.load(args)
         rules = load_rules(cfg.rules_files)
@@ -419,6 +436,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_check_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of the `check-config` command: the same as `run`, so a command line can be checked too."""
+    """Flags of the `check-config` command: the same as `run`, so a command line can be checked too, and the
+    config file as an argument."""
     config.add_flags(parser)
+    parser.add_argument(
+        "file", nargs="?", metavar="FILE", help="config file to check (same as --config.file)"
+    )
     parser.set_defaults(handler=check_config)

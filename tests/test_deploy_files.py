@@ -148,6 +148,20 @@ def test_configmap_and_systemd_config_have_the_same_keys_and_port() -> None:
     }
 
 
+def test_configs_name_the_journal_unit_postfix_logs_from_as_readme_does() -> None:
+    readme_units = re.findall(r"--journal\.unit (\S+)", (ROOT / "README.md").read_text())
+    assert readme_units == ["postfix@-.service"]
+    for config in (
+        yaml.safe_load(SYSTEMD_CONFIG.read_text()),
+        yaml.safe_load(only("ConfigMap")["data"]["config.yml"]),
+    ):
+        assert config["journal"]["units"] == readme_units
+    wrapper = Path("/lib/systemd/system/postfix.service")
+    if wrapper.exists() and Path("/lib/systemd/system/postfix@.service").exists():
+        # Debian's postfix.service only starts the instances: the daemons (and their log lines) are postfix@-'s.
+        assert re.search(r"^ExecStart=/bin/true$", wrapper.read_text(), re.MULTILINE)
+
+
 def test_prometheusrule_is_the_output_of_its_generator() -> None:
     result = subprocess.run(
         [sys.executable, str(KUBERNETES / "make-prometheusrule.py")],
