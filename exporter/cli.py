@@ -1,4 +1,4 @@
-"""Command line: run (default), classify, report, check-config, check-rules, demo."""
+"""Command line: run (default), classify, report, check-config, check-rules, healthcheck, demo."""
 
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "validate an exporter config file and its rules",
     ),
     "check-rules": ("offline", "add_check_rules_arguments", "validate rules files"),
+    "healthcheck": (
+        "healthcheck",
+        "add_arguments",
+        "ask the exporter that the same config and flags describe whether it is healthy (exit 0 or 1)",
+    ),
     "demo": ("demo", "add_arguments", "run the exporter on a demo log that keeps growing"),
 }
 

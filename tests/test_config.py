@@ -209,7 +209,7 @@ def test_check_config_takes_the_file_as_its_argument(tmp_path: Path) -> None:
         (["clasify", "x.log"], "gmail-rejection-exporter: error: unknown command 'clasify' (did you mean classify?)"),
         (["check-rule"], "gmail-rejection-exporter: error: unknown command 'check-rule' (did you mean check-rules?)"),
         (["mail.log"], "gmail-rejection-exporter: error: unknown command 'mail.log' (commands: run, classify, "
-                       "report, check-config, check-rules, demo; a log to follow goes after --log.path)"),
+                       "report, check-config, check-rules, healthcheck, demo; a log to follow goes after --log.path)"),
         (["--log.pth", "x"], "gmail-rejection-exporter run: error: unrecognized arguments: --log.pth "
                              "(did you mean --log.path?) x"),
         (["check-config", "--log.path", "x", "--web.listen-adress=:1"], "gmail-rejection-exporter check-config: "
