@@ -316,7 +316,7 @@ def _unusable(path: str) -> ConfigError:
 
 class _NodeReader:
     """A rules file's YAML nodes, composed from the parser's events one rule at a time: the whole tree of a large
-    file takes about forty times its size, and the rules are checked one by one anyway."""
+    file takes many times its size in memory, and the rules are checked one by one anyway."""
 
     def __init__(self, events: Iterator[yaml.Event]) -> None:
         self._events = events
