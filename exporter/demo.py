@@ -6,8 +6,8 @@ import argparse
 import itertools
 import json
 import os
-import shlex
 import random
+import shlex
 import sys
 import tempfile
 import threading
