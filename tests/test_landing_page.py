@@ -7,6 +7,7 @@ import base64
 import calendar
 import contextlib
 import fcntl
+import html
 import json
 import os
 import re
@@ -26,6 +27,9 @@ from test_alert_rules import github_anchors
 from exporter import landing
 from exporter.categories import CATEGORIES, WHAT_TO_FIX, runbook_anchor
 from exporter.config import DEFAULT_RUNBOOK_URL
+from exporter.metrics import Metrics
+from exporter.queue.reader import QueueSnapshot
+from exporter.sources import SOURCE_STATES, SourceStatus
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = (
@@ -494,8 +498,11 @@ def test_counting_since_and_the_reason_summaries_are_kept_across_a_restart(tmp_p
         first = exporter.get("/")[1].decode()
         after = time.time()
         assert exporter.stop() == 0
-    with Exporter(tmp_path, "--log.path", str(log)) as exporter:
+    with Exporter(
+        tmp_path, "--log.path", str(log), "--web.runbook-url", "https://wiki.example.com/gm"
+    ) as exporter:
         second = exporter.get("/")[1].decode()
+    assert 'href="https://wiki.example.com/gm#category-rate_limit"' in second
     assert before <= _since(first) <= after
     assert _since(second) == _since(first)
     reasons = re.compile(r"<table id=reasons.*?</table>", re.S)
@@ -510,3 +517,80 @@ def _since(body: str) -> int:
     match = re.search(r"<span id=since>since <time datetime='([^']+)'>", body)
     assert match, body[:2000]
     return calendar.timegm(time.strptime(match.group(1), "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def page_of(
+    statuses: list[SourceStatus] | None = None,
+    queue: QueueSnapshot | None = None,
+    queue_off: bool = False,
+    runbook_url: str = DEFAULT_RUNBOOK_URL,
+) -> str:
+    return landing.render(
+        version="0",
+        metrics=Metrics(categories=CATEGORIES, skip_reasons=()),
+        statuses=statuses or [],
+        queue=None if queue_off else lambda: queue or QueueSnapshot(success=False, error="not listed yet"),
+        runbook_url=runbook_url,
+        telemetry_path="/metrics",
+        now=2e9,
+    )
+
+
+def test_every_source_state_says_what_to_do() -> None:
+    assert set(landing.SOURCE_ADVICE) == set(SOURCE_STATES)
+    statuses = [SourceStatus(name=f"/var/log/{state}.log", state=state) for state in SOURCE_STATES]
+    body = page_of(statuses)
+    for state in SOURCE_STATES:
+        assert html.escape(landing.SOURCE_ADVICE[state] or "—") in body, state
+    assert f'{DEFAULT_RUNBOOK_URL}#log-permissions-and-logrotate">runbook</a>' in body
+
+
+def test_every_runbook_link_of_the_page_names_a_section_that_exists() -> None:
+    anchors = github_anchors(RUNBOOK.read_text())
+    body = page_of([SourceStatus(name="x", state="permission_denied")], queue_off=True)
+    linked = re.findall(rf'href="{re.escape(DEFAULT_RUNBOOK_URL)}#([^"]+)"', body)
+    assert {runbook_anchor(c) for c in CATEGORIES} | {
+        "queue-reader-permissions",
+        "log-permissions-and-logrotate",
+    } == set(linked)
+    assert set(linked) <= anchors
+
+
+def test_the_runbook_url_setting_is_where_the_page_links() -> None:
+    body = page_of(runbook_url="https://wiki.example.com/gmail")
+    assert 'href="https://wiki.example.com/gmail#category-spam"' in body
+    assert "github.com" not in body
+
+
+def test_queue_states_each_say_what_they_mean() -> None:
+    assert "The queue reader is off" in page_of(queue_off=True)
+    assert "No current queue listing: not listed yet" in page_of()
+    empty = QueueSnapshot(success=True, last_success_time=2e9 - 5, duration_seconds=0.25)
+    body = page_of(queue=empty)
+    assert "<p id=queue-empty>Nothing is waiting for Google.</p>" in body
+    assert "(5 s ago, took 0.25 s)" in body
+
+
+@pytest.mark.parametrize(
+    ("reply", "links"),
+    [
+        (
+            "see https://support.google.com/mail/?p=NoSuchUser.",
+            ["https://support.google.com/mail/?p=NoSuchUser"],
+        ),
+        (
+            "https://support.google.com/a/answer/81126#authentication,",
+            ["https://support.google.com/a/answer/81126#authentication"],
+        ),
+        ("http://support.google.com/mail/?p=x", []),
+        ("https://support.google.com.evil.example/mail", []),
+        ("https://evil.example/https://support.google.com/", ["https://support.google.com/"]),
+        ('https://support.google.com/x"onclick="alert(1)', ["https://support.google.com/x"]),
+        ("https://support.google.com\\@evil.example/", []),
+        ("javascript:alert(1) <a href=https://evil.example>x</a>", []),
+    ],
+)
+def test_only_links_to_googles_help_become_links(reply: str, links: list[str]) -> None:
+    rendered = landing.reply_html(reply)
+    assert re.findall(r'<a href="([^"]*)"', rendered) == [html.escape(link) for link in links]
+    assert "<" not in re.sub(r'<a href="[^"]*" rel="noopener noreferrer">|</a>', "", rendered)
