@@ -30,7 +30,9 @@ CONTENT_SECURITY_POLICY: Final = (
 """Sent with the page unless the web config sets its own: nothing but our stylesheet may load or run."""
 SHOWN_REASONS: Final = 25
 
-_GOOGLE_LINK: Final = re.compile(r"https://support\.google\.com/(?:[A-Za-z0-9/?=&_.~%#+-]*[A-Za-z0-9/=&_~%#+-])?")
+_GOOGLE_LINK: Final = re.compile(
+    r"https://support\.google\.com/(?:[A-Za-z0-9/?=&_.~%#+-]*[A-Za-z0-9/=&_~%#+-])?"
+)
 """A link into Google's help, as Gmail's replies carry them; a trailing full stop or comma is prose."""
 
 SOURCE_ADVICE: Final = {
