@@ -1,8 +1,9 @@
 """The landing page: how much mail to Gmail gets through, why the rest does not, what is stuck in the queue, and
 whether the exporter reads its logs. Plain HTML that refreshes itself: no script, no external resource.
 
-Everything a log, a queue listing or a path puts on the page is escaped; reply texts and listing errors are
-redacted first. The only links built from such text are to https://support.google.com/.
+Everything a log, a queue listing or a path puts on the page is escaped; reply texts (redacted by the store) and
+queue listing errors (redacted here) show no address. The only links built from such text go to
+https://support.google.com/.
 """
 
 from __future__ import annotations
@@ -121,8 +122,7 @@ def _ago(then: float, now: float) -> str:
 
 
 def reply_html(text: str) -> str:
-    """A reply text, redacted and escaped, with Google's help links clickable (and no other link)."""
-    text = redact(text)
+    """A (redacted) reply text escaped, with Google's help links clickable and no other link."""
     parts: list[str] = []
     end = 0
     for match in _GOOGLE_LINK.finditer(text):
