@@ -181,9 +181,11 @@ class Daemon:
         registry = CollectorRegistry(auto_describe=False)
         checkpointer = self.checkpointer
         assert checkpointer is not None
+        snapshot = None
         if self.queue is not None:
             queue = self.queue
-            registry.register(QueueCollector(lambda: queue.snapshot))
+            snapshot = lambda: queue.snapshot  # noqa: E731
+            registry.register(QueueCollector(snapshot))
         registry.register(
             Collector(
                 metrics,
@@ -203,6 +205,8 @@ class Daemon:
             reload=self.reload,
             telemetry_path=cfg.web.telemetry_path,
             security=security,
+            queue=snapshot,
+            runbook_url=cfg.web.runbook_url,
         )
         host, port = config.parse_listen_address(cfg.web.listen_address)
         server = web.serve(host, port, app, cfg.web)
@@ -404,6 +408,7 @@ class Daemon:
                 self.queue.classifier = QueueClassifier(rules, GoogleHosts(cfg.google_hosts), self.domains)
             self.server.set_security(security)
             self.server.app.telemetry_path = cfg.web.telemetry_path
+            self.server.app.runbook_url = cfg.web.runbook_url
             with metrics.lock:
                 if metrics.by_sender and cfg.sender_domains:
                     metrics.set_sender_domains(cfg.sender_domains)
