@@ -29,29 +29,10 @@ from typing import Final, cast
 import yaml
 
 from exporter import yamlfile
+from exporter.categories import CATEGORIES as CATEGORIES  # re-exported: stages import it from here
 from exporter.errors import ConfigError, did_you_mean
 from exporter.events import Reply, Verdict
 from exporter.reply import squeeze
-
-CATEGORIES: Final = (
-    "authentication",
-    "rate_limit",
-    "reputation",
-    "spam",
-    "ptr",
-    "tls",
-    "recipient",
-    "mailbox_full",
-    "message",
-    "sending_limit",
-    "policy",
-    "smtp_auth",
-    "relay",
-    "protocol",
-    "temporary",
-    "unclassified",
-)
-"""The closed category list that dashboards, alerts and `classify` output share."""
 
 UNMATCHED_REASON: Final = "unknown"
 """Reason of a Google refusal that no rule matches (category unclassified)."""

@@ -36,6 +36,14 @@ from exporter import config
             "log:\n  paths: [a]\nweb:\n  max_connections: many\n",
             ":4: web.max_connections: must be an integer",
         ),
+        (
+            "log:\n  paths: [a]\nweb:\n  runbook_url: javascript:alert(1)\n",
+            ":4: web.runbook_url: must be an http:// or https:// URL",
+        ),
+        (
+            "log:\n  paths: [a]\nweb:\n  runbook_url: 'https://wiki.example.com/a\"><script>'\n",
+            ":4: web.runbook_url: must be an http:// or https:// URL",
+        ),
     ],
 )
 def test_invalid_config_exits_2_naming_file_line_and_key(tmp_path: Path, text: str, where: str) -> None:
@@ -88,7 +96,7 @@ def test_valid_config_checks_ok(tmp_path: Path) -> None:
     config.write_text(
         "log:\n  paths: [/var/log/mail.log]\n  format: auto\njournal:\n  enabled: false\n"
         "web:\n  listen_address: ':9791'\n  telemetry_path: /metrics\n  config_file: null\n"
-        "  read_timeout: 1m30s\n  max_connections: 64\n"
+        "  read_timeout: 1m30s\n  max_connections: 64\n  runbook_url: https://wiki.example.com/runbook\n"
         "rules:\n  files: []\ngoogle:\n  hosts: []\nmetrics:\n  sender_domains: [example.com]\n"
     )
     result = run_exporter("check-config", "--config.file", str(config))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -181,7 +182,11 @@ def test_the_installed_demo_serves_its_page_and_metrics(
         time.sleep(0.1)
     assert samples.get(sent), "no delivery counted"
     with urllib.request.urlopen(f"{base}/", timeout=10) as response:
-        assert b"<h1>Gmail rejection exporter</h1>" in response.read()
+        page = response.read().decode()
+    assert "<h1>Mail to Gmail</h1>" in page
+    (stylesheet,) = re.findall(r'<link rel="stylesheet" href="([^"]+)">', page)
+    with urllib.request.urlopen(f"{base}{stylesheet}", timeout=10) as response:
+        assert response.status == 200 and response.headers.get_content_type() == "text/css"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
 
