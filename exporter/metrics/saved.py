@@ -19,6 +19,7 @@ from exporter.metrics.store import (
     RecentRejection,
     queue_id_of,
 )
+from exporter.redact import shorten
 from exporter.sources import ROTATION_KINDS
 
 MAX_SOURCES: Final = 10_000
@@ -169,7 +170,7 @@ def restore(metrics: Metrics, data: Any) -> None:
         )
         queue_id = queue_id_of(fields[5]) if len(fields) > 5 else ""
         recent.append(RecentRejection(seen_at(_number(item[0], where)), category, reason, code, enhanced,
-                                      fields[4][:RECENT_TEXT_CHARS], queue_id))  # fmt: skip
+                                      shorten(fields[4], RECENT_TEXT_CHARS), queue_id))  # fmt: skip
     reasons = _reasons(metrics, data, seen_at)
 
     # Everything checked: apply.
@@ -212,7 +213,7 @@ def _reasons(
         if first > last:
             raise ValueError(f"{where}: first seen {first} after last seen {last}")
         summary = ReasonSummary(count, seen_at(first), seen_at(last), code, enhanced,
-                                _text(item[7], where)[:RECENT_TEXT_CHARS], queue_id_of(_text(item[8], where)))  # fmt: skip
+                                shorten(_text(item[7], where), RECENT_TEXT_CHARS), queue_id_of(_text(item[8], where)))  # fmt: skip
         found.append(((category, reason), summary))
     found.sort(key=lambda pair: pair[1].last)
     return found[-MAX_REASON_SUMMARIES:]

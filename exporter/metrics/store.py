@@ -17,7 +17,7 @@ from typing import Final
 
 from exporter.events import CONNECTION_ERROR_KINDS, STATUSES, Event
 from exporter.labels import NONE, OTHER, code_label, enhanced_label
-from exporter.redact import redact
+from exporter.redact import redact, shorten
 from exporter.sources import ROTATION_KINDS
 
 MAX_REJECTION_SERIES: Final = 1000
@@ -212,7 +212,7 @@ class Metrics:
         self.consecutive += 1
         if when > self.last_rejection.get(category, 0.0):
             self.last_rejection[category] = when
-        text = reply.text[:RECENT_TEXT_CHARS] if reply is not None else ""
+        text = shorten(reply.text, RECENT_TEXT_CHARS) if reply is not None else ""
         queue_id = queue_id_of(delivery.queue_id)
         self.recent_rejections.append(RecentRejection(when, category, reason, code, enhanced, text, queue_id))
         self.summarise(category, reason, ReasonSummary(1.0, when, when, code, enhanced, text, queue_id))
