@@ -511,7 +511,7 @@ def test_alerts_fire_reach_alertmanager_and_the_webhook_then_resolve(run: Run) -
         assert firing[alert]["labels"] == {"alertname": alert, "job": JOB, **labels}
         assert {r["name"] for r in firing[alert]["receivers"]} == receivers
         assert firing[alert]["status"]["state"] == "active"
-        assert firing[alert]["annotations"]["runbook_url"] == f"deploy/runbook.md#{alert.lower()}"
+        assert firing[alert]["annotations"]["runbook_url"] == f"{stack.runbook_url()}#{alert.lower()}"
     assert run.alertmanager_after == []
 
 
