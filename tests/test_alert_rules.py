@@ -82,6 +82,7 @@ def test_there_are_rule_test_files() -> None:
     assert [p.name for p in RULE_TESTS] == [
         "exporter-alerts.test.yml",
         "gmail-alerts.test.yml",
+        "log-not-advancing.test.yml",
         "recording-rules.test.yml",
     ]
 
