@@ -466,25 +466,38 @@ def test_baseline_is_exactly_zero_without_history(run: Run) -> None:
 
 
 def test_ratio_rules_are_the_quotients_of_the_recorded_rates(run: Run) -> None:
+    """Acceptance and rejection ratios divide by the final outcomes (sent, bounced, expired); the deferral ratio
+    divides deferral attempts by every delivery attempt."""
+
     def series(name: str, **labels: str) -> dict[int, float]:
         (points,) = [ps for ls, ps in recorded(run, name, run.quiet).items() if set(labels.items()) <= ls]
         return {p.t: p.v for p in points}
 
-    rejections, deliveries = series("job:gmail_rejections:rate5m"), series("job:gmail_deliveries:rate5m")
-    sent = series("status:gmail_deliveries:rate5m", status="sent")
-    for name, numerator in (
-        ("job:gmail_rejection_ratio:rate5m", rejections),
-        ("job:gmail_acceptance_ratio:rate5m", sent),
+    status = {
+        s: series("status:gmail_deliveries:rate5m", status=s)
+        for s in ("sent", "deferred", "bounced", "expired")
+    }
+    attempts, final = series("job:gmail_deliveries:rate5m"), series("job:gmail_final_outcomes:rate5m")
+    for t, value in final.items():
+        parts = status["sent"][t] + status["bounced"][t] + status["expired"][t]
+        assert math.isclose(value, parts, rel_tol=1e-12, abs_tol=1e-12), t
+    for name, numerator, denominator in (
+        ("job:gmail_acceptance_ratio:rate5m", lambda t: status["sent"][t], final),
+        ("job:gmail_rejection_ratio:rate5m", lambda t: status["bounced"][t] + status["expired"][t], final),
+        ("job:gmail_deferral_ratio:rate5m", lambda t: status["deferred"][t], attempts),
     ):
         ratio = series(name)
         assert_every_evaluation(run, list(ratio))
         for t, value in ratio.items():
-            if deliveries[t] == 0:
+            if denominator[t] == 0:
                 assert math.isnan(value), (name, t)
             else:
-                assert value == numerator[t] / deliveries[t], (name, t)
+                assert math.isclose(value, numerator(t) / denominator[t], rel_tol=1e-12, abs_tol=1e-12), (
+                    name,
+                    t,
+                )
                 assert 0 <= value <= 1, (name, t, value)
-        # While the burst is in the window, most delivery attempts are refused; with no traffic, 0/0 = NaN.
+        # While the burst is in the window, some outcomes are refused; with no traffic, 0/0 = NaN.
         peak = max(v for v in ratio.values() if not math.isnan(v))
         print(f"{name}: max {peak:.4f}")
         assert peak > 0
