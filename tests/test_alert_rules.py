@@ -83,6 +83,7 @@ def test_there_are_rule_test_files() -> None:
         "exporter-alerts.test.yml",
         "gmail-alerts.test.yml",
         "log-not-advancing.test.yml",
+        "outcome-alerts.test.yml",
         "recording-rules.test.yml",
     ]
 

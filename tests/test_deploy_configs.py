@@ -80,6 +80,7 @@ EXPECTED_RECEIVERS = {
     "GmailPTRRejections": ["postmaster-pager", "mail-infrastructure"],
     "GmailTLSRejections": ["mail-infrastructure"],
     "GmailRejectionRatioHigh": ["postmaster-pager"],
+    "GmailInstanceRejectionRatioHigh": ["postmaster-pager"],
     "GmailNothingGetsThrough": ["postmaster-pager"],
     "GmailRejectionExporterDown": ["exporter-maintainers"],
     "GmailRejectionExporterLogNotAdvancing": ["exporter-maintainers"],
