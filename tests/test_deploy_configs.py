@@ -81,6 +81,7 @@ EXPECTED_RECEIVERS = {
     "GmailTLSRejections": ["mail-infrastructure"],
     "GmailRejectionRatioHigh": ["postmaster-pager"],
     "GmailInstanceRejectionRatioHigh": ["postmaster-pager"],
+    "GmailDeferralRatioHigh": ["postmaster"],
     "GmailNothingGetsThrough": ["postmaster-pager"],
     "GmailRejectionExporterDown": ["exporter-maintainers"],
     "GmailRejectionExporterLogNotAdvancing": ["exporter-maintainers"],
