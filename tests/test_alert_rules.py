@@ -174,6 +174,26 @@ def test_changing_the_runbook_address_changes_every_alert_link(tmp_path: Path) -
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_each_sustained_alert_takes_over_from_its_spike_alert_in_the_same_group() -> None:
+    """Rules of a group run in order: after its spike alert, the sustained alert sees the spike's ALERTS series of
+    the same evaluation, so exactly one of the two is open while a failure goes on."""
+    data = yaml.safe_load(RULES.read_text())
+    pairs = 0
+    for group in data["groups"]:
+        names = [rule.get("alert") for rule in group["rules"]]
+        for index, rule in enumerate(group["rules"]):
+            name = rule.get("alert", "")
+            if not name.endswith("Sustained"):
+                continue
+            spike = name.replace("Sustained", "Spike")
+            assert spike in names[:index], f"{name} must follow {spike} in its group"
+            assert f'ALERTS{{alertname="{spike}", alertstate="firing"}}' in rule["expr"], name
+            assert rule["labels"] == group["rules"][names.index(spike)]["labels"], name
+            assert "for" not in rule, f"{name}: a for: would leave a gap when the spike alert resolves"
+            pairs += 1
+    assert pairs == 2
+
+
 def test_alerts_about_one_category_carry_it_as_a_label() -> None:
     for alert in alerts():
         selected = set(re.findall(r'category="([a-z_]+)"', alert["expr"]))

@@ -75,7 +75,9 @@ def test_amtool_check_config_accepts_the_example() -> None:
 
 EXPECTED_RECEIVERS = {
     "GmailAuthenticationRejectionSpike": ["postmaster-pager", "dns-admins"],
+    "GmailAuthenticationRejectionSustained": ["postmaster-pager", "dns-admins"],
     "GmailRateLimitSpike": ["bulk-sending"],
+    "GmailRateLimitSustained": ["bulk-sending"],
     "GmailReputationBlock": ["postmaster-pager", "bulk-sending"],
     "GmailPTRRejections": ["postmaster-pager", "mail-infrastructure"],
     "GmailTLSRejections": ["mail-infrastructure"],
