@@ -85,6 +85,7 @@ EXPECTED_RECEIVERS = {
     "GmailInstanceRejectionRatioHigh": ["postmaster-pager"],
     "GmailDeferralRatioHigh": ["postmaster"],
     "GmailNothingGetsThrough": ["postmaster-pager"],
+    "GmailUnreachable": ["postmaster-pager"],
     "GmailRejectionExporterDown": ["exporter-maintainers"],
     "GmailRejectionExporterLogNotAdvancing": ["exporter-maintainers"],
     "GmailRejectionExporterSkippedLines": ["exporter-maintainers"],
