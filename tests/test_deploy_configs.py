@@ -76,6 +76,7 @@ def test_amtool_check_config_accepts_the_example() -> None:
 EXPECTED_RECEIVERS = {
     "GmailAuthenticationRejectionSpike": ["postmaster-pager", "dns-admins"],
     "GmailAuthenticationRejectionSustained": ["postmaster-pager", "dns-admins"],
+    "GmailSenderDomainAuthenticationRejections": ["postmaster-pager", "dns-admins"],
     "GmailRateLimitSpike": ["bulk-sending"],
     "GmailRateLimitSustained": ["bulk-sending"],
     "GmailReputationBlock": ["postmaster-pager", "bulk-sending"],
