@@ -79,6 +79,7 @@ EXPECTED_RECEIVERS = {
     "GmailSenderDomainAuthenticationRejections": ["postmaster-pager", "dns-admins"],
     "GmailRateLimitSpike": ["bulk-sending"],
     "GmailRateLimitSustained": ["bulk-sending"],
+    "GmailSpamRejections": ["postmaster"],
     "GmailReputationBlock": ["postmaster-pager", "bulk-sending"],
     "GmailPTRRejections": ["postmaster-pager", "mail-infrastructure"],
     "GmailTLSRejections": ["mail-infrastructure"],
