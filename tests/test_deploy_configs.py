@@ -114,4 +114,6 @@ def test_queue_backlog_goes_where_its_dominant_category_goes() -> None:
 
 
 def test_categories_without_an_alert_of_their_own_go_to_the_postmaster() -> None:
-    assert receivers_for({"alertname": "Custom", "category": "policy", "severity": "warning"}) == ["postmaster"]
+    assert receivers_for({"alertname": "Custom", "category": "policy", "severity": "warning"}) == [
+        "postmaster"
+    ]

@@ -356,7 +356,12 @@ def test_every_dashboard_query_returns_data(run: Run) -> None:
     assert top == {CLASSIFIED[row][0] for row in (DMARC, RECEIVING_RATE, UNUSUAL_RATE)}
     by_category = labelled("Rejections by category", "category")
     assert {c for c, v in by_category.items() if v > 0} == {"authentication", "rate_limit"}
-    assert set(labelled("Deferred vs bounced", "status")) == {"deferred", "bounced", "expired"}
+    # Final outcomes and deferral attempts apart; this exporter has no sender domains: one unlabelled series.
+    assert set(labelled("Messages per hour by final outcome", "status")) == {"sent", "bounced", "expired"}
+    deferrals = labelled("Deferral attempts per hour", "instance")
+    assert set(deferrals) == {run.instance} and deferrals[run.instance] > 0
+    by_sender = labelled("Refusals by sender domain", "sender_domain")
+    assert set(by_sender) == {""} and by_sender[""] > 0
     assert set(labelled("Connection errors by kind", "kind")) == {
         "timeout",
         "refused",
