@@ -57,7 +57,7 @@ def exporter_container(workload: dict[str, Any]) -> dict[str, Any]:
 
 def test_every_yaml_file_under_deploy_parses() -> None:
     paths = sorted(DEPLOY.rglob("*.yml"))
-    assert len(paths) == 13
+    assert len(paths) == 15
     for path in paths:
         assert [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None], path
 
