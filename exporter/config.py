@@ -28,6 +28,10 @@ DEFAULT_LISTEN_ADDRESS: Final = f":{DEFAULT_PORT}"
 DEFAULT_TELEMETRY_PATH: Final = "/metrics"
 DEFAULT_READ_TIMEOUT: Final = "30s"
 DEFAULT_MAX_CONNECTIONS: Final = 512
+DEFAULT_RUNBOOK_URL: Final = (
+    "https://github.com/gmail-rejection-exporter/gmail-rejection-exporter/blob/main/deploy/runbook.md"
+)
+"""The project's runbook on its repository host; a deployment that keeps its own copy sets web.runbook_url."""
 SYSTEM_STATE_DIR: Final = "/var/lib/gmail-rejection-exporter"
 STATE_FILE_NAME: Final = "state.json"
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -62,6 +66,8 @@ class WebConfig:
     read_timeout: float = 30.0
     """Seconds a client may take for a TLS handshake or a request, or stay idle between requests."""
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    runbook_url: str = DEFAULT_RUNBOOK_URL
+    """The runbook the landing page links to (its sections are appended as #fragments)."""
 
 
 DEFAULT_QUEUE_INTERVAL: Final = "60s"
@@ -109,6 +115,7 @@ SCHEMA: Final[dict[str, dict[str, str]]] = {
         "config_file": _OPT_STR,
         "read_timeout": _STR,
         "max_connections": _INT,
+        "runbook_url": _STR,
     },
     "rules": {"files": _LIST},
     "google": {"hosts": _LIST},
@@ -282,6 +289,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help=f"most connections open at once (default {DEFAULT_MAX_CONNECTIONS})",
     )
     a(
+        "--web.runbook-url",
+        dest="runbook_url",
+        metavar="URL",
+        help="runbook the landing page links to (default: the project's, on its repository host)",
+    )
+    a(
         "--rules.file",
         dest="rules_files",
         action="append",
@@ -381,6 +394,7 @@ def load(args: argparse.Namespace) -> Config:
             config_file=pick("web_config_file", "web.config_file", None),
             read_timeout=read_seconds,
             max_connections=pick("max_connections", "web.max_connections", DEFAULT_MAX_CONNECTIONS),
+            runbook_url=pick("runbook_url", "web.runbook_url", DEFAULT_RUNBOOK_URL),
         ),
         rules_files=tuple(pick("rules_files", "rules.files", ())),
         google_hosts=tuple(h.lower() for h in pick("google_hosts", "google.hosts", ())),
@@ -414,6 +428,7 @@ _CHECKS: Final[list[tuple[str, str, Callable[[Config], bool]]]] = [
     ("log.format", f"must be one of {', '.join(FORMATS)}", lambda c: c.log.format in FORMATS),
     ("web.telemetry_path", "must be an absolute URL path other than / and /-/...", lambda c: c.web.telemetry_path.startswith("/") and c.web.telemetry_path != "/" and not c.web.telemetry_path.startswith("/-/")),
     ("web.max_connections", "must be at least 1", lambda c: c.web.max_connections >= 1),
+    ("web.runbook_url", "must be an http:// or https:// URL without a #fragment, e.g. https://wiki.example.com/runbook", lambda c: re.fullmatch(r"https?://[^\s\"'<>#`\\]+", c.web.runbook_url) is not None),
     ("metrics.sender_domains", "must be domain names like example.com", lambda c: all(re.fullmatch(r"[a-z0-9.-]+\.[a-z0-9-]+", d) for d in c.sender_domains)),
     ("google.hosts", "must be host names", lambda c: all(re.fullmatch(r"[a-z0-9.*-]+", h) for h in c.google_hosts)),
     ("log.paths", "standard input (-) can be named only once", lambda c: list(c.log.paths).count("-") <= 1),

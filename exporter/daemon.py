@@ -8,12 +8,14 @@ Then the loop writes the state when it is due and reloads on request, until SIGT
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from types import FrameType
 from typing import Any
 
@@ -27,6 +29,11 @@ from exporter.ingest import Ingest, LineAnalyser
 from exporter.metrics import Metrics
 from exporter.metrics import saved as saved_metrics
 from exporter.metrics.families import Collector
+from exporter.queue import reader as queue_reader
+from exporter.queue.classify import QueueClassifier
+from exporter.queue.collector import QueueCollector
+from exporter.queue.domains import GoogleDomains
+from exporter.queue.shared import GoogleHosts
 from exporter.rules import CATEGORIES, Rules, load_rules
 from exporter.sources import Source, SourceStatus, join
 from exporter.sources.files import PERMISSION_HINT, STATE_PERMISSION_DENIED, FileSource, open_failure
@@ -86,6 +93,10 @@ class Daemon:
         self.server: web.Server | None = None
         self.checkpointer: Checkpointer | None = None
         self.ingest: Ingest | None = None
+        self.domains = GoogleDomains()
+        """Recipient domains seen delivered to Google: the queue reader counts them as bound for Google."""
+        self.queue: queue_reader.QueueReader | None = None
+        self._queue_thread: threading.Thread | None = None
 
     # -- start-up steps --
 
@@ -127,6 +138,11 @@ class Daemon:
             return
         saved_metrics.restore(metrics, snapshot.metrics)
         ingest.restore(snapshot)
+        if snapshot.google_domains is not None:
+            try:
+                self.domains.restore(snapshot.google_domains)
+            except ValueError as err:
+                log.warning("state file %s: %s; learning Google's customer domains afresh", state.path, err)
         assert self.checkpointer is not None
         self.checkpointer.write_errors = snapshot.write_errors
         log.info("resuming from %s", state.path)
@@ -167,6 +183,11 @@ class Daemon:
         registry = CollectorRegistry(auto_describe=False)
         checkpointer = self.checkpointer
         assert checkpointer is not None
+        snapshot = None
+        if self.queue is not None:
+            queue = self.queue
+            snapshot = lambda: queue.snapshot  # noqa: E731
+            registry.register(QueueCollector(snapshot))
         registry.register(
             Collector(
                 metrics,
@@ -186,6 +207,8 @@ class Daemon:
             reload=self.reload,
             telemetry_path=cfg.web.telemetry_path,
             security=security,
+            queue=snapshot,
+            runbook_url=cfg.web.runbook_url,
         )
         host, port = config.parse_listen_address(cfg.web.listen_address)
         server = web.serve(host, port, app, cfg.web)
@@ -195,6 +218,18 @@ class Daemon:
         if self._announce is not None:
             self._announce(url)
         return server
+
+    def _build_queue(self, cfg: Config, rules: Rules) -> None:
+        """The queue reader, or none (`--queue.mta none`, or `auto` finding no MTA's queue command)."""
+        classifier = QueueClassifier(rules, GoogleHosts(cfg.google_hosts), self.domains)
+        self.queue = queue_reader.build(cfg.queue.mta, cfg.queue.interval, cfg.queue.command, classifier)
+
+    def _start_queue(self) -> None:
+        # Its own long-lived thread: the listing's child is tied to the thread that starts it (PR_SET_PDEATHSIG).
+        if self.queue is not None:
+            thread = threading.Thread(target=self.queue.run, args=(self._stop,), name="queue", daemon=True)
+            thread.start()
+            self._queue_thread = thread  # once started: healthy() takes a thread not alive for one that ended
 
     def _start_sources(self) -> None:
         threads = [
@@ -228,21 +263,41 @@ class Daemon:
         self, cfg: Config, rules: Rules, security: webconfig.WebSecurity, state: StateFile
     ) -> int:
         metrics = new_metrics(cfg)
-        ingest = self.ingest = Ingest(metrics, lambda: self._analyser_factory(cfg, rules))
-        self.checkpointer = Checkpointer(state, ingest.snapshot)
+        ingest = self.ingest = Ingest(
+            metrics, lambda: self._analyser_factory(cfg, rules), learn=self.domains.learn
+        )
+        domains = self.domains
+        self.checkpointer = Checkpointer(
+            state, lambda: replace(ingest.snapshot(), google_domains=domains.state())
+        )
         ingest.checkpointer = self.checkpointer
         self._restore(state, cfg, rules, metrics, ingest)
         self._sources = self._build_sources(cfg, ingest, state)
+        try:
+            self._build_queue(cfg, rules)
+        except ValueError as err:
+            print(f"gmail-rejection-exporter: queue: {err}", file=sys.stderr)
+            return EXIT_CONFIG
         for status in self.statuses():
             metrics.add_source(status.name)
         try:
             self.server = self._serve(cfg, security, metrics)
         except OSError as err:
-            log.error("cannot listen on %s: %s", cfg.web.listen_address, err)
+            hint = {
+                errno.EADDRINUSE: "another process listens there (another exporter?): stop it, or pick a free port",
+                errno.EACCES: "ports below 1024 need privileges: pick a port above 1023",
+            }.get(err.errno or 0, "pick another address")
+            log.error(
+                "cannot listen on %s: %s; %s with --web.listen-address (web.listen_address in the config file)",
+                cfg.web.listen_address,
+                err.strerror or err,
+                hint,
+            )
             return EXIT_RUNTIME
         self._install_signals()
         self.checkpointer.changed(urgent=True)  # the state as restored, under this run's lock, at once
         self._start_sources()
+        self._start_queue()
         written = True
         try:
             self._loop()
@@ -250,7 +305,7 @@ class Daemon:
             self._stop.set()
             for source in self._sources:
                 source.stop_waking()
-            for name in join(self._threads, JOIN_SECONDS):
+            for name in join([*self._threads, *filter(None, [self._queue_thread])], JOIN_SECONDS):
                 log.warning("%s did not stop within %.0f s; stopping without it", name, JOIN_SECONDS)
             written = self.checkpointer.flush()
             web.stop(self.server)
@@ -316,6 +371,8 @@ class Daemon:
             finished = all(s.finished for s in source.statuses())
             if not thread.is_alive() and not self._stop.is_set() and not finished:
                 return f"{thread.name} ended"
+        if self._queue_thread is not None and not self._queue_thread.is_alive() and not self._stop.is_set():
+            return "the queue reader ended"
         return None
 
     def ready(self) -> bool:
@@ -353,6 +410,7 @@ class Daemon:
                 "web.listen_address": (old.web.listen_address, cfg.web.listen_address),
                 "web.read_timeout": (old.web.read_timeout, cfg.web.read_timeout),
                 "web.max_connections": (old.web.max_connections, cfg.web.max_connections),
+                "queue": (old.queue, cfg.queue),
                 "metrics.sender_domains (turning it on or off)": (
                     bool(old.sender_domains),
                     bool(cfg.sender_domains),
@@ -362,8 +420,11 @@ class Daemon:
                 if before != after:
                     log.warning("reload: a change of %s takes effect at the next start", what)
             ingest.replace_analysers(lambda: self._analyser_factory(cfg, rules))
+            if self.queue is not None:
+                self.queue.classifier = QueueClassifier(rules, GoogleHosts(cfg.google_hosts), self.domains)
             self.server.set_security(security)
             self.server.app.telemetry_path = cfg.web.telemetry_path
+            self.server.app.runbook_url = cfg.web.runbook_url
             with metrics.lock:
                 if metrics.by_sender and cfg.sender_domains:
                     metrics.set_sender_domains(cfg.sender_domains)
@@ -397,6 +458,13 @@ def source_problems(cfg: Config) -> list[str]:
 def check_config(args: argparse.Namespace) -> int:
     """The `check-config` command: exit 0 when config, rules and web config are usable, 2 otherwise. Logs that
     cannot be followed now are warned about (they may appear later), without failing."""
+    if args.file is not None:
+        if args.config_file not in (None, args.file):
+            print(
+                "gmail-rejection-exporter: give the config file once: FILE or --config.file", file=sys.stderr
+            )
+            return EXIT_CONFIG
+        args.config_file = args.file
     try:
         cfg = config.load(args)
         rules = load_rules(cfg.rules_files)
@@ -421,6 +489,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_check_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of the `check-config` command: the same as `run`, so a command line can be checked too."""
+    """Flags of the `check-config` command: the same as `run`, so a command line can be checked too, and the
+    config file as an argument."""
     config.add_flags(parser)
+    parser.add_argument(
+        "file", nargs="?", metavar="FILE", help="config file to check (same as --config.file)"
+    )
     parser.set_defaults(handler=check_config)

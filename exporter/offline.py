@@ -18,11 +18,13 @@ from exporter.analyse import MAX_LINE_BYTES, Analyser, Skipped
 from exporter.errors import ConfigError
 from exporter.events import STATUSES, Event
 from exporter.labels import code_label, enhanced_label
-from exporter.redact import redact
+from exporter.redact import redact, shorten
 from exporter.rules import CATEGORIES, Rules, load_rules
 from exporter.sources.lines import BlockSplitter, LineSplitter
 
 _CHUNK: Final = 1 << 18
+EXAMPLE_CHARS: Final = 300
+"""Longest example reply `report` prints per reason, the ellipsis included."""
 
 
 def add_classify_arguments(parser: argparse.ArgumentParser) -> None:
@@ -197,7 +199,7 @@ class Report:
         key = (verdict.category, verdict.reason, code, enhanced)
         summary = self.reasons.get(key)
         if summary is None:
-            example = redact(reply.text)[:300] if reply else ""
+            example = shorten(redact(reply.text), EXAMPLE_CHARS) if reply else ""
             summary = self.reasons[key] = ReasonSummary(*key, verdict.severity, example=example)
         summary.count += 1
         if when is not None:

@@ -1,4 +1,4 @@
-"""Redaction of personal data in reply texts shown to people: e-mail local parts and IP addresses."""
+"""Reply texts shown to people: personal data (e-mail local parts, IP addresses) redacted, long ones shortened."""
 
 from __future__ import annotations
 
@@ -14,6 +14,12 @@ def redact(text: str) -> str:
     text = _LOCAL_PART.sub("***@", text)
     text = _IPV4.sub("x.x.x.x", text)
     return _IPV6.sub(_ipv6_or_keep, text)
+
+
+def shorten(text: str, limit: int) -> str:
+    """The text, or its first `limit` - 1 characters and an ellipsis when it is longer than `limit`, so a reader
+    sees that it was cut."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def _ipv6_or_keep(match: re.Match[str]) -> str:

@@ -29,29 +29,10 @@ from typing import Final, cast
 import yaml
 
 from exporter import yamlfile
-from exporter.errors import ConfigError
+from exporter.categories import CATEGORIES as CATEGORIES  # re-exported: stages import it from here
+from exporter.errors import ConfigError, did_you_mean
 from exporter.events import Reply, Verdict
 from exporter.reply import squeeze
-
-CATEGORIES: Final = (
-    "authentication",
-    "rate_limit",
-    "reputation",
-    "spam",
-    "ptr",
-    "tls",
-    "recipient",
-    "mailbox_full",
-    "message",
-    "sending_limit",
-    "policy",
-    "smtp_auth",
-    "relay",
-    "protocol",
-    "temporary",
-    "unclassified",
-)
-"""The closed category list that dashboards, alerts and `classify` output share."""
 
 UNMATCHED_REASON: Final = "unknown"
 """Reason of a Google refusal that no rule matches (category unclassified)."""
@@ -231,14 +212,26 @@ def load_rules(user_files: Sequence[str] = (), *, builtin: str | None = None) ->
     """User rule files (in order) then the built-in file; raises ConfigError naming file, line and key."""
     builtin = builtin or builtin_rules_path()
     rules: list[Rule] = []
-    disabled: set[str] = set()
+    disabled: list[tuple[str, str, int]] = []
     user_rules: list[Rule] = []
     for path in user_files:
         file_rules, file_disabled = _parse_file(path, MAX_RULES - len(user_rules))
         user_rules.extend(file_rules)
-        disabled |= file_disabled
+        disabled.extend((reason, path, line) for reason, line in file_disabled)
     builtin_rules, _ = _parse_file(builtin, MAX_RULES)
-    rules = user_rules + [r for r in builtin_rules if r.reason not in disabled]
+    builtin_reasons = {r.reason for r in builtin_rules}
+    for reason, path, line in disabled:
+        if reason not in builtin_reasons:
+            # A mistyped name would disable nothing, silently.
+            raise ConfigError(
+                path,
+                line,
+                "disable",
+                f"{reason!r} is not a reason in the bundled rules"
+                + (did_you_mean(reason, sorted(builtin_reasons)) or f" (they are listed in {builtin})"),
+            )
+    dropped = {reason for reason, _, _ in disabled}
+    rules = user_rules + [r for r in builtin_rules if r.reason not in dropped]
     _check_reason_categories(rules)
     return Rules(rules, [*user_files, builtin])
 
@@ -258,8 +251,8 @@ def _check_reason_categories(rules: Sequence[Rule]) -> None:
             )
 
 
-def _parse_file(path: str, room: int) -> tuple[list[Rule], set[str]]:
-    """The rules and disabled reasons of one file, which may hold `room` rules at most."""
+def _parse_file(path: str, room: int) -> tuple[list[Rule], list[tuple[str, int]]]:
+    """The rules and disabled reasons (with their lines) of one file, which may hold `room` rules at most."""
     try:
         size = os.stat(path).st_size
     except OSError:
@@ -267,7 +260,7 @@ def _parse_file(path: str, room: int) -> tuple[list[Rule], set[str]]:
     if size > MAX_FILE_BYTES:
         raise ConfigError(path, None, None, f"{size} bytes; a rules file may have {MAX_FILE_BYTES} at most")
     rules: list[Rule] = []
-    disabled: set[str] = set()
+    disabled: list[tuple[str, int]] = []
     try:
         with open(path, encoding="utf-8") as handle:
             reader = _NodeReader(yaml.parse(handle, Loader=yamlfile._FAST_LOADER))
@@ -284,7 +277,10 @@ def _parse_file(path: str, room: int) -> tuple[list[Rule], set[str]]:
                             )
                         rules.append(_parse_rule(path, item))
                 else:
-                    disabled.update(yamlfile.scalar(path, item, "disable") for item in items)
+                    disabled.extend(
+                        (yamlfile.scalar(path, item, "disable").strip(), yamlfile.line_of(item))
+                        for item in items
+                    )
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         raise _unusable(path) from None
     return rules, disabled
@@ -301,7 +297,7 @@ def _unusable(path: str) -> ConfigError:
 
 class _NodeReader:
     """A rules file's YAML nodes, composed from the parser's events one rule at a time: the whole tree of a large
-    file takes about forty times its size, and the rules are checked one by one anyway."""
+    file takes many times its size in memory, and the rules are checked one by one anyway."""
 
     def __init__(self, events: Iterator[yaml.Event]) -> None:
         self._events = events

@@ -51,6 +51,9 @@ class Snapshot:
     memory: dict[str, dict[str, Any]] = field(default_factory=dict)
     write_errors: int = 0
     """Failed writes of the state file so far (gmail_exporter_state_write_errors_total)."""
+    google_domains: Any = None
+    """Recipient domains seen delivered to Google (the queue reader's GoogleDomains.state()); checked by its owner,
+    and a bad value there costs only itself, not the positions and counters."""
 
 
 Validator = Callable[[Snapshot], None]
@@ -99,7 +102,13 @@ def parse(data: Any) -> tuple[int, Snapshot]:
         if version == 1:
             raw = _upgrade_v1_position(raw)
         positions[key] = position_from_json(raw, f"positions[{key!r}]")
-    return sequence, Snapshot(positions=positions, metrics=metrics, memory=memory, write_errors=write_errors)
+    return sequence, Snapshot(
+        positions=positions,
+        metrics=metrics,
+        memory=memory,
+        write_errors=write_errors,
+        google_domains=data.get("google_domains"),
+    )
 
 
 def _read_regular(path: str) -> bytes:
@@ -236,6 +245,7 @@ class StateFile:
                     "metrics": snapshot.metrics,
                     "memory": memory,
                     "state_write_errors": snapshot.write_errors,
+                    "google_domains": snapshot.google_domains,
                 },
                 separators=(",", ":"),
             ).encode()

@@ -164,3 +164,22 @@ def test_classify_with_a_bad_user_rules_file_exits_2(tmp_path: Path) -> None:
     done = run("classify", "--rules.file", str(bad), stdin=b"")
     assert done.returncode == 2
     assert f"{bad}:2: category:" in done.stderr.decode()
+
+
+def test_report_marks_a_cut_example_reply_with_an_ellipsis(tmp_path: Path) -> None:
+    sentence = b"550-5.7.26 Please contact the administrator of example.org if this was legitimate mail. "
+    long_line = DMARC_LINE.replace(b"550 5.7.26 q16si", sentence * 6 + b"550 5.7.26 q16si", 1)
+    examples = {}
+    for name, line in (("short", DMARC_LINE), ("long", long_line)):
+        log = tmp_path / f"{name}.log"
+        log.write_bytes(line)
+        done = run("report", "--format", "json", str(log))
+        assert done.returncode == 0, done.stderr
+        (row,) = json.loads(done.stdout)["rejections"]
+        examples[name] = row["example"]
+    assert examples["short"] == (
+        "Unauthenticated email from example.org is not accepted due to domain's DMARC policy."
+    )
+    assert len(examples["long"]) <= 300 and examples["long"].endswith("…")
+    assert examples["long"][:-1] in (examples["short"] + " " + "Please contact the administrator of "
+                                     "example.org if this was legitimate mail. " * 6)  # fmt: skip

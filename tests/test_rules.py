@@ -181,6 +181,28 @@ def test_bad_rules_file_names_file_line_and_key(
     assert str(err).startswith(f"{path}:{line}: ")
 
 
+@pytest.mark.parametrize(
+    ("disable", "hint"),
+    [
+        ("[likely_unsolicitd]", " (did you mean likely_unsolicited?)"),
+        ("\n  - dmarc_policy\n  - nothing_of_the_kind", f" (they are listed in {RULES.files[-1]})"),
+    ],
+)
+def test_disabling_a_reason_the_bundled_rules_lack_fails_naming_file_line_and_key(
+    tmp_path: Path, disable: str, hint: str
+) -> None:
+    # Disabling a mistyped name would disable nothing, silently.
+    path = tmp_path / "mine.yml"
+    path.write_text(f"rules: []\ndisable: {disable}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_rules([str(path)])
+    wrong = "likely_unsolicitd" if "likely" in disable else "nothing_of_the_kind"
+    line = 2 if "likely" in disable else 4
+    assert str(caught.value) == (
+        f"{path}:{line}: disable: {wrong!r} is not a reason in the bundled rules{hint}"
+    )
+
+
 def test_shipped_rules_file_is_the_package_data() -> None:
     assert Path(RULES.files[-1]).resolve() == (REPO / "config" / "rules.yml").resolve()
 

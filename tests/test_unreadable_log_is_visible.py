@@ -28,13 +28,16 @@ ADM_HINT = "add the user to the adm group, e.g. SupplementaryGroups=adm in the s
 
 
 def _landing_state(exporter: Exporter, log: Path) -> str:
+    """The source's row on the landing page: "state | words shown | the system's words (when they add any)"."""
     status, page = exporter.get("/")
     assert status == 200
     row = re.search(
-        rf"<tr><td><code>{re.escape(str(log))}</code></td><td class='state (\w+)'>([^<]*)</td>", page.decode()
+        rf"<code>{re.escape(str(log))}</code></td><td data-label=State><span class='state (\w+)'>([^<]*)</span>"
+        r"(?:<br><span class='muted free'>([^<]*)</span>)?</td>",
+        page.decode(),
     )
     assert row, page.decode()
-    return f"{row[1]} | {row[2]}"
+    return f"{row[1]} | {row[2]} | {row[3] or ''}"
 
 
 def _missing(log: Path) -> None:
@@ -50,9 +53,9 @@ def _fifo(log: Path) -> None:
 
 
 CASES: dict[str, tuple[Callable[[Path], None], str, str]] = {
-    "missing": (_missing, "missing", "missing: No such file or directory"),
-    "a directory": (_directory, "not_regular_file", "not regular file: not a regular file"),
-    "a FIFO": (_fifo, "not_regular_file", "not regular file: not a regular file"),
+    "missing": (_missing, "missing", "No such file or directory"),
+    "a directory": (_directory, "not_regular_file", "not a regular file"),
+    "a FIFO": (_fifo, "not_regular_file", "not a regular file"),
 }
 
 
@@ -65,9 +68,7 @@ def test_an_unreadable_log_shows_its_state_in_metrics_on_the_landing_page_and_in
     good.touch()
     checked = run_exporter("check-config", "--log.path", str(log), "--log.path", str(good))
     assert checked.returncode == 0, checked.stderr
-    assert checked.stderr.splitlines() == [
-        f"gmail-rejection-exporter: warning: {log}: {state}: " + shown.split(": ", 1)[1]
-    ]
+    assert checked.stderr.splitlines() == [f"gmail-rejection-exporter: warning: {log}: {state}: {shown}"]
     assert "OK" in checked.stdout
     with Exporter(tmp_path, "--log.path", str(log), "--log.path", str(good)) as exporter:
         assert exporter.value("gmail_exporter_source_up", source=str(log)) == 0
@@ -75,8 +76,8 @@ def test_an_unreadable_log_shows_its_state_in_metrics_on_the_landing_page_and_in
         assert exporter.value("gmail_exporter_source_state", source=str(log)) == 1  # one state at a time
         assert exporter.value("gmail_exporter_source_up", source=str(good)) == 1
         assert exporter.value("gmail_exporter_source_state", source=str(good), state="open") == 1
-        assert _landing_state(exporter, log) == f"{state} | {shown}"
-        assert _landing_state(exporter, good) == "open | open"
+        assert _landing_state(exporter, log) == f"{state} | {state.replace('_', ' ')} | {shown}"
+        assert _landing_state(exporter, good) == "open | open | "
         assert (
             exporter.get("/-/ready")[0] == 200
         )  # the other log is read: not a reason to take the exporter out
@@ -106,10 +107,10 @@ def test_a_log_the_exporters_user_cannot_read_shows_permission_denied_with_the_a
     with exporter:
         assert exporter.value("gmail_exporter_source_up", source=str(log)) == 0
         assert exporter.value("gmail_exporter_source_state", source=str(log), state="permission_denied") == 1
-        assert _landing_state(exporter, log) == "permission_denied | permission denied: Permission denied"
+        assert _landing_state(exporter, log) == "permission_denied | permission denied | "
         log.chmod(0o644)
         exporter.wait_until(
             lambda: exporter.value("gmail_exporter_source_up", source=str(log)) == 1, 15, "the log readable"
         )
-        assert _landing_state(exporter, log) == "open | open"
+        assert _landing_state(exporter, log) == "open | open | "
         assert ADM_HINT in exporter.output()
