@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
+from exporter import mta
 from exporter.events import Delivery, Event
 from exporter.google import GoogleHosts
-from exporter.mta import exim, generic, opensmtpd, postfix, sendmail
 from exporter.mta.common import REPLY_START, Context
 from exporter.reply import normalise
 from exporter.rules import Rules
+
+if TYPE_CHECKING:
+    from exporter.config import Config
 
 MAX_LINE_BYTES: Final = 32 * 1024
 """Longer lines are skipped (reason too_long). Sources may cut a line at MAX_LINE_BYTES + 1 bytes and drop the
@@ -19,16 +22,6 @@ rest up to its newline: the analyser only needs to see that it is too long."""
 
 SKIP_REASONS: Final = ("too_long", "not_text", "unparseable")
 
-FORMATS: Final = ("auto", "postfix", "exim", "sendmail", "opensmtpd", "generic")
-
-Parser = Callable[[str, Context], Delivery | None]
-_PARSERS: Final[dict[str, Parser]] = {
-    "postfix": postfix.parse,
-    "exim": exim.parse,
-    "sendmail": sendmail.parse,
-    "opensmtpd": opensmtpd.parse,
-    "generic": generic.parse,
-}
 # Byte strings one of which every line about a delivery to Google holds, searched in the lower-cased line:
 # its host names, its PTR names, its reply marker, a DNS failure for gmail.com. Not plain "gmail": on an MX
 # most lines holding it are about mail *from* Gmail users, and outbound lines name a google.com host anyway
@@ -68,8 +61,8 @@ class Analyser:
         track_senders: bool = False,
         now: float | None = None,
     ) -> None:
-        if log_format not in (None, *FORMATS):
-            raise ValueError(f"unknown log format {log_format!r}; one of {', '.join(FORMATS)}")
+        self._formats = mta.formats(log_format or mta.AUTO)
+        self._byte_tests = tuple(f.never_a_delivery for f in self._formats if f.never_a_delivery is not None)
         self.rules = rules
         google = GoogleHosts(google_hosts)
         self._ctx = Context(google, now=now, track_senders=track_senders)
@@ -83,7 +76,16 @@ class Analyser:
         # Each marker is one pass over a block: drop those that contain another (a user's *.googlemail.com).
         markers = dict.fromkeys(self._markers + self._join_markers)
         self._all_markers = tuple(m for m in markers if not any(o != m and o in m for o in markers))
-        self._forced = None if log_format in (None, "auto") else _PARSERS[log_format]
+
+    @classmethod
+    def for_config(cls, cfg: Config, rules: Rules) -> Analyser:
+        """The analyser a configuration asks for (every command builds its analysers here)."""
+        return cls(
+            rules,
+            google_hosts=cfg.google_hosts,
+            log_format=cfg.log.format,
+            track_senders=bool(cfg.sender_domains),
+        )
 
     def analyse(self, line: bytes) -> Event | Skipped | None:
         """An Event for a line about a delivery to Google, Skipped for a line we refuse, else None.
@@ -150,10 +152,9 @@ class Analyser:
 
     def _analyse_candidate(self, line: bytes) -> Event | Skipped | None:
         """analyse() for a line that passed the prefilter."""
-        if self._forced in (None, postfix.parse) and postfix.never_a_delivery(
-            line, track_senders=self._ctx.track_senders
-        ):
-            return None
+        for never_a_delivery in self._byte_tests:
+            if never_a_delivery(line, self._ctx):
+                return None
         try:
             text = line.decode("utf-8")
             valid = True
@@ -176,26 +177,19 @@ class Analyser:
         return None
 
     def _parse(self, text: str) -> Delivery | None:
-        if self._forced is not None:
-            return self._forced(text, self._ctx)
-        if postfix.claims(text):
-            return postfix.parse(text, self._ctx)
-        if "sendmail[" in text or "sm-mta[" in text or "sm-msp-queue[" in text:
-            return sendmail.parse(text, self._ctx)
-        if "smtpd[" in text:
-            found = opensmtpd.parse(text, self._ctx)
-            if found is not None or opensmtpd.TAG.search(text):
-                return found
-        if exim.LINE.search(text):
-            return exim.parse(text, self._ctx)
-        return generic.parse(text, self._ctx)
+        formats = self._formats
+        if len(formats) == 1:
+            return formats[0].parse(text, self._ctx)
+        for log_format in formats:
+            if log_format.claims(text):
+                return log_format.parse(text, self._ctx)
+        return None
 
     @staticmethod
     def _ignorable(text: str) -> bool:
-        """Lines that quote Google's marker but record no delivery: the DSN we send back, header dumps, and
-        the rest of a multi-line entry (Exim writes real newlines), which starts with the reply code."""
-        head = text[: postfix.TAG_WITHIN]
-        return "/bounce[" in head or "/cleanup[" in head or REPLY_START.match(text) is not None
+        """Lines that quote Google's marker but record no delivery: the rest of a multi-line entry, which
+        starts with the reply code."""
+        return REPLY_START.match(text) is not None
 
     def _event(self, delivery: Delivery) -> Event:
         reply = normalise(delivery.reply) if delivery.reply else None

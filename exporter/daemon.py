@@ -48,12 +48,7 @@ RulesLoader = Callable[[Sequence[str]], Rules]
 
 def make_analyser(cfg: Config, rules: Rules) -> LineAnalyser:
     """One analyser per stream: it keeps that stream's year and queue-id joins."""
-    return Analyser(
-        rules,
-        google_hosts=cfg.google_hosts,
-        log_format=cfg.log.format,
-        track_senders=bool(cfg.sender_domains),
-    )
+    return Analyser.for_config(cfg, rules)
 
 
 class Ingest:
@@ -177,10 +172,6 @@ class Daemon:
         cfg = config.load(self.args)
         rules = self._rules_loader(cfg.rules_files)
         security = webconfig.load(cfg.web.config_file)
-        try:  # settings the analyser rejects fail here, not in a reader thread
-            self._analyser_factory(cfg, rules)
-        except ValueError as err:
-            raise ConfigError(cfg.file or config.FLAGS_FILE, None, "log.format", str(err)) from err
         return cfg, rules, security
 
     def statuses(self) -> list[SourceStatus]:
@@ -405,11 +396,7 @@ def check_config(args: argparse.Namespace) -> int:
         cfg = config.load(args)
         rules = load_rules(cfg.rules_files)
         webconfig.load(cfg.web.config_file)
-        make_analyser(cfg, rules)
     except ConfigError as err:
-        print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
-        return EXIT_CONFIG
-    except ValueError as err:
         print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"{cfg.file or 'flags'}: OK ({len(rules.rules)} rules from {', '.join(rules.files)})")

@@ -18,7 +18,7 @@ from typing import Any, Final
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.events import CONNECTION_ERROR_KINDS, STATUSES, Event
-from exporter.labels import NONE, OTHER, code_label, enhanced_label
+from exporter.labels import NONE, OTHER, REASON_SHAPE, code_label, enhanced_label
 from exporter.redact import redact
 from exporter.sources import ROTATION_KINDS, SourceStatus
 
@@ -30,7 +30,6 @@ LABEL_CACHE_SIZE: Final = 4096
 SEVERITIES: Final = ("temporary", "permanent")
 ORIGINS: Final = ("gsmtp", "gcdp")
 
-_REASON = re.compile(r"[a-z0-9_]{1,64}")
 REJECTION_LABELS: Final = ("category", "reason", "code", "enhanced_code", "severity", "origin")
 
 
@@ -188,7 +187,7 @@ class Metrics:
         """Label values of a rejection, each from a closed list or checked against its shape."""
         return (
             category if category in self._category_set else "unclassified",
-            _pick(reason, _REASON),
+            _pick(reason, REASON_SHAPE),
             code_label(code) or NONE,
             enhanced_label(enhanced) or NONE,
             severity if severity in SEVERITIES else OTHER,

@@ -4,7 +4,6 @@ summary of log files) and `check-rules`."""
 from __future__ import annotations
 
 import argparse
-import gzip
 import io
 import json
 import os
@@ -14,7 +13,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
+from exporter import config
 from exporter.analyse import MAX_LINE_BYTES, Analyser, Skipped
+from exporter.compressed import READ_ERRORS, open_log
 from exporter.errors import ConfigError
 from exporter.events import STATUSES, Event
 from exporter.labels import code_label, enhanced_label
@@ -26,14 +27,18 @@ _CHUNK: Final = 1 << 18
 
 
 def add_classify_arguments(parser: argparse.ArgumentParser) -> None:
-    _add_common(parser)
-    parser.add_argument("files", nargs="*", metavar="FILE", help="log files (plain or .gz); stdin when none")
+    config.add_analysis_flags(parser)
+    parser.add_argument(
+        "files", nargs="*", metavar="FILE", help="log files (plain or compressed); stdin when none"
+    )
     parser.set_defaults(handler=run_classify)
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
-    _add_common(parser)
-    parser.add_argument("files", nargs="+", metavar="FILE", help="log files, oldest first (plain or .gz)")
+    config.add_analysis_flags(parser)
+    parser.add_argument(
+        "files", nargs="+", metavar="FILE", help="log files, oldest first (plain or compressed)"
+    )
     parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     parser.set_defaults(handler=run_report)
 
@@ -43,29 +48,14 @@ def add_check_rules_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=run_check_rules)
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rules.file", dest="rules_files", action="append", default=[], metavar="FILE",
-                        help="extra rules file, before the bundled rules (repeatable)")  # fmt: skip
-    parser.add_argument("--log.format", dest="log_format", default="auto", metavar="FORMAT",
-                        help="force an MTA format: postfix, exim, sendmail, opensmtpd, generic")  # fmt: skip
-    parser.add_argument("--google.host", dest="google_hosts", action="append", default=[], metavar="HOST",
-                        help="another relay host name that is Google's (repeatable)")  # fmt: skip
-
-
 def _analyser(args: argparse.Namespace) -> Analyser:
-    rules = load_rules(args.rules_files)
-    return Analyser(rules, google_hosts=args.google_hosts, log_format=args.log_format)
+    """The analyser the flags ask for, checked as `run` checks them; raises ConfigError."""
+    cfg = config.load(args, sources_required=False)
+    return Analyser.for_config(cfg, load_rules(cfg.rules_files))
 
 
 def _open(path: str) -> IO[bytes]:
-    if path == "-":
-        return sys.stdin.buffer
-    raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
-    if raw.read(2) == b"\x1f\x8b":
-        raw.seek(0)
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    raw.seek(0)
-    return raw
+    return sys.stdin.buffer if path == "-" else open_log(path)
 
 
 def read_batches(stream: IO[bytes]) -> Iterator[list[bytes]]:
@@ -137,7 +127,7 @@ def run_classify(args: argparse.Namespace) -> int:
         out.flush()
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except OSError as err:
+    except READ_ERRORS as err:
         print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
         return 1
     finally:
@@ -324,7 +314,6 @@ def build_report(paths: Sequence[str], analyser: Analyser) -> Report:
     skipped = report.skipped
     for path in paths:
         with _open(path) as stream:
-            raw = getattr(stream, "fileobj", None) or stream
             last_pos = 0
             for block in read_blocks(stream):
                 count, results = analyse_block(block)
@@ -334,8 +323,8 @@ def build_report(paths: Sequence[str], analyser: Analyser) -> Report:
                         skipped[result.reason] = skipped.get(result.reason, 0) + 1
                     else:
                         report.add(result)
-                if progress.enabled:
-                    pos = raw.tell()
+                if progress.enabled:  # where the file is read up to, compressed or not
+                    pos = os.lseek(stream.fileno(), 0, os.SEEK_CUR)
                     progress.update(pos - last_pos)
                     last_pos = pos
     progress.finish()
@@ -349,7 +338,7 @@ def run_report(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
         return 2
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
+    except READ_ERRORS as err:
         print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
         return 1
     if args.format == "json":

@@ -25,6 +25,7 @@ import yaml
 from exporter import yamlfile
 from exporter.errors import ConfigError
 from exporter.events import Reply, Verdict
+from exporter.labels import REASON_SHAPE
 from exporter.reply import squeeze
 
 CATEGORIES: Final = (
@@ -52,7 +53,6 @@ UNMATCHED_REASON: Final = "unknown"
 NO_REPLY_REASON: Final = "no_reply_logged"
 """Reason of a refusal the MTA logged without Google's reply (old Sendmail's stat=Service unavailable)."""
 
-_REASON: Final = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _CODE: Final = re.compile(r"[245]\d\d|[245]xx")
 _ENHANCED: Final = re.compile(r"[245]\.\d{1,3}\.\d{1,3}|[245]\.\d{1,3}\.\*|[245]\.\*")
 _RULE_KEYS: Final = ("reason", "category", "code", "enhanced_code", "origin", "phrases", "comment")
@@ -278,12 +278,12 @@ def _parse_rule(path: str, node: yaml.Node) -> Rule:
     reason = text("reason")
     if not reason:
         raise ConfigError(path, line, "reason", "every rule needs a reason (snake_case, e.g. dmarc_policy)")
-    if not _REASON.fullmatch(reason):
+    if not REASON_SHAPE.fullmatch(reason):
         raise ConfigError(
             path,
             yamlfile.line_of(fields["reason"][1]),
             "reason",
-            f"{reason!r} is not snake_case (a-z, 0-9, _)",
+            f"{reason!r} is not snake_case (a-z, 0-9, _, from a letter on, at most 63 characters)",
         )
     category = text("category")
     if category is None:

@@ -9,7 +9,10 @@ import pytest
 from conftest import REFUSALS, REPO, CorpusReply
 from fixtures.gmail_lookalike import format_reply
 
+from exporter.analyse import SKIP_REASONS, Analyser
 from exporter.errors import ConfigError
+from exporter.events import Event
+from exporter.metrics import Metrics
 from exporter.reply import normalise
 from exporter.rules import CATEGORIES, load_rules
 
@@ -166,3 +169,23 @@ def test_shipped_rules_file_is_the_package_data() -> None:
 def test_replies_of_other_years_and_new_wordings(reply: str, category: str, reason: str) -> None:
     verdict = RULES.classify(normalise(reply))
     assert (verdict.category, verdict.reason) == (category, reason)
+
+
+def test_a_reason_the_rules_accept_is_a_label_and_one_they_refuse_never_loads(tmp_path: Path) -> None:
+    longest = "r" * 63
+    user = tmp_path / "mine.yml"
+    user.write_text(f"rules:\n  - {{reason: {longest}, category: spam, enhanced_code: [5.7.1]}}\n")
+    metrics = Metrics(version="test", categories=CATEGORIES, skip_reasons=SKIP_REASONS)
+    line = (
+        b"Nov 29 21:32:49 mx1 postfix/smtp[1]: ABC123: to=<a@gmail.com>, relay=gmail-smtp-in.l.google.com"
+        b"[192.0.2.7]:25, delay=1, delays=0/0/0/1, dsn=5.7.1, status=bounced (host gmail-smtp-in.l.google.com"
+        b"[192.0.2.7] said: 550 5.7.1 Something new. a1b2c3.4 - gsmtp (in reply to end of DATA command))"
+    )
+    event = Analyser(load_rules([str(user)])).analyse(line)
+    assert isinstance(event, Event)
+    metrics.observe(event)
+    assert [labels[1] for labels, n in metrics.rejections.items() if n] == [longest]
+    for refused in ("r" * 64, "9_lives", "_private"):
+        user.write_text(f"rules:\n  - {{reason: {refused}, category: spam, enhanced_code: [5.7.1]}}\n")
+        with pytest.raises(ConfigError, match="is not snake_case"):
+            load_rules([str(user)])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 from exporter.events import Delivery
@@ -57,6 +59,21 @@ class Context:
     def time(self) -> float | None:
         """Timestamp of the line being parsed."""
         return self.clock.parse(self.line)
+
+
+@dataclass(frozen=True, slots=True)
+class LogFormat:
+    """What an MTA module declares about its log lines (each module's FORMAT)."""
+
+    name: str
+    """The `log.format` value that forces it."""
+    claims: Callable[[str], bool]
+    """A cheap test whether a line is this MTA's own: auto-detection gives the line to the first format that
+    claims it, and to no other, even when its parser finds no delivery in it."""
+    parse: Callable[[str, Context], Delivery | None]
+    """The Delivery a line records, or None."""
+    never_a_delivery: Callable[[bytes, Context], bool] | None = None
+    """A cheaper byte-level test, run before decoding, for lines of this MTA that never record a delivery."""
 
 
 def connection_delivery(

@@ -6,10 +6,17 @@ import re
 from typing import Final
 
 from exporter.events import Delivery
-from exporter.mta.common import REPLY_START, Context, connection_delivery, connection_error_kind, domain_of
+from exporter.mta.common import (
+    REPLY_START,
+    Context,
+    LogFormat,
+    connection_delivery,
+    connection_error_kind,
+    domain_of,
+)
 
 # Message ids: 6-6-2 base62 (Exim < 4.97) or 6-11-4 (4.97 and later).
-LINE: Final = re.compile(
+_LINE: Final = re.compile(
     r"(?:^|\s)([0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}) (\*\*|==|=>|->|<=|H=)\s?"
 )
 _HOST: Final = re.compile(r"(?:^|\s)H=([^\s\[]{1,255})(?: \([^)]{0,255}\))? \[[^\]]{1,64}\]")
@@ -23,9 +30,14 @@ _TRAILER: Final = re.compile(r"(?:\s+(?:DT|QT|ST|RT)=\S{1,40})+\s*$")
 _DEFER: Final = re.compile(r"\sdefer \((-?\d+)\)(?::\s*(.*))?")
 
 
+def claims(line: str) -> bool:
+    """True for a mainlog line about a message (it names the message id and a delivery flag)."""
+    return _LINE.search(line) is not None
+
+
 def parse(line: str, ctx: Context) -> Delivery | None:
     """A Delivery for an Exim mainlog line about Google, else None."""
-    m = LINE.search(line)
+    m = _LINE.search(line)
     if m is None:
         return None
     message_id, flag = m.group(1), m.group(2)
@@ -106,3 +118,6 @@ def _reply(fields: str) -> str | None:
         return _TRAILER.sub("", fields[error.end() :])
     start = REPLY_START.search(fields)
     return fields[start.start() :] if start is not None else None
+
+
+FORMAT: Final = LogFormat("exim", claims, parse)

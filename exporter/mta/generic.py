@@ -6,7 +6,7 @@ import re
 from typing import Final
 
 from exporter.events import Delivery
-from exporter.mta.common import REPLY_START, Context, domain_of
+from exporter.mta.common import REPLY_START, Context, LogFormat, domain_of
 
 _BARE_START: Final = re.compile(r"(?:smtp;\s*|said:\s*|returned '|:\s)([245]\d\d)[ -]")
 _HOST: Final = re.compile(r"([A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}\.?)")
@@ -52,3 +52,11 @@ def parse(line: str, ctx: Context) -> Delivery | None:
         google_host=host,
         reply=reply,
     )
+
+
+def claims(line: str) -> bool:
+    """The fallback takes every line no MTA claimed."""
+    return True
+
+
+FORMAT: Final = LogFormat("generic", claims, parse)
