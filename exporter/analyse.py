@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Final
 
 from exporter import mta
 from exporter.events import Delivery, Event
-from exporter.google import GoogleHosts
-from exporter.mta.common import REPLY_START, Context
+from exporter.google import PREFILTER_WORDINGS, GoogleHosts
+from exporter.mta import generic
+from exporter.mta.common import Context, LogFormat
 from exporter.reply import normalise
 from exporter.rules import Rules
 
@@ -23,10 +24,22 @@ rest up to its newline: the analyser only needs to see that it is too long."""
 SKIP_REASONS: Final = ("too_long", "not_text", "unparseable")
 
 # Byte strings one of which every line about a delivery to Google holds, searched in the lower-cased line:
-# its host names, its PTR names, its reply marker, a DNS failure for gmail.com. Not plain "gmail": on an MX
-# most lines holding it are about mail *from* Gmail users, and outbound lines name a google.com host anyway
-# (or smtp.gmail.com / smtp-relay.gmail.com, which ".gmail.com" finds and "@gmail.com" does not).
-_GOOGLE_MARKERS: Final = (b"oogle", b"gsmtp", b"1e100", b".gmail.com", b"name=gmail")
+# its host names, its PTR names, its reply marker, the Gmail domain (a DNS failure for gmail.com, a connection
+# to its address), and the first words of some Gmail replies (where a line keeps nothing else). Not plain
+# "gmail": on an MX most lines holding it are about mail *from* Gmail users, and outbound lines name a google.com
+# host anyway. Each marker is one pass over every block read: a new one must be long or rare.
+_GOOGLE_MARKERS: Final = (
+    b"oogle",
+    b"gsmtp",
+    b"1e100.net",
+    b"gmail.com",
+    *(wording.encode() for wording in PREFILTER_WORDINGS),
+)
+NEARBY_LINES: Final = 4
+"""How many lines after free text that names a Google host a reply without other sign of Google is taken as
+that host's (a telnet session, a DSN's Remote-MTA field before its Diagnostic-Code)."""
+MAX_ENTRY_BYTES: Final = 16 * 1024
+"""An entry of free text grows by no more lines once this long (Gmail's longest replies are under 1 KiB)."""
 
 
 def _has_long_line(blob: bytes, size: int) -> bool:
@@ -76,6 +89,13 @@ class Analyser:
         # Each marker is one pass over a block: drop those that contain another (a user's *.googlemail.com).
         markers = dict.fromkeys(self._markers + self._join_markers)
         self._all_markers = tuple(m for m in markers if not any(o != m and o in m for o in markers))
+        self._forced = self._formats[0] if len(self._formats) == 1 else None
+        self._free = generic.FORMAT if generic.FORMAT in self._formats else None
+        """The format of free text, which groups lines into entries (None when a log format is forced)."""
+        self._held = b""
+        """The start of a free-text entry that the last block ended with (see analyse_block)."""
+        self._nearby_left = 0
+        """Lines still to look at for the reply of the Google host that free text named (ctx.nearby_google)."""
 
     @classmethod
     def for_config(cls, cfg: Config, rules: Rules) -> Analyser:
@@ -88,8 +108,8 @@ class Analyser:
         )
 
     def analyse(self, line: bytes) -> Event | Skipped | None:
-        """An Event for a line about a delivery to Google, Skipped for a line we refuse, else None.
-        Never raises."""
+        """An Event for a line about a delivery to Google, Skipped for a line we refuse, else None: the line on
+        its own, without the lines around it. Never raises."""
         if len(line) > MAX_LINE_BYTES:
             return Skipped("too_long")
         if b"\x00" in line:
@@ -97,32 +117,44 @@ class Analyser:
         low = line.lower()
         for marker in self._all_markers:
             if marker in low:
-                return self._analyse_candidate(line)
-        return None
+                break
+        else:
+            return None
+        self._ctx.nearby_google, self._nearby_left = None, 0
+        result = self._analyse_candidate(line)
+        if isinstance(result, str):
+            return self._analyse_entry(line, result, candidate=True)
+        return result
 
     def analyse_batch(self, lines: list[bytes]) -> list[Event | Skipped]:
-        """The results of a batch of lines, in order, leaving out the lines about anything else.
-
-        Same results as calling analyse() on each line, several times faster on a busy log: the prefilter
-        runs over the whole batch at C speed (one substring search per marker), so Python only looks at the
-        few lines that can concern Google."""
+        """The results of a batch of lines, in order, leaving out the lines about anything else: analyse_block()
+        of the lines joined by newlines."""
         if not lines:
             return []
         return self.analyse_block(b"\n".join(lines))[1]
 
-    def analyse_block(self, blob: bytes) -> tuple[int, list[Event | Skipped]]:
-        """analyse_batch() for lines already joined by newlines (a final newline is allowed): the number of
-        lines and the results. Reading a log in blocks spares splitting it into a million small objects."""
-        count, spans = self.prefilter(blob)
-        if spans is None:
-            lines = blob[:-1] if blob.endswith(b"\n") else blob
-            return count, [r for r in map(self.analyse, lines.split(b"\n")) if r is not None]
-        results: list[Event | Skipped] = []
-        for start, end in spans:
-            result = self._analyse_candidate(blob[start:end])
-            if result is not None:
-                results.append(result)
-        return count, results
+    def analyse_block(
+        self, blob: bytes, lines_out: list[int] | None = None
+    ) -> tuple[int, list[Event | Skipped]]:
+        """The number of lines analysed and the results of a block of whole lines joined by newlines (a final
+        newline is allowed), in order. Reading a log in blocks spares splitting it into a million small objects:
+        the prefilter runs over the whole block at C speed, so Python only looks at the few lines that can
+        concern Google.
+
+        Free text that no MTA format claims comes in entries of several lines (a folded DSN header, a bounce
+        notice, a stack trace): an entry still open at the end of the block is held back and analysed with the
+        next block, or by flush(), so any cut of a stream into blocks gives the same results. `lines_out`, when
+        given, receives for each result the index of its (first) line, counted from the first line not counted
+        before."""
+        if self._held:
+            blob = self._held + b"\n" + blob if blob else self._held
+            self._held = b""
+        return self._analyse_blob(blob, hold=True, lines_out=lines_out)
+
+    def flush(self, lines_out: list[int] | None = None) -> tuple[int, list[Event | Skipped]]:
+        """Analyse what analyse_block() held back: at the end of a file or stream."""
+        held, self._held = self._held, b""
+        return self._analyse_blob(held, hold=False, lines_out=lines_out)
 
     def prefilter(self, blob: bytes) -> tuple[int, list[tuple[int, int]] | None]:
         """The byte-level prefilter of analyse_block(): the number of lines, and where the lines that can concern
@@ -150,8 +182,155 @@ class Analyser:
                 at = find(marker, end, size)
         return count, sorted(ends.items())
 
-    def _analyse_candidate(self, line: bytes) -> Event | Skipped | None:
-        """analyse() for a line that passed the prefilter."""
+    def _analyse_blob(
+        self, blob: bytes, *, hold: bool, lines_out: list[int] | None
+    ) -> tuple[int, list[Event | Skipped]]:
+        count, spans = self.prefilter(blob)
+        if spans is None:
+            return self._analyse_around_bad_lines(blob, hold=hold, lines_out=lines_out)
+        size = len(blob) - 1 if blob.endswith(b"\n") else len(blob)
+        cut = self._open_tail(blob, size) if hold else size
+        results: list[Event | Skipped] = []
+        offsets: list[int] = []  # where each result's line starts
+        covered = 0
+        if self._nearby_left:  # lines named Google's host at the end of the last block
+            covered = self._look_nearby(blob, 0, cut, results, offsets)
+        analyse_candidate = self._analyse_candidate
+        for start, end in spans:
+            if start >= cut:
+                break
+            if start < covered:
+                continue
+            found = analyse_candidate(blob[start:end])
+            if found is None:
+                continue
+            if isinstance(found, str):
+                first, covered = self._entry(blob, start, end, cut, covered)
+                entry = self._analyse_entry(blob[first:covered], None, candidate=True)
+                if entry is not None:
+                    results.append(entry)
+                    offsets.append(first)
+                if self._nearby_left:
+                    covered = self._look_nearby(blob, covered + 1, cut, results, offsets)
+            else:
+                results.append(found)
+                offsets.append(start)
+        if cut < size:
+            self._held = blob[cut:size]
+            count -= self._held.count(b"\n") + 1
+        if lines_out is not None:
+            line, at = 0, 0
+            for offset in offsets:
+                line += blob.count(b"\n", at, offset)
+                at = offset
+                lines_out.append(line)
+        return count, results
+
+    def _analyse_around_bad_lines(
+        self, blob: bytes, *, hold: bool, lines_out: list[int] | None
+    ) -> tuple[int, list[Event | Skipped]]:
+        """A block with a NUL byte or an overlong line: such a line is skipped with its reason and ends any
+        entry of free text; the runs of lines between them are analysed as blocks of their own."""
+        lines = (blob[:-1] if blob.endswith(b"\n") else blob).split(b"\n")
+        count, run = 0, 0
+        found: list[Event | Skipped] = []
+        for index, line in enumerate([*lines, None]):
+            bad = line is not None and (len(line) > MAX_LINE_BYTES or b"\x00" in line)
+            if line is not None and not bad:
+                continue
+            if run < index:
+                at: list[int] | None = [] if lines_out is not None else None
+                last = line is None
+                text = b"\n".join(lines[run:index]) + b"\n"  # a final newline: b"\n" is one empty line
+                n, results = self._analyse_blob(text, hold=hold and last, lines_out=at)
+                count, found = count + n, found + results
+                if lines_out is not None and at is not None:
+                    lines_out.extend(run + i for i in at)
+            if line is not None:
+                count += 1
+                found.append(Skipped("too_long" if len(line) > MAX_LINE_BYTES else "not_text"))
+                if lines_out is not None:
+                    lines_out.append(index)
+            run = index + 1
+        return count, found
+
+    def _open_tail(self, blob: bytes, size: int) -> int:
+        """Where the free-text entry that ends the block starts (size when the block ends with an MTA's line or a
+        blank one): its next lines may come with the next block."""
+        start = blob.rfind(b"\n", 0, size) + 1
+        line = blob[start:size]
+        if not line.strip() or self._claimed(line):
+            return size
+        first, _ = self._entry(blob, start, size, size, 0)
+        return first
+
+    def _entry(self, blob: bytes, start: int, end: int, cut: int, floor: int) -> tuple[int, int]:
+        """Where the free-text entry holding the line blob[start:end] starts and ends: back while a line goes on
+        with the one before it (not before `floor`), forward while the next line goes on with the entry (not
+        past `cut`)."""
+        first, lines = start, 1
+        current = blob[start:end].decode("utf-8", "replace")
+        while first > floor and lines < generic.MAX_LINES and end - first < MAX_ENTRY_BYTES:
+            before = blob.rfind(b"\n", 0, first - 1) + 1
+            if before < floor:
+                break
+            previous = blob[before : first - 1]
+            if self._claimed(previous):
+                break
+            text = previous.decode("utf-8", "replace")
+            if not generic.continues(text, current):
+                break
+            first, current, lines = before, text, lines + 1
+        entry = blob[first:end].decode("utf-8", "replace")
+        while end < cut and lines < generic.MAX_LINES and end - first < MAX_ENTRY_BYTES:
+            after = blob.find(b"\n", end + 1, cut)
+            after = cut if after < 0 else after
+            following = blob[end + 1 : after]
+            if self._claimed(following):
+                break
+            text = following.decode("utf-8", "replace")
+            if not generic.continues(entry, text):
+                break
+            entry, end, lines = entry + "\n" + text, after, lines + 1
+        return first, end
+
+    def _look_nearby(
+        self, blob: bytes, pos: int, cut: int, results: list[Event | Skipped], offsets: list[int]
+    ) -> int:
+        """After free text that named a Google host: the next lines without other sign of Google may carry its
+        reply. Returns where the last entry of free text looked at ends (pos - 1 when none)."""
+        covered = pos - 1
+        while self._nearby_left and pos < cut:
+            end = blob.find(b"\n", pos, cut)
+            end = cut if end < 0 else end
+            line = blob[pos:end]
+            if not line.strip() or self._claimed(line):  # an MTA's line is left to the MTA's parser
+                self._nearby_left -= 1
+                pos = end + 1
+                continue
+            first, covered = self._entry(blob, pos, end, cut, pos)
+            entry = blob[first:covered]
+            self._nearby_left = max(0, self._nearby_left - entry.count(b"\n") - 1)
+            result = self._analyse_entry(entry, None, candidate=False)
+            pos = covered + 1
+            if result is not None:
+                results.append(result)
+                offsets.append(first)
+                break
+        if not self._nearby_left:
+            self._ctx.nearby_google = None
+        return covered
+
+    def _claimed(self, line: bytes) -> bool:
+        """Whether an MTA format (not the free-text fallback) claims a line."""
+        if self._free is None:
+            return True
+        text = line.decode("utf-8", "replace")
+        return any(f.claims(text) for f in self._formats if f is not self._free)
+
+    def _analyse_candidate(self, line: bytes) -> Event | Skipped | str | None:
+        """The result of a line that passed the prefilter, or its text when it is free text, which no MTA
+        format claims (then its entry decides)."""
         for never_a_delivery in self._byte_tests:
             if never_a_delivery(line, self._ctx):
                 return None
@@ -162,9 +341,12 @@ class Analyser:
             text = line.decode("utf-8", "replace")
             valid = False
         text = text.rstrip("\r\n")
+        log_format = self._forced or self._claiming(text)
+        if log_format is self._free:
+            return text
         self._ctx.line = line
         try:
-            delivery = self._parse(text)
+            delivery = log_format.parse(text, self._ctx)
             event = self._event(delivery) if delivery is not None else None
         except Exception:  # a parser bug must cost one line, never the daemon
             return Skipped("unparseable")
@@ -172,24 +354,44 @@ class Analyser:
             return event
         if not valid:
             return Skipped("not_text")
-        if "gsmtp" in text.lower() and not self._ignorable(text):
+        if "gsmtp" in text.lower():  # an MTA's line with Google's reply that its parser did not understand
             return Skipped("unparseable")
         return None
 
-    def _parse(self, text: str) -> Delivery | None:
-        formats = self._formats
-        if len(formats) == 1:
-            return formats[0].parse(text, self._ctx)
-        for log_format in formats:
+    def _claiming(self, text: str) -> LogFormat:
+        """The first format that claims a line (the generic fallback, last, claims every line)."""
+        for log_format in self._formats:
             if log_format.claims(text):
-                return log_format.parse(text, self._ctx)
-        return None
+                return log_format
+        return self._formats[-1]
 
-    @staticmethod
-    def _ignorable(text: str) -> bool:
-        """Lines that quote Google's marker but record no delivery: the rest of a multi-line entry, which
-        starts with the reply code."""
-        return REPLY_START.match(text) is not None
+    def _analyse_entry(self, entry: bytes, text: str | None, *, candidate: bool) -> Event | Skipped | None:
+        """The result of an entry of free text (one or more lines): Google's reply in it, a failure to reach
+        Google, or nothing; an entry that names a Google host and says nothing more lends it to the next lines."""
+        ctx = self._ctx
+        valid = True
+        if text is None:
+            try:
+                text = entry.decode("utf-8")
+            except UnicodeDecodeError:
+                text = entry.decode("utf-8", "replace")
+                valid = False
+        newline = entry.find(b"\n")
+        ctx.line = entry if newline < 0 else entry[:newline]
+        try:
+            delivery = generic.parse(text, ctx)
+            event = self._event(delivery) if delivery is not None else None
+        except Exception:  # a parser bug must cost one entry, never the daemon
+            return Skipped("unparseable")
+        if event is not None:
+            ctx.nearby_google, self._nearby_left = None, 0
+            return event
+        host = ctx.google.named_in(text)
+        if host is not None:
+            ctx.nearby_google, self._nearby_left = host, NEARBY_LINES
+        if candidate and not valid:
+            return Skipped("not_text")
+        return None
 
     def _event(self, delivery: Delivery) -> Event:
         reply = normalise(delivery.reply) if delivery.reply else None

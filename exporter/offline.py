@@ -83,6 +83,23 @@ def read_lines(stream: IO[bytes]) -> Iterator[bytes]:
         yield from batch
 
 
+def classified(analyser: Analyser, stream: IO[bytes]) -> Iterator[tuple[int, Event]]:
+    """The events of a stream with the number of the line each starts on (an entry of free text can span
+    several lines)."""
+    seen = 0
+    blocks = read_blocks(stream)
+    while True:
+        block = next(blocks, None)
+        lines: list[int] = []
+        count, results = analyser.analyse_block(block, lines) if block is not None else analyser.flush(lines)
+        for index, result in zip(lines, results, strict=True):
+            if isinstance(result, Event):
+                yield seen + index + 1, result
+        seen += count
+        if block is None:
+            return
+
+
 def event_json(number: int, event: Event) -> dict[str, Any]:
     """The `classify` contract: one object per line about a delivery to Google."""
     d, reply, verdict = event.delivery, event.reply, event.verdict
@@ -117,10 +134,8 @@ def run_classify(args: argparse.Namespace) -> int:
         for path in args.files or ["-"]:
             stream = _open(path)
             try:
-                for number, line in enumerate(read_lines(stream), start=1):
-                    result = analyser.analyse(line)
-                    if isinstance(result, Event):
-                        out.write(json.dumps(event_json(number, result), separators=(", ", ": ")) + "\n")
+                for number, event in classified(analyser, stream):
+                    out.write(json.dumps(event_json(number, event), separators=(", ", ": ")) + "\n")
             finally:
                 if stream is not sys.stdin.buffer:
                     stream.close()
@@ -315,14 +330,18 @@ def build_report(paths: Sequence[str], analyser: Analyser) -> Report:
     for path in paths:
         with _open(path) as stream:
             last_pos = 0
-            for block in read_blocks(stream):
-                count, results = analyse_block(block)
+            blocks = read_blocks(stream)
+            while True:
+                block = next(blocks, None)
+                count, results = analyse_block(block) if block is not None else analyser.flush()
                 report.lines += count
                 for result in results:
                     if isinstance(result, Skipped):
                         skipped[result.reason] = skipped.get(result.reason, 0) + 1
                     else:
                         report.add(result)
+                if block is None:
+                    break
                 if progress.enabled:  # where the file is read up to, compressed or not
                     pos = os.lseek(stream.fileno(), 0, os.SEEK_CUR)
                     progress.update(pos - last_pos)

@@ -54,6 +54,8 @@ class Context:
         """MTA session id -> relay address."""
         self.last_replies = BoundedMap(1000)
         """relay address -> the last reply refused there before any recipient."""
+        self.nearby_google: str | None = None
+        """A Google host that free text named just before the entry being parsed (the analyser sets it)."""
         self.line = b""
 
     def time(self) -> float | None:
@@ -121,7 +123,14 @@ _ERROR_KINDS: Final = (
     ("ssl", "tls"),
     ("handshake", "tls"),
     ("certificate", "tls"),
+    ("etimedout", "timeout"),
+    ("econnrefused", "refused"),
+    ("econnreset", "lost_connection"),
     ("name service error", "dns"),
+    ("enotfound", "dns"),
+    ("no such host", "dns"),
+    ("name or service not known", "dns"),
+    ("name resolution", "dns"),
     ("host not found", "dns"),
     ("domain name not found", "dns"),
     ("no mx", "dns"),

@@ -20,6 +20,9 @@ _LINE: Final = re.compile(
     r"(?:^|\s)([0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}) (\*\*|==|=>|->|<=|H=)\s?"
 )
 _HOST: Final = re.compile(r"(?:^|\s)H=([^\s\[]{1,255})(?: \([^)]{0,255}\))? \[[^\]]{1,64}\]")
+# Exim before 4.80 named the host inside the error: '…after RCPT TO:<a@b>: host gmail-smtp-in.l.google.com
+# [209.85.x.x]: 550-5.1.1 …'.
+_ERROR_HOST: Final = re.compile(r"host ([^\s\[]{1,255})(?: \[[^\]]{1,64}\])?:?\s*")
 # 'after RCPT TO:<a@b>:', 'after MAIL FROM:<a@b> SIZE=123:', 'after end of data:', 'after initial connection:'
 _SMTP_ERROR: Final = re.compile(
     r"SMTP error from remote mail server after (?:[^:<]{0,100}:<[^>]{0,512}>[^:]{0,100}|[^:]{0,200}):\s*"
@@ -52,7 +55,7 @@ def parse(line: str, ctx: Context) -> Delivery | None:
 
     address, _, fields = rest.partition(" ")
     host_match = _HOST.search(fields)
-    host = ctx.google.canonical(host_match.group(1)) if host_match else None
+    host = ctx.google.canonical(host_match.group(1)) if host_match else _error_host(fields, ctx)
     reply = _reply(fields)
     if host is None and not (reply and "gsmtp" in reply.lower()):
         return None
@@ -110,12 +113,20 @@ def _host_line(rest: str, message_id: str, ctx: Context) -> Delivery | None:
     )
 
 
+def _error_host(fields: str, ctx: Context) -> str | None:
+    """The Google host an older Exim names inside its 'SMTP error from remote mail server' text."""
+    error = _SMTP_ERROR.search(fields)
+    named = _ERROR_HOST.match(fields, error.end()) if error is not None else None
+    return ctx.google.canonical(named.group(1)) if named is not None else None
+
+
 def _reply(fields: str) -> str | None:
     """The remote reply in a delivery line: after 'SMTP error from remote mail server after …:', or quoted in
     Exim's own words ('Remote host closed connection in response to HELO … (EHLO response was: 421-4.7.0 …)')."""
     error = _SMTP_ERROR.search(fields)
     if error is not None:
-        return _TRAILER.sub("", fields[error.end() :])
+        named = _ERROR_HOST.match(fields, error.end())
+        return _TRAILER.sub("", fields[named.end() if named is not None else error.end() :])
     start = REPLY_START.search(fields)
     return fields[start.start() :] if start is not None else None
 

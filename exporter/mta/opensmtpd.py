@@ -24,6 +24,7 @@ from exporter.mta.common import (
 _TAG: Final = re.compile(
     r"smtpd\[\d+\]:\s+(?:(\w{16}) mta delivery |relay: (Ok|TempFail|PermFail|Loop) for (\w+): )"
 )
+_LINE: Final = re.compile(r"smtpd\[\d+\]:\s+(?:\w{16} |relay: |smtp-(?:in|out): |info: |warn: |debug: )")
 _SESSION: Final = re.compile(r"smtpd\[\d+\]:\s+(\w{16}) mta (connecting|error) ")
 _CONNECTING: Final = re.compile(r"address=\w+://\[?([^\s\]]{1,64}?)\]?(?::\d+)? host=([^\s]{1,255})")
 _NO_REPLY: Final = "network error on destination mxs"
@@ -33,8 +34,8 @@ _RESULTS: Final = {"Ok": "sent", "TempFail": "deferred", "PermFail": "bounced", 
 
 
 def claims(line: str) -> bool:
-    """True for OpenSMTPD's delivery and outgoing-session lines."""
-    return "smtpd[" in line and (_TAG.search(line) is not None or _SESSION.search(line) is not None)
+    """True for OpenSMTPD's lines: a session's or envelope's, the routing and informational ones."""
+    return "smtpd[" in line and _LINE.search(line) is not None
 
 
 def parse(line: str, ctx: Context) -> Delivery | None:
