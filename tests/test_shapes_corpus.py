@@ -146,17 +146,19 @@ def test_first_reply_line_alone_is_classified_only_when_it_names_one_message(
 
 
 def test_corpus_rows_are_well_formed() -> None:
-    """Ids are unique, every row names its source, categories come from the closed list, and a row expects either
-    a reply or a connection error (negative rows expect nothing)."""
+    """Ids are unique, every row names its source, categories come from the closed list, and a row expects a
+    refusal with its category, an accepted delivery without one, or a connection error (negative rows nothing)."""
     ids = [r["id"] for r in SHAPES] + [w["id"] for w in WORDINGS]
     assert len(ids) == len(set(ids))
     for row in SHAPES:
-        assert row["source"].startswith(("https://", "synthetic from https://")), row["id"]
+        assert row["source"].startswith(("http://", "https://", "synthetic from http")), row["id"]
         assert row["text"].strip(), row["id"]
         if row["shape"].startswith("negative_"):
             assert not (row["code"] or row["category"] or row["connection_error"]), row["id"]
         elif row["connection_error"]:
             assert row["connection_error"] in CONNECTION_ERROR_KINDS and not row["category"], row["id"]
+        elif row["code"].startswith("2"):
+            assert not row["category"], row["id"]  # an accepted delivery has no category
         else:
             assert row["category"] in CATEGORIES, row["id"]
     for w in WORDINGS:
