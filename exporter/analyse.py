@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from exporter import mta
 from exporter.events import Delivery, Event
-from exporter.google import PREFILTER_WORDINGS, GoogleHosts
+from exporter.google import WORDINGS, GoogleHosts
 from exporter.mta import generic
-from exporter.mta.common import Context, LogFormat
+from exporter.mta.common import Context
 from exporter.reply import normalise
 from exporter.rules import Rules
 
@@ -25,21 +26,44 @@ SKIP_REASONS: Final = ("too_long", "not_text", "unparseable")
 
 # Byte strings one of which every line about a delivery to Google holds, searched in the lower-cased line:
 # its host names, its PTR names, its reply marker, the Gmail domain (a DNS failure for gmail.com, a connection
-# to its address), and the first words of some Gmail replies (where a line keeps nothing else). Not plain
-# "gmail": on an MX most lines holding it are about mail *from* Gmail users, and outbound lines name a google.com
-# host anyway. Each marker is one pass over every block read: a new one must be long or rare.
-_GOOGLE_MARKERS: Final = (
-    b"oogle",
-    b"gsmtp",
-    b"1e100.net",
-    b"gmail.com",
-    *(wording.encode() for wording in PREFILTER_WORDINGS),
+# to its address). Not plain "gmail": on an MX most lines holding it are about mail *from* Gmail users, and
+# outbound lines name a google.com host anyway. Each marker is one pass over every block read: a new one must be
+# long or rare.
+_GOOGLE_MARKERS: Final = (b"oogle", b"gsmtp", b"1e100.net", b"gmail.com")
+_WORDING_MARKERS: Final = tuple(wording.encode() for wording in WORDINGS)
+"""Gmail's wordings mark a line too, but only a line that does not start with a log's timestamp (see _log_lead):
+a mail log's lines about Google name its host or marker anyway, and a log's blocks of timestamped lines are
+then spared one pass per wording."""
+_MONTHS: Final = frozenset(
+    m.encode() + b" "
+    for m in ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 )
 NEARBY_LINES: Final = 4
 """How many lines after free text that names a Google host a reply without other sign of Google is taken as
 that host's (a telnet session, a DSN's Remote-MTA field before its Diagnostic-Code)."""
+PARAGRAPH_LINES: Final = 200
+"""How far back the start of a run of free-text lines is looked for."""
 MAX_ENTRY_BYTES: Final = 16 * 1024
 """An entry of free text grows by no more lines once this long (Gmail's longest replies are under 1 KiB)."""
+
+
+Parser = Callable[[str, Context], Delivery | None]
+
+
+def _anything(text: str) -> bool:
+    return True
+
+
+def _log_lead(blob: bytes, start: int) -> bytes | None:
+    """The start of a log line's timestamp ('Nov ' of syslog, '2026-' of ISO and Exim stamps) if the line at
+    `start` begins with one."""
+    lead = blob[start : start + 4]
+    if lead in _MONTHS:
+        return lead
+    year = blob[start : start + 5]
+    if year[:2] in (b"19", b"20") and year[2:4].isdigit() and year[4:] == b"-":
+        return year
+    return None
 
 
 def _has_long_line(blob: bytes, size: int) -> bool:
@@ -89,8 +113,14 @@ class Analyser:
         # Each marker is one pass over a block: drop those that contain another (a user's *.googlemail.com).
         markers = dict.fromkeys(self._markers + self._join_markers)
         self._all_markers = tuple(m for m in markers if not any(o != m and o in m for o in markers))
-        self._forced = self._formats[0] if len(self._formats) == 1 else None
         self._free = generic.FORMAT if generic.FORMAT in self._formats else None
+        self._mta_formats = tuple(f for f in self._formats if f is not self._free)
+        """The formats whose lines stand alone, in the order they are asked whether a line is theirs."""
+        self._dispatch: tuple[tuple[Callable[[str], bool], Parser], ...] = (
+            tuple((f.claims, f.parse) for f in self._mta_formats)
+            if len(self._formats) > 1
+            else tuple((_anything, f.parse) for f in self._mta_formats)  # a forced format takes every line
+        )
         """The format of free text, which groups lines into entries (None when a log format is forced)."""
         self._held = b""
         """The start of a free-text entry that the last block ended with (see analyse_block)."""
@@ -115,10 +145,9 @@ class Analyser:
         if b"\x00" in line:
             return Skipped("not_text")
         low = line.lower()
-        for marker in self._all_markers:
-            if marker in low:
-                break
-        else:
+        if not any(marker in low for marker in self._all_markers) and (
+            _log_lead(line, 0) is not None or not any(marker in low for marker in _WORDING_MARKERS)
+        ):
             return None
         self._ctx.nearby_google, self._nearby_left = None, 0
         result = self._analyse_candidate(line)
@@ -180,6 +209,18 @@ class Analyser:
                         end = size
                     ends[start] = end
                 at = find(marker, end, size)
+        lead = _log_lead(blob, 0)
+        if lead is None or blob.count(b"\n" + lead) != count - 1:  # not every line starts with a timestamp
+            for marker in _WORDING_MARKERS:
+                at = find(marker, 0, size)
+                while at >= 0:
+                    start = rfind(b"\n", 0, at) + 1
+                    end = find(b"\n", at, size)
+                    if end < 0:
+                        end = size
+                    if start not in ends and _log_lead(blob, start) is None:
+                        ends[start] = end
+                    at = find(marker, end, size)
         return count, sorted(ends.items())
 
     def _analyse_blob(
@@ -195,26 +236,26 @@ class Analyser:
         covered = 0
         if self._nearby_left:  # lines named Google's host at the end of the last block
             covered = self._look_nearby(blob, 0, cut, results, offsets)
-        analyse_candidate = self._analyse_candidate
+        if cut < size:
+            spans = spans[: bisect.bisect_left(spans, (cut, -1))]
+        analyse_candidate, append, mark = self._analyse_candidate, results.append, offsets.append
         for start, end in spans:
-            if start >= cut:
-                break
             if start < covered:
                 continue
             found = analyse_candidate(blob[start:end])
             if found is None:
                 continue
-            if isinstance(found, str):
+            if found.__class__ is str:
                 first, covered = self._entry(blob, start, end, cut, covered)
                 entry = self._analyse_entry(blob[first:covered], None, candidate=True)
                 if entry is not None:
-                    results.append(entry)
-                    offsets.append(first)
+                    append(entry)
+                    mark(first)
                 if self._nearby_left:
                     covered = self._look_nearby(blob, covered + 1, cut, results, offsets)
             else:
-                results.append(found)
-                offsets.append(start)
+                append(found)  # type: ignore[arg-type]
+                mark(start)
         if cut < size:
             self._held = blob[cut:size]
             count -= self._held.count(b"\n") + 1
@@ -255,33 +296,45 @@ class Analyser:
         return count, found
 
     def _open_tail(self, blob: bytes, size: int) -> int:
-        """Where the free-text entry that ends the block starts (size when the block ends with an MTA's line or a
-        blank one): its next lines may come with the next block."""
+        """Where the paragraph of free text that ends the block starts (size when the block ends with an MTA's line
+        or a blank one): its entry may go on in the next block."""
         start = blob.rfind(b"\n", 0, size) + 1
         line = blob[start:size]
         if not line.strip() or self._claimed(line):
             return size
-        first, _ = self._entry(blob, start, size, size, 0)
+        return self._paragraph_start(blob, start, 0)
+
+    def _paragraph_start(self, blob: bytes, start: int, floor: int) -> int:
+        """Where the run of free-text lines holding the line at `start` starts: after a blank line, an MTA's line or
+        `floor`, at most PARAGRAPH_LINES lines back. Entries are grouped from there on, so the same text is
+        grouped the same way wherever blocks cut it."""
+        first = start
+        for _ in range(PARAGRAPH_LINES):
+            if first <= floor:
+                break
+            before = blob.rfind(b"\n", 0, first - 1) + 1
+            previous = blob[before : first - 1]
+            if before < floor or not previous.strip() or self._claimed(previous):
+                break
+            first = before
         return first
 
     def _entry(self, blob: bytes, start: int, end: int, cut: int, floor: int) -> tuple[int, int]:
-        """Where the free-text entry holding the line blob[start:end] starts and ends: back while a line goes on
-        with the one before it (not before `floor`), forward while the next line goes on with the entry (not
-        past `cut`)."""
-        first, lines = start, 1
-        current = blob[start:end].decode("utf-8", "replace")
-        while first > floor and lines < generic.MAX_LINES and end - first < MAX_ENTRY_BYTES:
-            before = blob.rfind(b"\n", 0, first - 1) + 1
-            if before < floor:
-                break
-            previous = blob[before : first - 1]
-            if self._claimed(previous):
-                break
-            text = previous.decode("utf-8", "replace")
-            if not generic.continues(text, current):
-                break
-            first, current, lines = before, text, lines + 1
+        """Where the free-text entry holding the line blob[start:end] starts and ends: the entries of its paragraph
+        (not before `floor`) are grouped line by line until one holds it; none goes past `cut`."""
+        first = self._paragraph_start(blob, start, floor)
+        while True:
+            last = self._entry_end(blob, first, cut)
+            if last >= end or last >= cut:
+                return first, last
+            first = last + 1
+
+    def _entry_end(self, blob: bytes, first: int, cut: int) -> int:
+        """Where the entry that starts at `first` ends: the next lines join it while they go on with it."""
+        end = blob.find(b"\n", first, cut)
+        end = cut if end < 0 else end
         entry = blob[first:end].decode("utf-8", "replace")
+        lines = 1
         while end < cut and lines < generic.MAX_LINES and end - first < MAX_ENTRY_BYTES:
             after = blob.find(b"\n", end + 1, cut)
             after = cut if after < 0 else after
@@ -292,7 +345,7 @@ class Analyser:
             if not generic.continues(entry, text):
                 break
             entry, end, lines = entry + "\n" + text, after, lines + 1
-        return first, end
+        return end
 
     def _look_nearby(
         self, blob: bytes, pos: int, cut: int, results: list[Event | Skipped], offsets: list[int]
@@ -308,7 +361,7 @@ class Analyser:
                 self._nearby_left -= 1
                 pos = end + 1
                 continue
-            first, covered = self._entry(blob, pos, end, cut, pos)
+            first, covered = pos, self._entry_end(blob, pos, cut)
             entry = blob[first:covered]
             self._nearby_left = max(0, self._nearby_left - entry.count(b"\n") - 1)
             result = self._analyse_entry(entry, None, candidate=False)
@@ -326,7 +379,7 @@ class Analyser:
         if self._free is None:
             return True
         text = line.decode("utf-8", "replace")
-        return any(f.claims(text) for f in self._formats if f is not self._free)
+        return any(f.claims(text) for f in self._mta_formats)
 
     def _analyse_candidate(self, line: bytes) -> Event | Skipped | str | None:
         """The result of a line that passed the prefilter, or its text when it is free text, which no MTA
@@ -341,12 +394,14 @@ class Analyser:
             text = line.decode("utf-8", "replace")
             valid = False
         text = text.rstrip("\r\n")
-        log_format = self._forced or self._claiming(text)
-        if log_format is self._free:
-            return text
+        for claims, parse in self._dispatch:  # noqa: B007 - the loop picks the parser used below
+            if claims(text):
+                break
+        else:
+            return text  # free text: its entry decides
         self._ctx.line = line
         try:
-            delivery = log_format.parse(text, self._ctx)
+            delivery = parse(text, self._ctx)
             event = self._event(delivery) if delivery is not None else None
         except Exception:  # a parser bug must cost one line, never the daemon
             return Skipped("unparseable")
@@ -357,13 +412,6 @@ class Analyser:
         if "gsmtp" in text.lower():  # an MTA's line with Google's reply that its parser did not understand
             return Skipped("unparseable")
         return None
-
-    def _claiming(self, text: str) -> LogFormat:
-        """The first format that claims a line (the generic fallback, last, claims every line)."""
-        for log_format in self._formats:
-            if log_format.claims(text):
-                return log_format
-        return self._formats[-1]
 
     def _analyse_entry(self, entry: bytes, text: str | None, *, candidate: bool) -> Event | Skipped | None:
         """The result of an entry of free text (one or more lines): Google's reply in it, a failure to reach
@@ -389,6 +437,9 @@ class Analyser:
         host = ctx.google.named_in(text)
         if host is not None:
             ctx.nearby_google, self._nearby_left = host, NEARBY_LINES
+        elif "@gmail.com" in text.lower() or "@googlemail.com" in text.lower():
+            # A Gmail recipient: the next lines are looked at too, but their reply must show Google's signs itself.
+            ctx.nearby_google, self._nearby_left = None, NEARBY_LINES
         if candidate and not valid:
             return Skipped("not_text")
         return None

@@ -70,19 +70,22 @@ WORDINGS: Final = (
     "receiving mail too quickly",
     "quota for sending messages with the same message-id",
     "weren't able to find the recipient domain",
+    "too many login attempts",
+    "authentication required. learn more at",
+    "authentication required. for more information, go to",
+    "your email has been blocked because",
+    "your email has been rate limited because",
+    "because its content presents a potential",
+    "messages with multiple addresses in from",
 )
-"""Phrases that only Gmail's replies use: where a reply carries no marker and names no host (a first line that
-Sendmail or a DSN kept alone, an error a mail library printed without Google's marker), they say it is Gmail's.
-Compared in squeezed form (letters and digits only), so wrapping and an MTA's continuation prefixes do not
-matter."""
-
-PREFILTER_WORDINGS: Final = ("our system has detected", "your web browser", "user sending quota")
-"""The wordings the byte-level prefilter searches in every line (lower case, as Gmail writes them after the
-first letter): the first words of Gmail's replies that are most often posted without anything else naming
-Google. Each is one more pass over every block read, so only a few."""
+"""Phrases (lower case) that only Gmail's replies use, from their first words where possible: where a reply
+carries no marker and names no host (a first line that Sendmail or a DSN kept alone, an error a mail library
+printed without Google's marker), they say it is Gmail's. The analyser's prefilter searches them as they stand;
+the evidence check compares them squeezed (letters and digits only), so wrapping does not matter there."""
 
 _SESSION_ID: Final = re.compile(
-    r"(?:[0-9a-z-]{0,60}\d[0-9a-z-]{0,60}(?:si|sm|sor)\d{5,12}[a-z0-9]{1,6}|[0-9a-f]{13}-[0-9a-z]{10,40})\.\d{1,4}",
+    r"[0-9a-z-]{0,60}\d[0-9a-z-]{0,60}(?:si|sm|sor)\d{5,12}[a-z0-9]{1,6}(?:\.\d{1,4})?"
+    r"|[0-9a-f]{13}-[0-9a-z]{10,40}\.\d{1,4}",
     re.IGNORECASE,
 )
 _HOST_TOKEN: Final = re.compile(
@@ -94,8 +97,8 @@ _KNOWN: Final = 1024
 
 
 def is_session_id(token: str) -> bool:
-    """Whether a word has the shape of the session id Gmail ends its replies with ('q16si3475662wrs.311',
-    'du14-20020a17090772ce00b00780ec98afafsi1640581ejc.113', 'ffacd0b85a97d-45d9ec344536t8f.12')."""
+    """Whether a word has the shape of the session id Gmail ends its replies with ('50si6194057ugb' in 2007,
+    'q16si3475662wrs.311', 'du14-20020a17090772ce00b00780ec98afafsi1640581ejc.113', 'ffacd0b85a97d-45d9ec344536t8f.12')."""
     return len(token) <= 120 and _SESSION_ID.fullmatch(token) is not None
 
 

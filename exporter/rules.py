@@ -288,12 +288,12 @@ def _parse_rule(path: str, node: yaml.Node) -> Rule:
     category = text("category")
     if category is None:
         raise ConfigError(path, line, "category", f"missing; one of: {', '.join(CATEGORIES)}")
-    if category not in CATEGORIES or category == "unclassified":
+    if category not in CATEGORIES:
         raise ConfigError(
             path,
             yamlfile.line_of(fields["category"][1]),
             "category",
-            f"{category!r} is not a category; one of: {', '.join(CATEGORIES[:-1])}",
+            f"{category!r} is not a category; one of: {', '.join(CATEGORIES)}",
         )
 
     codes: set[str] = set()

@@ -28,7 +28,7 @@ _FULL: Final = re.compile(
 _ENHANCED_ONLY: Final = re.compile(
     r"(?<![A-Za-z0-9_.\-/+@#%=:])([245]\.\d{1,3}\.\d{1,3})(?=[ \t]++[^\s,;'\"\])}])"
 )
-_CODE_ONLY: Final = re.compile(_NOT_BEFORE + r"([2-5]\d\d)[ -](?=[A-Za-z\[<])")
+_CODE_ONLY: Final = re.compile(_NOT_BEFORE + r"([2-5]\d\d)[ -] *+(?=[A-Za-z\[<])")
 _PYTHON_CODE: Final = re.compile(r"\(([2-5]\d\d),\s*b?$")
 _CODE_FIELD: Final = re.compile(
     r"(?i)(?:response_?code|smtp_?code|status_?code|reply_?code|\bcode)[\"']?\s*[:=]\s*[\"']?([2-5]\d\d)(?!\d)"
@@ -63,6 +63,13 @@ _FAILURE_WORDS: Final = (
     "enotfound",
 )  # fmt: skip
 _MARKERS: Final = ("gsmtp", "gcdp")
+_CONNECTION_FAILURES: Final = (
+    "network is unreachable",
+    "no route to host",
+    "connection timed out",
+    "connection refused",
+)
+"""Words that say a connection failed by themselves (Exim: 'H=host [ip] Network is unreachable')."""
 
 MAX_LINES: Final = 40
 """Lines of one entry at most (Gmail's longest reply, folded at 76 columns, takes about 15)."""
@@ -201,32 +208,49 @@ def _without_codes(text: str, ctx: Context) -> Delivery | None:
     host) Gmail's words that lost their codes."""
     lower = text.lower()
     host = ctx.google.named_in(text)
-    if host is not None:
-        if any(w in lower for w in _CONNECT_WORDS) and any(w in lower for w in _FAILURE_WORDS):
+    marker = max(lower.rfind(m) for m in _MARKERS)
+    if host is not None and marker < 0:
+        failed = any(w in lower for w in _CONNECT_WORDS) and any(w in lower for w in _FAILURE_WORDS)
+        if failed or any(phrase in lower for phrase in _CONNECTION_FAILURES):
             return connection_delivery("generic", ctx, None, host, None, connection_error_kind(lower))
         return None
-    if ctx.nearby_google is not None and has_link(lower) and has_wording(text):
-        return Delivery(
-            mta="generic",
-            scope="recipient",
-            status="bounced",
-            timestamp=ctx.time(),
-            queue_id=None,
-            recipient_domain=None,
-            google_host=ctx.nearby_google,
-            reply=text.strip().rstrip(_TRAILING),
-        )
-    return None
+    if marker >= 0:  # Gmail's words and marker, their codes lost (an Indy error message)
+        reply = text[_quoted_from(text, marker) : marker + 5]
+    elif ctx.nearby_google is not None and has_link(lower) and has_wording(text):
+        reply = text.strip().rstrip(_TRAILING)  # right after lines naming Google's host
+    else:
+        return None
+    return Delivery(
+        mta="generic",
+        scope="recipient",
+        status="bounced",
+        timestamp=ctx.time(),
+        queue_id=None,
+        recipient_domain=None,
+        google_host=host or ctx.nearby_google,
+        reply=reply,
+    )
+
+
+def _quoted_from(text: str, end: int) -> int:
+    """Where the words before Google's marker start: after the quote that opens them, else after the last
+    colon, else at the start of the entry."""
+    for sep in (*_QUOTES, ": "):
+        at = text.rfind(sep, 0, end)
+        if at >= 0:
+            return at + len(sep)
+    return 0
 
 
 def continues(entry: str, line: str) -> bool:
     """Whether `line` goes on with the entry of free text whose lines so far are `entry`.
 
     Folded and indented lines do (DSN headers, Postfix's bounce notice, stack traces); so does the line after one
-    that ends with a colon ('Remote host said:') or a JavaScript '+', and a line that goes on with a reply that has
-    not ended: behind a log or transcript prefix at most, it starts with the reply's basic code after a line that
-    announced more ('550-'), or with the reply's enhanced code alone (how smtplib, Go and others print the lines
-    after the first), and does not repeat the reply's first words (the same error logged twice)."""
+    that ends with a colon ('Remote host said:') or a JavaScript '+'. So does a line of a reply that has not ended
+    (no marker yet): any line after one that announced more ('550-5.1.1 …', however the text was re-wrapped), a
+    line that starts with the reply's enhanced code alone (how smtplib, Go and others print the lines after the
+    first), and a line that ends it with Google's marker; unless the line starts a reply of its own (other codes,
+    or the same first words again: the same error logged twice) or a new header field."""
     if not line.strip():
         return False
     if line[0] in " \t":
@@ -241,16 +265,24 @@ def continues(entry: str, line: str) -> bool:
     if any(marker in entry[begin:].lower() for marker in _MARKERS):
         return False
     start = _CONTINUATION.search(line, 0, _PREFIX_WITHIN)
-    if start is None or (start.start() > 0 and line[start.start() - 1] not in " \t:|>'\"[("):
+    if start is not None and start.start() > 0 and line[start.start() - 1] not in " \t:|>'\"[(":
+        start = None
+    if start is not None:
+        line_code, line_enhanced = start.group(1), start.group(2) or start.group(3)
+        if (line_code is not None and line_code != code) or (
+            line_enhanced and enhanced and line_enhanced != enhanced
+        ):
+            return False  # another reply
+        if _first_words(entry, begin) == _first_words(line, start.start()):
+            return False  # the same reply again
+        if line_code is None:
+            return True  # the enhanced code alone
+    elif _FIELD_START.match(line) is not None:
         return False
-    line_code, line_enhanced = start.group(1), start.group(2) or start.group(3)
-    if line_code is not None:
-        announced = entry.rfind(line_code + "-") > entry.rfind(line_code + " ")
-        if line_code != code or not announced or (line_enhanced and enhanced and line_enhanced != enhanced):
-            return False
-    elif line_enhanced != enhanced:
-        return False
-    return _first_words(entry, begin) != _first_words(line, start.start())
+    if code is not None and entry.rfind(code + "-") > entry.rfind(code + " "):
+        return True  # the last line announced more
+    lower = line.lower()
+    return any(marker in lower for marker in _MARKERS) and _reply_start(line) is None
 
 
 _CONTINUATION: Final = re.compile(

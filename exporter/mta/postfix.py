@@ -8,6 +8,7 @@ from typing import Final
 from exporter.events import Delivery
 from exporter.mta.common import (
     GMAIL_DOMAINS,
+    REPLY_START,
     Context,
     LogFormat,
     connection_delivery,
@@ -164,6 +165,10 @@ def _outcome(body: str, recipient: str, queue_id: str | None, ctx: Context) -> D
         reply = detail[said.end() :]
     elif detail[:3].isdigit():
         reply = detail  # lmtp/error and some smtp lines log the reply bare
+    elif (start := REPLY_START.search(detail)) is not None:
+        reply = detail[
+            start.start() :
+        ]  # a host name that was stripped or mangled ('host[] said: 450-4.2.1 …')
     elif status == "deferred":
         error = connection_error_kind(detail)
     return Delivery(
