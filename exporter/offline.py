@@ -17,10 +17,10 @@ from exporter import config
 from exporter.analyse import MAX_LINE_BYTES, Analyser, Skipped
 from exporter.compressed import READ_ERRORS, open_log
 from exporter.errors import ConfigError
-from exporter.events import STATUSES, Event
+from exporter.events import STATUSES, Event, Reply
 from exporter.labels import code_label, enhanced_label
-from exporter.redact import redact
-from exporter.rules import CATEGORIES, Rules, load_rules
+from exporter.redact import redact, template
+from exporter.rules import CATEGORIES, UNMATCHED_REASON, Rules, load_rules, rule_stub
 from exporter.sources.lines import BlockSplitter, LineSplitter
 
 _CHUNK: Final = 1 << 18
@@ -28,6 +28,8 @@ _CHUNK: Final = 1 << 18
 
 def add_classify_arguments(parser: argparse.ArgumentParser) -> None:
     config.add_analysis_flags(parser)
+    parser.add_argument("--unclassified", action="store_true",
+                        help="print only Google refusals that no rule matched (reason unknown)")  # fmt: skip
     parser.add_argument(
         "files", nargs="*", metavar="FILE", help="log files (plain or compressed); stdin when none"
     )
@@ -135,6 +137,8 @@ def run_classify(args: argparse.Namespace) -> int:
             stream = _open(path)
             try:
                 for number, event in classified(analyser, stream):
+                    if args.unclassified and not (event.verdict and event.verdict.reason == UNMATCHED_REASON):
+                        continue
                     out.write(json.dumps(event_json(number, event), separators=(", ", ": ")) + "\n")
             finally:
                 if stream is not sys.stdin.buffer:
@@ -165,9 +169,41 @@ class ReasonSummary:
     example: str = ""
 
 
+MAX_TEMPLATES: Final = 200
+"""Templates of unmatched replies `report` lists at most; the replies of further ones are only counted."""
+
+
+@dataclass
+class UnmatchedTemplate:
+    """Google refusals that no rule matched and that share a template (see redact.template): what Gmail says
+    that the rules do not know yet, with a rule stub for the user's own rules file."""
+
+    code: str | None
+    enhanced_code: str | None
+    template: str
+    rule: str | None
+    """A rule for the user's rules file (rules.rule_stub), None when the template gives nothing to match on."""
+    example: str
+    count: int = 0
+    first_seen: float | None = None
+    last_seen: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "enhanced_code": self.enhanced_code,
+            "template": self.template,
+            "count": self.count,
+            "first_seen": _iso(self.first_seen),
+            "last_seen": _iso(self.last_seen),
+            "example": self.example,
+            "rule": self.rule,
+        }
+
+
 @dataclass
 class Report:
-    """What `report` accumulates; its size depends on the rules, not on the log."""
+    """What `report` accumulates; its size depends on the rules (and MAX_TEMPLATES), not on the log."""
 
     lines: int = 0
     files: list[str] = field(default_factory=list)
@@ -179,6 +215,11 @@ class Report:
     skipped: dict[str, int] = field(default_factory=dict)
     first_seen: float | None = None
     last_seen: float | None = None
+    rules: Rules | None = None
+    """The rules the log is classified with: rule stubs guess their category from them."""
+    unmatched: dict[tuple[str | None, str | None, str], UnmatchedTemplate] = field(default_factory=dict)
+    unmatched_not_listed: int = 0
+    """Unmatched replies past the MAX_TEMPLATES templates listed."""
 
     def add(self, event: Event) -> None:
         d = event.delivery
@@ -193,6 +234,8 @@ class Report:
         verdict, reply = event.verdict, event.reply
         if verdict is None:
             return
+        if verdict.reason == UNMATCHED_REASON and reply is not None:
+            self._add_unmatched(reply, when)
         if not event.is_rejection:
             self.connection_scope_replies += 1
             return
@@ -208,6 +251,27 @@ class Report:
         if when is not None:
             summary.first_seen = when if summary.first_seen is None else min(summary.first_seen, when)
             summary.last_seen = when if summary.last_seen is None else max(summary.last_seen, when)
+
+    def _add_unmatched(self, reply: Reply, when: float | None) -> None:
+        code, enhanced = code_label(reply.code), enhanced_label(reply.enhanced_code)
+        shape = template(reply.text)
+        key = (code, enhanced, shape)
+        found = self.unmatched.get(key)
+        if found is None:
+            if len(self.unmatched) >= MAX_TEMPLATES:
+                self.unmatched_not_listed += 1
+                return
+            stub = rule_stub(self.rules, code, enhanced, shape) if self.rules is not None else None
+            found = self.unmatched[key] = UnmatchedTemplate(
+                code, enhanced, shape, stub, redact(reply.text)[:300]
+            )
+        found.count += 1
+        if when is not None:
+            found.first_seen = when if found.first_seen is None else min(found.first_seen, when)
+            found.last_seen = when if found.last_seen is None else max(found.last_seen, when)
+
+    def sorted_unmatched(self) -> list[UnmatchedTemplate]:
+        return sorted(self.unmatched.values(), key=lambda u: (-u.count, u.code or "", u.template))
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -233,6 +297,8 @@ class Report:
             ],
             "connection_errors": self.connection_errors,
             "connection_scope_replies": self.connection_scope_replies,
+            "unmatched_replies": [u.as_json() for u in self.sorted_unmatched()],
+            "unmatched_replies_not_listed": self.unmatched_not_listed,
             "skipped_lines": self.skipped,
         }
 
@@ -279,6 +345,21 @@ class Report:
                     continue
                 seen.add(s.reason)
                 w(f"  {s.reason}: {s.example or '(the MTA logged no reply text)'}")
+        if self.unmatched:
+            w("")
+            w(
+                "Google refusals no rule matched, by template (has Gmail reworded something? check the category and"
+            )
+            w("add the rule to your own rules file, --rules.file)")
+            for u in self.sorted_unmatched():
+                w(
+                    f"  {u.count:>8}  {u.code or '-':<4} {u.enhanced_code or '-':<8}"
+                    f"  {_iso(u.first_seen) or '-'} .. {_iso(u.last_seen) or '-'}"
+                )
+                w(f"            {u.template}")
+                w(f"            {u.rule or '(nothing to match on: no codes and no fixed words)'}")
+            if self.unmatched_not_listed:
+                w(f"  {self.unmatched_not_listed:>8}  more, of templates past the first {MAX_TEMPLATES}")
         if self.connection_errors:
             w("")
             w("Deferrals without a reply from Google (connection errors)")
@@ -323,7 +404,7 @@ class _Progress:
 
 def build_report(paths: Sequence[str], analyser: Analyser) -> Report:
     """Read the files in order (oldest first) and summarise; memory stays bounded whatever their size."""
-    report = Report(files=list(paths))
+    report = Report(files=list(paths), rules=analyser.rules)
     progress = _Progress(paths)
     analyse_block = analyser.analyse_block
     skipped = report.skipped

@@ -14,7 +14,9 @@ user rule files come before the built-in file, so a user rule with the same cond
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -26,6 +28,7 @@ from exporter import yamlfile
 from exporter.errors import ConfigError
 from exporter.events import Reply, Verdict
 from exporter.labels import REASON_SHAPE
+from exporter.redact import MASK
 from exporter.reply import squeeze
 
 CATEGORIES: Final = (
@@ -163,6 +166,20 @@ class Rules:
                 return rule
         return None
 
+    def guess_category(self, code: str | None, enhanced: str | None) -> str:
+        """The category most rules for this enhanced code give, whatever the words (for a rule stub); by the
+        code's class when no rule names the enhanced code."""
+        found = Counter(
+            rule.category
+            for rule in self.rules
+            if rule.category != "unclassified"
+            and (rule.enhanced or rule.enhanced_prefixes)
+            and rule.admits(code, enhanced, "gsmtp")
+        )
+        if found:
+            return found.most_common(1)[0][0]
+        return "temporary" if (code or enhanced or "5").startswith("4") else "policy"
+
     def classify(self, reply: Reply | None, *, fallback_severity: str = "permanent") -> Verdict:
         """Category, reason and severity of a refusal; `reply` None means the MTA did not log Google's words."""
         if reply is None:
@@ -178,6 +195,44 @@ class Rules:
                 self._cache.clear()
             self._cache[key] = found
         return found
+
+
+def rule_stub(rules: Rules, code: str | None, enhanced: str | None, template: str) -> str | None:
+    """A rule in this file's syntax, ready to paste under `rules:` of a user's rules file, that matches the replies
+    of a template (see redact.template) no rule matches: their codes and the template's first runs of fixed
+    words. The category is guessed from the rules for the same codes (a comment says so); None when the template
+    gives nothing to match on."""
+    phrases = _stub_phrases(template)
+    conditions = []
+    if code is not None:
+        conditions.append(f"code: [{code}]")
+    if enhanced is not None:
+        conditions.append(f"enhanced_code: [{enhanced}]")
+    if phrases:
+        conditions.append(f"phrases: [{', '.join(map(json.dumps, phrases))}]")
+    if not conditions:
+        return None
+    codes = (enhanced or code or "").replace(".", "_")
+    words = re.findall(r"[a-z]+", " ".join(phrases).lower())[:4]
+    reason = "_".join(["gmail", *filter(None, [codes, *words])])[:63].rstrip("_")
+    category = rules.guess_category(code, enhanced)
+    return (
+        f"- {{reason: {reason}, category: {category}, {', '.join(conditions)}}}  # category guessed: check it"
+    )
+
+
+def _stub_phrases(template: str) -> list[str]:
+    """The first two runs of fixed words in a template that say something (8 letters or more; the first is what
+    Sendmail's first line keeps), else the longest run; each cut at a word to at most 60 characters."""
+    runs = [run.strip(_NOT_PHRASE_ENDS) for run in MASK.split(template)]
+    runs = [run for run in runs if len(squeeze(run)) >= 3]
+    chosen = [run for run in runs if len(squeeze(run)) >= 8][:2]
+    if not chosen and runs:
+        chosen = [max(runs, key=lambda r: len(squeeze(r)))]
+    return [run if len(run) <= 60 else run[:60].rsplit(" ", 1)[0].strip(_NOT_PHRASE_ENDS) for run in chosen]
+
+
+_NOT_PHRASE_ENDS: Final = " .,;:()[]'\""
 
 
 def severity_of(reply: Reply, fallback: str) -> str:
