@@ -220,6 +220,7 @@ class Report:
     unmatched: dict[tuple[str | None, str | None, str], UnmatchedTemplate] = field(default_factory=dict)
     unmatched_not_listed: int = 0
     """Unmatched replies past the MAX_TEMPLATES templates listed."""
+    _unmatched_codes: set[tuple[str | None, str | None]] = field(default_factory=set)
 
     def add(self, event: Event) -> None:
         d = event.delivery
@@ -254,13 +255,18 @@ class Report:
 
     def _add_unmatched(self, reply: Reply, when: float | None) -> None:
         code, enhanced = code_label(reply.code), enhanced_label(reply.enhanced_code)
+        full = len(self.unmatched) >= MAX_TEMPLATES
+        if full and (code, enhanced) not in self._unmatched_codes:
+            self.unmatched_not_listed += 1  # no listed template has these codes: spare making its template
+            return
         shape = template(reply.text)
         key = (code, enhanced, shape)
         found = self.unmatched.get(key)
         if found is None:
-            if len(self.unmatched) >= MAX_TEMPLATES:
+            if full:
                 self.unmatched_not_listed += 1
                 return
+            self._unmatched_codes.add((code, enhanced))
             stub = rule_stub(self.rules, code, enhanced, shape) if self.rules is not None else None
             found = self.unmatched[key] = UnmatchedTemplate(
                 code, enhanced, shape, stub, redact(reply.text)[:300]

@@ -3,21 +3,26 @@ template of a reply, which masks whatever varies between the instances of one me
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
-
-from exporter.google import is_session_id
 
 _LOCAL_PART = re.compile(r"[^\s@<>\"'(),;:\[\]]{1,256}@(?=[A-Za-z0-9.-]*[A-Za-z0-9])")
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
-_ADDRESS: Final = re.compile(r"[^\s@<>\"'(),;:\[\]]{1,256}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}")
-# A domain name standing alone, not the host of a link ('support.google.com/mail/…' keeps its words).
-_DOMAIN: Final = re.compile(r"(?<![\w./:-])(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24}(?![\w/-])")
-_NUMBER: Final = re.compile(r"\d+")
-MASK: Final = re.compile(r"<(?:address|ip|id|domain|n)>")
+# template() runs on every reply no rule matches: it looks for addresses and domain names where their '@' and
+# '.' are, not with a pattern tried at every position of the text.
+_AT_DOMAIN: Final = re.compile(r"@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}")
+_LOCAL_CHARS: Final = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.!#$%&*+/=?^_`{|}~-"
+)
+_DOT_LETTER: Final = re.compile(r"\.[A-Za-z]")
+_DOMAIN: Final = re.compile(r"(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24}")
+_DIGITS: Final = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\d.])|\d+")
+"""An IPv4 address or a number: one pass for both."""
+_TOKEN_ENDS: Final = "[]<>()\"',;:"
+MASK: Final = re.compile(r"<(?:address|ip|domain|n)>")
 """What template() puts where a reply varies."""
-_WORD: Final = re.compile(r"\S{6,120}")
 
 
 def redact(text: str) -> str:
@@ -27,23 +32,59 @@ def redact(text: str) -> str:
     return _IPV6.sub(_ipv6_or_keep, text)
 
 
+@functools.lru_cache(maxsize=1024)
 def template(text: str) -> str:
-    """A reply's text with e-mail addresses, IP addresses, session ids, domain names and numbers masked, so that
-    the instances of one message, whoever sent it when, share one template."""
-    text = _ADDRESS.sub("<address>", text)
-    text = _WORD.sub(_session_id_or_keep, text)
-    text = _IPV4.sub("<ip>", text)
-    text = _IPV6.sub(lambda m: "<ip>" if _ipv6_or_keep(m) != m.group(0) else m.group(0), text)
-    text = _DOMAIN.sub("<domain>", text)
-    return _NUMBER.sub("<n>", text)
+    """A reply's text with e-mail addresses, IP addresses, domain names and numbers masked, so that the instances
+    of one message, whoever sent it when, share one template (Gmail's session id is gone already: see
+    reply.normalise). A domain name is masked where it stands alone, not as the host of a link."""
+    if "@" in text:
+        text = _mask_addresses(text)
+    if "::" in text or text.count(":") >= 5:
+        text = _IPV6.sub(lambda m: "<ip>" if _ipv6_or_keep(m) != m.group(0) else m.group(0), text)
+    text = _mask_domains(text)
+    return _DIGITS.sub(lambda m: "<ip>" if "." in m.group(0) else "<n>", text)
+
+
+def _mask_addresses(text: str) -> str:
+    parts: list[str] = []
+    copied = 0
+    for at in _AT_DOMAIN.finditer(text):
+        start = at.start()
+        while start > copied and text[start - 1] in _LOCAL_CHARS:
+            start -= 1
+        if start < at.start():
+            parts += (text[copied:start], "<address>")
+            copied = at.end()
+    return "".join([*parts, text[copied:]]) if parts else text
+
+
+def _mask_domains(text: str) -> str:
+    parts: list[str] = []
+    copied = 0
+    for dot in _DOT_LETTER.finditer(text):
+        if dot.start() < copied:
+            continue  # the same word
+        start = max(text.rfind(" ", 0, dot.start()), text.rfind("\n", 0, dot.start())) + 1
+        end = len(text)
+        for sep in (" ", "\n"):
+            found = text.find(sep, dot.start())
+            if 0 <= found < end:
+                end = found
+        word_start, word_end = start, end
+        while word_start < word_end and text[word_start] in _TOKEN_ENDS:
+            word_start += 1
+        while word_end > word_start and text[word_end - 1] in _TOKEN_ENDS + ".":
+            word_end -= 1
+        if word_start >= copied and _DOMAIN.fullmatch(text, word_start, word_end):
+            parts += (text[copied:word_start], "<domain>")
+            copied = word_end
+        elif end > copied:
+            parts.append(text[copied:end])
+            copied = end
+    return "".join([*parts, text[copied:]]) if parts else text
 
 
 def _ipv6_or_keep(match: re.Match[str]) -> str:
     # Clock times (21:32:49) have the same characters; an IPv6 address has '::' or at least five colons.
     found = match.group(0)
     return "x:x::x" if "::" in found or found.count(":") >= 5 else found
-
-
-def _session_id_or_keep(match: re.Match[str]) -> str:
-    word = match.group(0)
-    return "<id>" if is_session_id(word.rstrip(".,;)")) else word

@@ -110,13 +110,23 @@ def parse(text: str, ctx: Context) -> Delivery | None:
         return None  # a greeting, an EHLO answer, 'go ahead': no outcome of a delivery
     status = _STATUS.search(text)
     recipient = _RECIPIENT.search(text, 0, begin)
+    return _delivery(
+        ctx,
+        status.group(1) if status else {"2": "sent", "4": "deferred"}.get(first, "bounced"),
+        domain_of("x@" + recipient.group(1)) if recipient else None,
+        host,
+        reply,
+    )
+
+
+def _delivery(ctx: Context, status: str, domain: str | None, host: str | None, reply: str) -> Delivery:
     return Delivery(
         mta="generic",
         scope="recipient",
-        status=status.group(1) if status else {"2": "sent", "4": "deferred"}.get(first, "bounced"),
+        status=status,
         timestamp=ctx.time(),
         queue_id=None,
-        recipient_domain=domain_of("x@" + recipient.group(1)) if recipient else None,
+        recipient_domain=domain,
         google_host=host or ctx.nearby_google,
         reply=reply,
     )
@@ -220,16 +230,7 @@ def _without_codes(text: str, ctx: Context) -> Delivery | None:
         reply = text.strip().rstrip(_TRAILING)  # right after lines naming Google's host
     else:
         return None
-    return Delivery(
-        mta="generic",
-        scope="recipient",
-        status="bounced",
-        timestamp=ctx.time(),
-        queue_id=None,
-        recipient_domain=None,
-        google_host=host or ctx.nearby_google,
-        reply=reply,
-    )
+    return _delivery(ctx, "bounced", None, host, reply)
 
 
 def _quoted_from(text: str, end: int) -> int:
