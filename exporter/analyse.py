@@ -232,13 +232,14 @@ class Analyser:
         size = len(blob) - 1 if blob.endswith(b"\n") else len(blob)
         cut = self._open_tail(blob, size) if hold else size
         results: list[Event | Skipped] = []
-        offsets: list[int] = []  # where each result's line starts
+        offsets: list[int] = []  # where each result's line starts, when the caller wants lines numbered
         covered = 0
         if self._nearby_left:  # lines named Google's host at the end of the last block
             covered = self._look_nearby(blob, 0, cut, results, offsets)
         if cut < size:
             spans = spans[: bisect.bisect_left(spans, (cut, -1))]
         analyse_candidate, append, mark = self._analyse_candidate, results.append, offsets.append
+        numbered = lines_out is not None
         for start, end in spans:
             if start < covered:
                 continue
@@ -255,7 +256,8 @@ class Analyser:
                     covered = self._look_nearby(blob, covered + 1, cut, results, offsets)
             else:
                 append(found)  # type: ignore[arg-type]
-                mark(start)
+                if numbered:
+                    mark(start)
         if cut < size:
             self._held = blob[cut:size]
             count -= self._held.count(b"\n") + 1
