@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from bench import ours, peers
+from bench import ours, peers, queue
 from bench.chart import Bar, throughput_svg
 from bench.generate import DEFAULT_SEED, REPO, generate
 from bench.measure import Measure
@@ -30,6 +30,7 @@ RSS_LIMIT_MB: Final = 40.0
 FLAT_MB: Final = 1.0
 """Growth of resident memory over the second half of the long run that still counts as flat: the bounded
 queue-id maps fill during the first million lines, so a leak shows as growth after that."""
+QUEUE_KEYS: Final = tuple(f"queue_{mta}" for mta in ("postfix", "exim", "sendmail", "opensmtpd"))
 SPEED_RATIO: Final = 2.0
 """Our lines/s over the peer's, for `report` against mtail and the daemon against postfix_exporter."""
 
@@ -270,6 +271,12 @@ def table(m: dict[str, Measure], ratios: dict[str, float | None], goals: list[di
         )
         covered = f"{s['reasons_with_counts']} of {s['reasons_in_rules']}"
         rows.append(("reasons with a non-zero series (of the rules' reasons)", covered, "", ""))
+    for key in QUEUE_KEYS:
+        if key in m:
+            listing = m[key].extra
+            what = f"queue listing, {key.removeprefix('queue_')}, {listing['messages']:,} messages"
+            rows.append((f"{what}: read time (s)", val(key), mark(get(key)), ""))
+            rows.append((f"{what}: peak RSS (MB)", val(key, "peak_rss_mb"), "", ""))
     header = ("Measure", "Value", "Counts", "Target")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     lines = [
@@ -373,6 +380,11 @@ def main(argv: list[str] | None = None) -> int:
         m["long"] = ours.long_rss(work, postfix_log, size.long_factor)
         done()
 
+    done = step(f"queue listings, {queue.MESSAGES:,} messages in each MTA's format, {size.repeat}x")
+    for mta, measure in queue.measure_all(work, queue.MESSAGES, size.repeat).items():
+        m[f"queue_{mta}"] = measure
+    done()
+
     env["load_average_at_end"] = os.getloadavg()
     ratios = {
         "report_vs_mtail": ratio(m["report_postfix"].value, m["mtail"].value),
@@ -381,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     goals = targets(m, ratios)
     ours_ok = all(
-        m[k].counts_ok for k in ("report_postfix", "report_exim", "daemon", "latency", "long") if k in m
+        m[k].counts_ok
+        for k in ("report_postfix", "report_exim", "daemon", "latency", "long", *QUEUE_KEYS)
+        if k in m
     )
     results = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

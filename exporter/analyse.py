@@ -1,11 +1,12 @@
-"""One log line in, one classified Event out: the MTA parsers, the reply normaliser and the rules, in order."""
+"""Log lines in, classified Events out: the byte-level prefilter, the MTA parsers (entries of several lines for
+free text), the reply normaliser and the rules, in order."""
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from exporter import mta
 from exporter.events import Delivery, Event
@@ -137,6 +138,14 @@ class Analyser:
             track_senders=bool(cfg.sender_domains),
         )
 
+    def memory(self) -> dict[str, Any]:
+        """The per-stream memory (queue-id joins, the log's year), JSON-able."""
+        return self._ctx.state()
+
+    def restore_memory(self, data: Any) -> None:
+        """Continues from saved memory; raises ValueError when it is not valid (nothing is changed then)."""
+        self._ctx.restore(data)
+
     def analyse(self, line: bytes) -> Event | Skipped | None:
         """An Event for a line about a delivery to Google, Skipped for a line we refuse, else None: the line on
         its own, without the lines around it. Never raises."""
@@ -235,7 +244,7 @@ class Analyser:
         offsets: list[int] = []  # where each result's line starts, when the caller wants lines numbered
         covered = 0
         if self._nearby_left:  # lines named Google's host at the end of the last block
-            covered = self._look_nearby(blob, 0, cut, results, offsets)
+            covered = self._look_nearby(blob, 0, cut, spans, results, offsets)
         if cut < size:
             spans = spans[: bisect.bisect_left(spans, (cut, -1))]
         analyse_candidate, append, mark = self._analyse_candidate, results.append, offsets.append
@@ -253,7 +262,7 @@ class Analyser:
                     append(entry)
                     mark(first)
                 if self._nearby_left:
-                    covered = self._look_nearby(blob, covered + 1, cut, results, offsets)
+                    covered = self._look_nearby(blob, covered + 1, cut, spans, results, offsets)
             else:
                 append(found)  # type: ignore[arg-type]
                 if numbered:
@@ -350,18 +359,33 @@ class Analyser:
         return end
 
     def _look_nearby(
-        self, blob: bytes, pos: int, cut: int, results: list[Event | Skipped], offsets: list[int]
+        self,
+        blob: bytes,
+        pos: int,
+        cut: int,
+        spans: list[tuple[int, int]],
+        results: list[Event | Skipped],
+        offsets: list[int],
     ) -> int:
-        """After free text that named a Google host: the next lines without other sign of Google may carry its
-        reply. Returns where the last entry of free text looked at ends (pos - 1 when none)."""
+        """After free text that named a Google host (or a Gmail recipient): the next lines without other sign of
+        Google may carry its reply. They are analysed here, in order, an MTA's line as the prefilter's `spans`
+        say; returns where the last line looked at ends (pos - 1 when none)."""
         covered = pos - 1
-        while self._nearby_left and pos < cut:
+        # An empty last line of the block starts at its end: it is a line of the window too.
+        last_empty = cut == len(blob) - 1 and blob.endswith(b"\n") and (cut == 0 or blob[cut - 1] == 10)
+        while self._nearby_left and (pos < cut or (pos == cut and last_empty)):
             end = blob.find(b"\n", pos, cut)
             end = cut if end < 0 else end
             line = blob[pos:end]
-            if not line.strip() or self._claimed(line):  # an MTA's line is left to the MTA's parser
+            if not line.strip() or self._claimed(line):  # an MTA's line: its own parser, if it is a candidate
+                at = bisect.bisect_left(spans, (pos, -1))
+                if at < len(spans) and spans[at][0] == pos:
+                    found = self._analyse_candidate(line)
+                    if found is not None and not isinstance(found, str):
+                        results.append(found)
+                        offsets.append(pos)
                 self._nearby_left -= 1
-                pos = end + 1
+                covered, pos = end, end + 1
                 continue
             first, covered = pos, self._entry_end(blob, pos, cut)
             entry = blob[first:covered]

@@ -18,6 +18,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 
 from exporter.errors import ConfigError
 from exporter.mta import FORMATS
+from exporter.queue.command import MTAS, mta_of_command, split_command
 from exporter.yamlfile import compose, items, line_of
 
 DEFAULT_PORT: Final = 9791
@@ -25,6 +26,12 @@ DEFAULT_PORT: Final = 9791
 exporter port (postfix_exporter 9154, mtail 3903, node 9100, ...)."""
 DEFAULT_LISTEN_ADDRESS: Final = f":{DEFAULT_PORT}"
 DEFAULT_TELEMETRY_PATH: Final = "/metrics"
+DEFAULT_READ_TIMEOUT: Final = "30s"
+DEFAULT_MAX_CONNECTIONS: Final = 512
+DEFAULT_RUNBOOK_URL: Final = (
+    "https://github.com/gmail-rejection-exporter/gmail-rejection-exporter/blob/main/deploy/runbook.md"
+)
+"""The project's runbook on its repository host; a deployment that keeps its own copy sets web.runbook_url."""
 SYSTEM_STATE_DIR: Final = "/var/lib/gmail-rejection-exporter"
 STATE_FILE_NAME: Final = "state.json"
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -56,6 +63,25 @@ class WebConfig:
     telemetry_path: str = DEFAULT_TELEMETRY_PATH
     config_file: str | None = None
     """An exporter-toolkit web config: TLS, basic auth, headers."""
+    read_timeout: float = 30.0
+    """Seconds a client may take for a TLS handshake or a request, or stay idle between requests."""
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    runbook_url: str = DEFAULT_RUNBOOK_URL
+    """The runbook the landing page links to (its sections are appended as #fragments)."""
+
+
+DEFAULT_QUEUE_INTERVAL: Final = "60s"
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """The MTA whose queue is listed ("auto": the one installed; "none": no queue reader), how often, and the
+    listing command to run instead of the MTA's own (already split like a shell would; never run by one)."""
+
+    mta: str = "auto"
+    interval: float = 60.0
+    """Seconds between the end of one listing and the start of the next; also each listing's timeout."""
+    command: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +95,7 @@ class Config:
     rules_files: tuple[str, ...] = ()
     google_hosts: tuple[str, ...] = ()
     sender_domains: tuple[str, ...] = ()
+    queue: QueueConfig = field(default_factory=QueueConfig)
     from_beginning: bool = False
     log_level: str = "info"
     file: str | None = None
@@ -77,14 +104,23 @@ class Config:
 
 # The YAML layout: section -> key -> how to read its value.
 _STR, _BOOL, _LIST, _OPT_STR = "a string", "true or false", "a list of strings", "a string or null"
+_INT = "an integer"
 SCHEMA: Final[dict[str, dict[str, str]]] = {
     "log": {"paths": _LIST, "format": _STR},
     "journal": {"enabled": _BOOL, "units": _LIST, "identifiers": _LIST},
     "state": {"file": _STR},
-    "web": {"listen_address": _STR, "telemetry_path": _STR, "config_file": _OPT_STR},
+    "web": {
+        "listen_address": _STR,
+        "telemetry_path": _STR,
+        "config_file": _OPT_STR,
+        "read_timeout": _STR,
+        "max_connections": _INT,
+        "runbook_url": _STR,
+    },
     "rules": {"files": _LIST},
     "google": {"hosts": _LIST},
     "metrics": {"sender_domains": _LIST},
+    "queue": {"mta": _STR, "interval": _STR, "command": _OPT_STR},
 }
 
 
@@ -98,6 +134,7 @@ def typed_value(file: str, node: yaml.Node, key: str, kind: str) -> Any:
         _STR: isinstance(value, str),
         _OPT_STR: value is None or isinstance(value, str),
         _BOOL: isinstance(value, bool),
+        _INT: isinstance(value, int) and not isinstance(value, bool),
         _LIST: isinstance(value, list) and all(isinstance(v, str) for v in value),
     }[kind]
     if not ok:
@@ -138,6 +175,24 @@ def _read_file(path: str) -> tuple[dict[str, Any], dict[str, int]]:
             values[dotted] = typed_value(path, value_node, dotted, kind)
             lines[dotted] = line_of(value_node)
     return values, lines
+
+
+_DURATION: Final = re.compile(
+    r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?"
+)
+_DURATION_UNITS: Final = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration written as Prometheus writes them (`30s`, `1m`, `1h30m`, units y w d h m s ms, largest
+    first); raises ValueError for anything else, and for zero."""
+    match = _DURATION.fullmatch(text.strip())
+    if not text.strip() or match is None:
+        raise ValueError(f"{text!r} is not a duration like 30s, 1m or 1h30m")
+    seconds = sum(int(n) * unit for n, unit in zip(match.groups(), _DURATION_UNITS, strict=True) if n)
+    if seconds <= 0:
+        raise ValueError(f"{text!r}: the interval must be longer than zero")
+    return float(seconds)
 
 
 def _list(names: Any) -> str:
@@ -241,6 +296,43 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="exporter-toolkit web config: TLS, basic auth, headers",
     )
+    a(
+        "--web.read-timeout",
+        dest="read_timeout",
+        metavar="DURATION",
+        help=f"longest TLS handshake, request read or idle keep-alive connection (default {DEFAULT_READ_TIMEOUT})",
+    )
+    a(
+        "--web.max-connections",
+        dest="max_connections",
+        type=int,
+        metavar="N",
+        help=f"most connections open at once (default {DEFAULT_MAX_CONNECTIONS})",
+    )
+    a(
+        "--web.runbook-url",
+        dest="runbook_url",
+        metavar="URL",
+        help="runbook the landing page links to (default: the project's, on its repository host)",
+    )
+    a(
+        "--queue.mta",
+        dest="queue_mta",
+        metavar="MTA",
+        help=f"whose queue to list: {', '.join(MTAS)} (default auto: the one installed)",
+    )
+    a(
+        "--queue.interval",
+        dest="queue_interval",
+        metavar="DURATION",
+        help=f"time between queue listings, e.g. 30s, 1m (default {DEFAULT_QUEUE_INTERVAL})",
+    )
+    a(
+        "--queue.command",
+        dest="queue_command",
+        metavar="COMMAND",
+        help="listing command to run instead, split like a shell would, e.g. 'sudo -n postqueue -j'",
+    )
     a("--log.level", dest="log_level", choices=LOG_LEVELS, help="logging level (default info)")  # fmt: skip
 
 
@@ -270,6 +362,36 @@ def load(args: argparse.Namespace, *, sources_required: bool = True) -> Config:
             return flag_value
         return values.get(key, default)
 
+    read_timeout = pick("read_timeout", "web.read_timeout", DEFAULT_READ_TIMEOUT)
+    try:
+        read_seconds = parse_duration(read_timeout)
+    except ValueError as err:
+        raise ConfigError(
+            *where("web.read_timeout"),
+            "web.read_timeout",
+            f"must be a duration such as 30s or 2m, not {read_timeout!r}",
+        ) from err
+    queue_mta = pick("queue_mta", "queue.mta", "auto")
+    if queue_mta not in MTAS:
+        raise ConfigError(*where("queue.mta"), "queue.mta", f"{queue_mta!r} is not one of {', '.join(MTAS)}")
+    try:
+        queue_interval = parse_duration(pick("queue_interval", "queue.interval", DEFAULT_QUEUE_INTERVAL))
+    except ValueError as err:
+        raise ConfigError(*where("queue.interval"), "queue.interval", str(err)) from err
+    queue_command: str | None = pick("queue_command", "queue.command", None)
+    try:
+        queue_argv = () if queue_command is None else tuple(split_command(queue_command))
+    except ValueError as err:
+        raise ConfigError(
+            *where("queue.command"), "queue.command", f"{err}: give a command like 'sudo -n postqueue -j'"
+        ) from err
+    if queue_mta == "auto" and queue_argv and mta_of_command(queue_argv) is None:
+        raise ConfigError(
+            *where("queue.command"),
+            "queue.command",
+            "cannot tell which MTA it lists: set queue.mta (--queue.mta) to postfix, exim, sendmail or opensmtpd",
+        )
+
     config = Config(
         log=LogConfig(
             paths=tuple(pick("log_paths", "log.paths", ())),
@@ -285,10 +407,14 @@ def load(args: argparse.Namespace, *, sources_required: bool = True) -> Config:
             listen_address=pick("listen_address", "web.listen_address", DEFAULT_LISTEN_ADDRESS),
             telemetry_path=pick("telemetry_path", "web.telemetry_path", DEFAULT_TELEMETRY_PATH),
             config_file=pick("web_config_file", "web.config_file", None),
+            read_timeout=read_seconds,
+            max_connections=pick("max_connections", "web.max_connections", DEFAULT_MAX_CONNECTIONS),
+            runbook_url=pick("runbook_url", "web.runbook_url", DEFAULT_RUNBOOK_URL),
         ),
         rules_files=tuple(pick("rules_files", "rules.files", ())),
         google_hosts=tuple(h.lower() for h in pick("google_hosts", "google.hosts", ())),
         sender_domains=tuple(d.lower() for d in pick("sender_domains", "metrics.sender_domains", ())),
+        queue=QueueConfig(mta=queue_mta, interval=queue_interval, command=queue_argv),
         from_beginning=bool(getattr(args, "from_beginning", None)),
         log_level=getattr(args, "log_level", None) or "info",
         file=path,
@@ -316,6 +442,8 @@ def parse_listen_address(address: str) -> tuple[str, int]:
 _CHECKS: Final[list[tuple[str, str, Callable[[Config], bool]]]] = [
     ("log.format", f"must be one of {', '.join(FORMATS)}", lambda c: c.log.format in FORMATS),
     ("web.telemetry_path", "must be an absolute URL path other than / and /-/...", lambda c: c.web.telemetry_path.startswith("/") and c.web.telemetry_path != "/" and not c.web.telemetry_path.startswith("/-/")),
+    ("web.max_connections", "must be at least 1", lambda c: c.web.max_connections >= 1),
+    ("web.runbook_url", "must be an http:// or https:// URL without a #fragment, e.g. https://wiki.example.com/runbook", lambda c: re.fullmatch(r"https?://[^\s\"'<>#`\\]+", c.web.runbook_url) is not None),
     ("metrics.sender_domains", "must be domain names like example.com", lambda c: all(re.fullmatch(r"[a-z0-9.-]+\.[a-z0-9-]+", d) for d in c.sender_domains)),
     ("google.hosts", "must be host names", lambda c: all(re.fullmatch(r"[a-z0-9.*-]+", h) for h in c.google_hosts)),
     ("log.paths", "standard input (-) can be named only once", lambda c: list(c.log.paths).count("-") <= 1),

@@ -1,46 +1,53 @@
-"""The `run` command: sources -> Analyser -> Metrics, served over HTTP, with state flushed to disk."""
+"""The `run` command: sources -> ingest (analyser, metrics) -> web, with the state file checkpointed.
+
+Start-up is a sequence of named steps, each of which either succeeds or ends the process with a clear message:
+load the configuration, lock and read the state file, build the store and the sources, serve, start the sources.
+Then the loop writes the state when it is due and reloads on request, until SIGTERM.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from exporter import __version__, config, web, webconfig
-from exporter.analyse import MAX_LINE_BYTES, SKIP_REASONS, Analyser, Skipped
+from exporter.analyse import MAX_LINE_BYTES, SKIP_REASONS, Analyser
 from exporter.config import Config
 from exporter.errors import ConfigError
-from exporter.events import Event
+from exporter.ingest import Ingest, LineAnalyser
 from exporter.metrics import Metrics
+from exporter.metrics import saved as saved_metrics
+from exporter.metrics.families import Collector
+from exporter.queue import reader as queue_reader
+from exporter.queue.classify import QueueClassifier
+from exporter.queue.collector import QueueCollector
+from exporter.queue.domains import GoogleDomains
+from exporter.queue.shared import GoogleHosts
 from exporter.rules import CATEGORIES, Rules, load_rules
-from exporter.sources import Position, Source, SourceStatus
-from exporter.sources.files import FileSource
+from exporter.sources import Source, SourceStatus
+from exporter.sources.files import FILE_STATES, FileSource, open_failure
 from exporter.sources.journal import JournalSource
+from exporter.sources.position import FilePosition, JournalPosition
+from exporter.sources.reader import open_plain
 from exporter.sources.stdin import StdinSource
-from exporter.state import FLUSH_SECONDS, Snapshot, StateFile
+from exporter.state import Checkpointer, Snapshot, StateFile, StateLocked
 
 log = logging.getLogger("exporter")
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
 JOIN_SECONDS = 5.0
-
-
-class LineAnalyser(Protocol):
-    """What the daemon needs of an analyser (the real one is exporter.analyse.Analyser)."""
-
-    def analyse_batch(self, lines: list[bytes]) -> list[Event | Skipped]: ...
-
-    def analyse_block(self, blob: bytes) -> tuple[int, list[Event | Skipped]]: ...
-
 
 AnalyserFactory = Callable[[Config, Rules], LineAnalyser]
 RulesLoader = Callable[[Sequence[str]], Rules]
@@ -51,92 +58,8 @@ def make_analyser(cfg: Config, rules: Rules) -> LineAnalyser:
     return Analyser.for_config(cfg, rules)
 
 
-class Ingest:
-    """The sink of every source: analyses a batch outside the lock, then counts it and records the position
-    under the metrics lock, so a state snapshot pairs counters with exactly the positions they were read up to."""
-
-    def __init__(self, metrics: Metrics, new_analyser: Callable[[], LineAnalyser]) -> None:
-        self.metrics = metrics
-        self.positions: dict[str, Position] = {}
-        self.generation = 0
-        """Bumped whenever counters or positions change, so an idle flush can skip building a snapshot."""
-        self.wake: threading.Event | None = None
-        """Set at the first change after the daemon went to sleep with everything saved (see sleep_until_news)."""
-        self._asleep = False
-        self._new_analyser = new_analyser
-        self._analysers: dict[str, LineAnalyser] = {}
-
-    def replace_analysers(self, new_analyser: Callable[[], LineAnalyser]) -> None:
-        """Rules or settings changed: later batches use fresh analysers."""
-        self._new_analyser = new_analyser
-        self._analysers = {}
-
-    def lines(
-        self, source: str, lines: list[bytes], nbytes: int, key: str, position: Position | None
-    ) -> None:
-        self._count(source, len(lines), self._analyser(source).analyse_batch(lines), nbytes, key, position)
-
-    def block(self, source: str, block: bytes, nbytes: int, key: str, position: Position | None) -> None:
-        count, results = self._analyser(source).analyse_block(block)
-        self._count(source, count, results, nbytes, key, position)
-
-    def _analyser(self, source: str) -> LineAnalyser:
-        analyser = self._analysers.get(source)
-        if analyser is None:
-            analyser = self._analysers[source] = self._new_analyser()
-        return analyser
-
-    def _count(
-        self,
-        source: str,
-        count: int,
-        results: list[Event | Skipped],
-        nbytes: int,
-        key: str,
-        position: Position | None,
-    ) -> None:
-        """Counts a batch analysed outside the lock and records its position, together, under the lock."""
-        metrics = self.metrics
-        with metrics.lock:
-            for result in results:
-                if isinstance(result, Skipped):
-                    metrics.skip(source, result.reason)
-                else:
-                    metrics.observe(result)
-            metrics.read(source, count, nbytes)
-            if position is not None:
-                self.positions[key] = position
-            self.changed()
-
-    def changed(self) -> None:
-        """Counters, positions or gauges changed; call under the metrics lock."""
-        self.generation += 1
-        if self._asleep:
-            self._asleep = False
-            if self.wake is not None:
-                self.wake.set()
-
-    def sleep_until_news(self, saved_generation: int) -> bool:
-        """True (and the next change sets `wake`) when everything up to `saved_generation` is all there is: the
-        daemon may then sleep without a timer. An idle exporter wakes for nothing."""
-        with self.metrics.lock:
-            self._asleep = self.generation == saved_generation
-            return self._asleep
-
-    def rotated(self, source: str, kind: str) -> None:
-        log.info("%s: rotation (%s)", source, kind)
-        with self.metrics.lock:
-            self.metrics.rotated(source, kind)
-            self.changed()
-
-    def error(self, source: str) -> None:
-        with self.metrics.lock:
-            self.metrics.source_error(source)
-            self.changed()
-
-    def snapshot(self) -> Snapshot:
-        with self.metrics.lock:
-            return Snapshot(positions=dict(self.positions), metrics=self.metrics.dump())
+def new_metrics(cfg: Config) -> Metrics:
+    return Metrics(categories=CATEGORIES, skip_reasons=SKIP_REASONS, sender_domains=cfg.sender_domains)
 
 
 class Daemon:
@@ -158,14 +81,19 @@ class Daemon:
         self._announce = announce
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
-        self._wake = threading.Event()
-        """Set with _stop or _reload_requested: the main loop sleeps until the next flush otherwise."""
-        self._saved: Snapshot | None = None
-        self._saved_generation = -1
         self._reload_lock = threading.Lock()
         self._sources: list[Source] = []
+        self._threads: list[threading.Thread] = []
         self.config: Config | None = None
         self.server: web.Server | None = None
+        self.checkpointer: Checkpointer | None = None
+        self.ingest: Ingest | None = None
+        self.domains = GoogleDomains()
+        """Recipient domains seen delivered to Google: the queue reader counts them as bound for Google."""
+        self.queue: queue_reader.QueueReader | None = None
+        self._queue_thread: threading.Thread | None = None
+
+    # -- start-up steps --
 
     def _load(self) -> tuple[Config, Rules, webconfig.WebSecurity]:
         """Reads config, rules and web config; raises ConfigError."""
@@ -174,86 +102,44 @@ class Daemon:
         security = webconfig.load(cfg.web.config_file)
         return cfg, rules, security
 
-    def statuses(self) -> list[SourceStatus]:
-        return [status for source in self._sources for status in source.statuses()]
-
-    def ready(self) -> bool:
-        statuses = self.statuses()
-        return bool(statuses) and all((s.open or s.finished) and s.resumed for s in statuses)
-
-    def run(self) -> int:
-        try:
-            cfg, rules, security = self._load()
-        except ConfigError as err:
-            print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
-            return EXIT_CONFIG
-        self.config = cfg
+    def _configure_logging(self, cfg: Config) -> None:
         logging.basicConfig(
             level=cfg.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
-        state = StateFile(cfg.state_file)
-        snapshot = state.load()
-        metrics = Metrics(
-            version=__version__,
-            categories=CATEGORIES,
-            skip_reasons=SKIP_REASONS,
-            sender_domains=cfg.sender_domains,
-            statuses=self.statuses,
-        )
-        ingest = Ingest(metrics, lambda: self._analyser_factory(cfg, rules))
-        if snapshot is not None:
-            metrics.restore(snapshot.metrics)
-            ingest.positions.update(snapshot.positions)
-            log.info("resuming from %s", cfg.state_file)
-        self._sources = self._build_sources(cfg, ingest, dict(ingest.positions))
-        for status in self.statuses():
-            metrics.add_source(status.name)
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(metrics)
-        ProcessCollector(registry=registry)
-        app = web.App(
-            version=__version__,
-            metrics=metrics,
-            registry=registry,
-            statuses=self.statuses,
-            ready=self.ready,
-            reload=lambda: self.reload(ingest),
-            telemetry_path=cfg.web.telemetry_path,
-            security=security,
-        )
-        host, port = config.parse_listen_address(cfg.web.listen_address)
-        try:
-            self.server = web.serve(host, port, app)
-        except OSError as err:
-            log.error("cannot listen on %s: %s", cfg.web.listen_address, err)
-            return EXIT_RUNTIME
-        scheme = "https" if security.tls is not None else "http"
-        bound_port = self.server.server_address[1]
-        url = f"{scheme}://{host or 'localhost'}:{bound_port}/"
-        log.info("gmail-rejection-exporter %s listening on %s", __version__, url)
-        if self._announce is not None:
-            self._announce(url)
-        self._install_signals()
-        threads = [
-            threading.Thread(target=source.run, args=(self._stop,), name=f"source-{i}", daemon=True)
-            for i, source in enumerate(self._sources)
-        ]
-        for thread in threads:
-            thread.start()
-        try:
-            self._loop(state, ingest)
-        finally:
-            self._stop.set()
-            for thread in threads:
-                thread.join(JOIN_SECONDS)
-            self._flush(state, ingest)
-            web.stop(self.server)
-        log.info("stopped; state written to %s", cfg.state_file)
-        return 0
 
-    def _build_sources(self, cfg: Config, ingest: Ingest, saved: dict[str, Position]) -> list[Source]:
+    def _validator(self, cfg: Config, rules: Rules) -> Callable[[Snapshot], None]:
+        """Checks that a saved snapshot restores: its counters into a scratch store, each stream's memory into a
+        scratch analyser. Raises ValueError."""
+
+        def validate(snapshot: Snapshot) -> None:
+            saved_metrics.restore(new_metrics(cfg), snapshot.metrics)
+            for key, memory in snapshot.memory.items():
+                try:
+                    self._analyser_factory(cfg, rules).restore_memory(memory)
+                except ValueError as err:
+                    raise ValueError(f"memory[{key!r}]: {err}") from err
+
+        return validate
+
+    def _restore(self, state: StateFile, cfg: Config, rules: Rules, metrics: Metrics, ingest: Ingest) -> None:
+        snapshot = state.load(self._validator(cfg, rules))
+        if snapshot is None:
+            return
+        saved_metrics.restore(metrics, snapshot.metrics)
+        ingest.restore(snapshot)
+        if snapshot.google_domains is not None:
+            try:
+                self.domains.restore(snapshot.google_domains)
+            except ValueError as err:
+                log.warning("state file %s: %s; learning Google's customer domains afresh", state.path, err)
+        assert self.checkpointer is not None
+        self.checkpointer.write_errors = snapshot.write_errors
+        log.info("resuming from %s", state.path)
+
+    def _build_sources(self, cfg: Config, ingest: Ingest) -> list[Source]:
+        saved = ingest.positions()
         sources: list[Source] = []
         files = [p for p in cfg.log.paths if p != "-"]
         if files:
@@ -263,23 +149,165 @@ class Daemon:
                     ingest,
                     max_line_bytes=MAX_LINE_BYTES,
                     from_beginning=cfg.from_beginning,
-                    saved=saved,
+                    saved={k: p for k, p in saved.items() if isinstance(p, FilePosition)},
                 )
             )
         if "-" in cfg.log.paths:
             sources.append(StdinSource(ingest, max_line_bytes=MAX_LINE_BYTES))
         if cfg.journal.enabled:
+            journal = saved.get("journal")
             sources.append(
                 JournalSource(
                     ingest,
                     units=cfg.journal.units,
                     identifiers=cfg.journal.identifiers,
                     from_beginning=cfg.from_beginning,
-                    saved=saved.get("journal"),
+                    saved=journal if isinstance(journal, JournalPosition) else None,
                     journalctl=self._journalctl,
                 )
             )
         return sources
+
+    def _serve(self, cfg: Config, security: webconfig.WebSecurity, metrics: Metrics) -> web.Server:
+        """Raises OSError when the address cannot be bound."""
+        registry = CollectorRegistry(auto_describe=False)
+        checkpointer = self.checkpointer
+        assert checkpointer is not None
+        snapshot = None
+        if self.queue is not None:
+            queue = self.queue
+            snapshot = lambda: queue.snapshot  # noqa: E731
+            registry.register(QueueCollector(snapshot))
+        registry.register(
+            Collector(
+                metrics,
+                version=__version__,
+                statuses=self.statuses,
+                state_write_errors=lambda: checkpointer.write_errors,
+            )
+        )
+        ProcessCollector(registry=registry)
+        app = web.App(
+            version=__version__,
+            metrics=metrics,
+            registry=registry,
+            statuses=self.statuses,
+            ready=self.ready,
+            healthy=self.healthy,
+            reload=self.reload,
+            telemetry_path=cfg.web.telemetry_path,
+            security=security,
+            queue=snapshot,
+            runbook_url=cfg.web.runbook_url,
+        )
+        host, port = config.parse_listen_address(cfg.web.listen_address)
+        server = web.serve(host, port, app, cfg.web)
+        scheme = "https" if security.tls is not None else "http"
+        url = f"{scheme}://{host or 'localhost'}:{server.server_address[1]}/"
+        log.info("gmail-rejection-exporter %s listening on %s", __version__, url)
+        if self._announce is not None:
+            self._announce(url)
+        return server
+
+    def _build_queue(self, cfg: Config, rules: Rules) -> None:
+        """The queue reader, or none (`--queue.mta none`, or `auto` finding no MTA's queue command)."""
+        classifier = QueueClassifier(rules, GoogleHosts(cfg.google_hosts), self.domains)
+        self.queue = queue_reader.build(cfg.queue.mta, cfg.queue.interval, cfg.queue.command, classifier)
+
+    def _start_queue(self) -> None:
+        # Its own long-lived thread: the listing's child is tied to the thread that starts it (PR_SET_PDEATHSIG).
+        if self.queue is not None:
+            self._queue_thread = threading.Thread(
+                target=self.queue.run, args=(self._stop,), name="queue", daemon=True
+            )
+            self._queue_thread.start()
+
+    def _start_sources(self) -> None:
+        self._threads = [
+            threading.Thread(target=source.run, args=(self._stop,), name=f"source-{i}", daemon=True)
+            for i, source in enumerate(self._sources)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def run(self) -> int:
+        try:
+            cfg, rules, security = self._load()
+        except ConfigError as err:
+            print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
+            return EXIT_CONFIG
+        self.config = cfg
+        self._configure_logging(cfg)
+        state = StateFile(cfg.state_file)
+        try:
+            state.lock()
+        except StateLocked as err:
+            print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
+            return EXIT_CONFIG
+        try:
+            return self._run_locked(cfg, rules, security, state)
+        finally:
+            state.unlock()
+
+    def _run_locked(
+        self, cfg: Config, rules: Rules, security: webconfig.WebSecurity, state: StateFile
+    ) -> int:
+        metrics = new_metrics(cfg)
+        ingest = self.ingest = Ingest(
+            metrics, lambda: self._analyser_factory(cfg, rules), learn=self.domains.learn
+        )
+        domains = self.domains
+        self.checkpointer = Checkpointer(
+            state, lambda: replace(ingest.snapshot(), google_domains=domains.state())
+        )
+        ingest.checkpointer = self.checkpointer
+        self._restore(state, cfg, rules, metrics, ingest)
+        self._sources = self._build_sources(cfg, ingest)
+        try:
+            self._build_queue(cfg, rules)
+        except ValueError as err:
+            print(f"gmail-rejection-exporter: queue: {err}", file=sys.stderr)
+            return EXIT_CONFIG
+        for status in self.statuses():
+            metrics.add_source(status.name)
+        try:
+            self.server = self._serve(cfg, security, metrics)
+        except OSError as err:
+            hint = {
+                errno.EADDRINUSE: "another process listens there (another exporter?): stop it, or pick a free port",
+                errno.EACCES: "ports below 1024 need privileges: pick a port above 1023",
+            }.get(err.errno or 0, "pick another address")
+            log.error(
+                "cannot listen on %s: %s; %s with --web.listen-address (web.listen_address in the config file)",
+                cfg.web.listen_address,
+                err.strerror or err,
+                hint,
+            )
+            return EXIT_RUNTIME
+        self._install_signals()
+        self.checkpointer.changed(urgent=True)  # the state as restored, under this run's lock, at once
+        self._start_sources()
+        self._start_queue()
+        written = True
+        try:
+            self._loop()
+        finally:
+            self._stop.set()
+            for source in self._sources:
+                source.stop_waking()
+            for thread in [*self._threads, *filter(None, [self._queue_thread])]:
+                thread.join(JOIN_SECONDS)
+            written = self.checkpointer.flush()
+            web.stop(self.server)
+        if written:
+            log.info("stopped; state written to %s", cfg.state_file)
+        else:
+            log.error(
+                "stopped; the final state write to %s failed: %s",
+                cfg.state_file,
+                self.checkpointer.last_error,
+            )
+        return 0
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -290,7 +318,8 @@ class Daemon:
 
         def hup(signum: int, frame: FrameType | None) -> None:
             self._reload_requested.set()
-            self._wake.set()
+            if self.checkpointer is not None:
+                self.checkpointer.poke()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
@@ -299,57 +328,57 @@ class Daemon:
     def stop(self) -> None:
         """Asks the daemon to flush its state and return (what SIGTERM does)."""
         self._stop.set()
-        self._wake.set()
+        if self.checkpointer is not None:
+            self.checkpointer.poke()
 
-    def _loop(self, state: StateFile, ingest: Ingest) -> None:
-        ingest.wake = self._wake
-        next_flush: float | None = time.monotonic() + FLUSH_SECONDS
+    def _loop(self) -> None:
+        checkpointer = self.checkpointer
+        assert checkpointer is not None
         while not self._stop.is_set():
-            # Sleep until the next flush unless a signal wakes us; with everything saved, sleep until the
-            # sources bring news: an idle exporter should cost nothing.
-            self._wake.wait(None if next_flush is None else max(0.0, next_flush - time.monotonic()))
-            self._wake.clear()
+            # Sleeps until a write is due; with everything saved, until the sources bring news: an idle exporter
+            # should cost nothing.
+            checkpointer.wait(lambda: self._stop.is_set() or self._reload_requested.is_set())
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
-                self.reload(ingest)
-            now = time.monotonic()
-            if next_flush is None:
-                next_flush = now + FLUSH_SECONDS
-            elif now >= next_flush:
-                self._flush(state, ingest)
-                next_flush = None if ingest.sleep_until_news(self._saved_generation) else now + FLUSH_SECONDS
+                self.reload()
+                continue
+            if not self._stop.is_set():
+                checkpointer.flush()
 
-    _write_failing = False
+    # -- health --
 
-    def _flush(self, state: StateFile, ingest: Ingest, *, force: bool = False) -> None:
-        generation = ingest.generation
-        if self._saved is not None and generation == self._saved_generation and not force:
-            return  # nothing was read since the last write: an idle log costs neither a snapshot nor an fsync
-        snapshot = ingest.snapshot()
-        if snapshot == self._saved:
-            self._saved_generation = generation
-            return
-        try:
-            state.save(snapshot)
-        except OSError as err:
-            with ingest.metrics.lock:
-                ingest.metrics.state_write_errors += 1
-            if not self._write_failing:
-                log.error("cannot write state file %s (still serving; will retry): %s", state.path, err)
-            self._write_failing = True
-            return
-        if self._write_failing:
-            log.info("state file %s written again", state.path)
-        self._write_failing = False
-        self._saved = snapshot
-        self._saved_generation = generation
+    def statuses(self) -> list[SourceStatus]:
+        return [status for source in self._sources for status in source.statuses()]
 
-    def reload(self, ingest: Ingest) -> str | None:
-        """Reloads config, rules and web config keeping every counter; None on success, else the error."""
+    def healthy(self) -> str | None:
+        """None when healthy, else why not: a reader thread that ended while the exporter runs is never healthy."""
+        for thread, source in zip(self._threads, self._sources, strict=True):
+            finished = all(s.finished for s in source.statuses())
+            if not thread.is_alive() and not self._stop.is_set() and not finished:
+                return f"{thread.name} ended"
+        if self._queue_thread is not None and not self._queue_thread.is_alive() and not self._stop.is_set():
+            return "the queue reader ended"
+        return None
+
+    def ready(self) -> bool:
+        """Every source resumed (what was logged while the exporter was down is read) and where following began
+        saved (or its write tried): a kill from then on loses nothing."""
+        statuses = self.statuses()
+        if not statuses or self.healthy() is not None:
+            return False
+        started = all(s.state != "opening" and s.resumed for s in statuses)
+        return started and self.checkpointer is not None and self.checkpointer.caught_up()
+
+    # -- reload --
+
+    def reload(self) -> str | None:
+        """Reloads config, rules and web config keeping every counter and join; None on success, else the error."""
+        ingest = self.ingest
+        assert ingest is not None
         with self._reload_lock:
             metrics = ingest.metrics
-            with metrics.lock:
-                ingest.changed()  # the reload gauges change: the next flush writes them
+            if self.checkpointer is not None:
+                self.checkpointer.changed()  # the reload gauges change: the next write keeps them
             try:
                 cfg, rules, security = self._load()
             except ConfigError as err:
@@ -364,6 +393,9 @@ class Daemon:
                 "journal": (old.journal, cfg.journal),
                 "state.file": (old.state_file, cfg.state_file),
                 "web.listen_address": (old.web.listen_address, cfg.web.listen_address),
+                "web.read_timeout": (old.web.read_timeout, cfg.web.read_timeout),
+                "web.max_connections": (old.web.max_connections, cfg.web.max_connections),
+                "queue": (old.queue, cfg.queue),
                 "metrics.sender_domains (turning it on or off)": (
                     bool(old.sender_domains),
                     bool(cfg.sender_domains),
@@ -373,8 +405,11 @@ class Daemon:
                 if before != after:
                     log.warning("reload: a change of %s takes effect at the next start", what)
             ingest.replace_analysers(lambda: self._analyser_factory(cfg, rules))
+            if self.queue is not None:
+                self.queue.classifier = QueueClassifier(rules, GoogleHosts(cfg.google_hosts), self.domains)
             self.server.set_security(security)
             self.server.app.telemetry_path = cfg.web.telemetry_path
+            self.server.app.runbook_url = cfg.web.runbook_url
             with metrics.lock:
                 if metrics.by_sender and cfg.sender_domains:
                     metrics.set_sender_domains(cfg.sender_domains)
@@ -390,8 +425,36 @@ def run(args: argparse.Namespace, **collaborators: Any) -> int:
     return Daemon(args, **collaborators).run()
 
 
+def source_problems(cfg: Config) -> list[str]:
+    """Why a configured log cannot be followed right now (missing, permission denied, not a regular file)."""
+    problems = []
+    for path in cfg.log.paths:
+        if path == "-" or any(c in path for c in "*?["):
+            continue
+        try:
+            open_plain(path, 0, MAX_LINE_BYTES).file.close()
+        except OSError as err:
+            state = open_failure(err)
+            assert state in FILE_STATES
+            hint = (
+                " (the exporter's user needs read access; Debian's mail logs are root:adm 0640)"
+                if state == "permission_denied"
+                else ""
+            )
+            problems.append(f"{path}: {state.replace('_', ' ')}: {err.strerror or err}{hint}")
+    return problems
+
+
 def check_config(args: argparse.Namespace) -> int:
-    """The `check-config` command: exit 0 when config, rules and web config are usable, 2 otherwise."""
+    """The `check-config` command: exit 0 when config, rules and web config are usable, 2 otherwise. Logs that
+    cannot be followed now are warned about (they may appear later), without failing."""
+    if args.file is not None:
+        if args.config_file not in (None, args.file):
+            print(
+                "gmail-rejection-exporter: give the config file once: FILE or --config.file", file=sys.stderr
+            )
+            return EXIT_CONFIG
+        args.config_file = args.file
     try:
         cfg = config.load(args)
         rules = load_rules(cfg.rules_files)
@@ -399,6 +462,8 @@ def check_config(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    for problem in source_problems(cfg):
+        print(f"gmail-rejection-exporter: warning: {problem}", file=sys.stderr)
     print(f"{cfg.file or 'flags'}: OK ({len(rules.rules)} rules from {', '.join(rules.files)})")
     return 0
 
@@ -410,6 +475,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_check_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of the `check-config` command: the same as `run`, so a command line can be checked too."""
+    """Flags of the `check-config` command: the same as `run`, so a command line can be checked too, and the
+    config file as an argument."""
     config.add_flags(parser)
+    parser.add_argument(
+        "file", nargs="?", metavar="FILE", help="config file to check (same as --config.file)"
+    )
     parser.set_defaults(handler=check_config)

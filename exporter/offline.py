@@ -19,11 +19,13 @@ from exporter.compressed import READ_ERRORS, open_log
 from exporter.errors import ConfigError
 from exporter.events import STATUSES, Event, Reply
 from exporter.labels import code_label, enhanced_label
-from exporter.redact import redact, template
+from exporter.redact import redact, shorten, template
 from exporter.rules import CATEGORIES, UNMATCHED_REASON, Rules, load_rules, rule_stub
 from exporter.sources.lines import BlockSplitter, LineSplitter
 
 _CHUNK: Final = 1 << 18
+EXAMPLE_CHARS: Final = 300
+"""Longest example reply `report` prints per reason, the ellipsis included."""
 
 
 def add_classify_arguments(parser: argparse.ArgumentParser) -> None:
@@ -246,7 +248,7 @@ class Report:
         key = (verdict.category, verdict.reason, code, enhanced)
         summary = self.reasons.get(key)
         if summary is None:
-            example = redact(reply.text)[:300] if reply else ""
+            example = shorten(redact(reply.text), EXAMPLE_CHARS) if reply else ""
             summary = self.reasons[key] = ReasonSummary(*key, verdict.severity, example=example)
         summary.count += 1
         if when is not None:
@@ -269,7 +271,7 @@ class Report:
             self._unmatched_codes.add((code, enhanced))
             stub = rule_stub(self.rules, code, enhanced, shape) if self.rules is not None else None
             found = self.unmatched[key] = UnmatchedTemplate(
-                code, enhanced, shape, stub, redact(reply.text)[:300]
+                code, enhanced, shape, stub, shorten(redact(reply.text), EXAMPLE_CHARS)
             )
         found.count += 1
         if when is not None:

@@ -1,5 +1,5 @@
-"""Redaction of personal data in reply texts shown to people: e-mail local parts and IP addresses; and the
-template of a reply, which masks whatever varies between the instances of one message."""
+"""Reply texts shown to people: personal data (e-mail local parts, IP addresses) redacted, long ones shortened;
+and the template of a reply, which masks whatever varies between the instances of one message."""
 
 from __future__ import annotations
 
@@ -30,6 +30,12 @@ def redact(text: str) -> str:
     text = _LOCAL_PART.sub("***@", text)
     text = _IPV4.sub("x.x.x.x", text)
     return _IPV6.sub(_ipv6_or_keep, text)
+
+
+def shorten(text: str, limit: int) -> str:
+    """The text, or its first `limit` - 1 characters and an ellipsis when it is longer than `limit`, so a reader
+    sees that it was cut."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 @functools.lru_cache(maxsize=1024)

@@ -203,6 +203,7 @@ def squeeze(text: str) -> str:
 
     Matching in this form makes phrases indifferent to case, punctuation, wrapping, doubled spaces and
     OpenSMTPD's glued lines ('message islikely unsolicited')."""
-    if text.isascii():  # nearly every reply: one C pass deletes what the regex would, 15x faster
+    # Nearly every reply is ASCII: one C pass (bytes.translate) deletes what the regex would.
+    if text.isascii():
         return text.lower().encode("ascii").translate(None, _NOT_ALNUM_ASCII).decode("ascii")
     return _NOT_ALNUM.sub("", text.lower())

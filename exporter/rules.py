@@ -10,46 +10,33 @@ reply is the recipient admin's policy whatever it says), an exact enhanced code 
 none (codes first: Google keeps codes stable and rewords texts), the number of phrases, an exact basic code
 over a class (`4xx`) over none. Between equally specific rules the earlier one wins;
 user rule files come before the built-in file, so a user rule with the same conditions overrides ours.
+
+What a rules file may ask for is bounded so that a reply always costs little: at most MAX_RULES rules in the
+user's files together, MAX_LIST_ITEMS codes, enhanced codes or phrases per rule, MAX_PHRASE_CHARS characters
+per phrase and MAX_FILE_BYTES per file. A reply is checked only against the rules its codes can satisfy,
+found through an index by code and enhanced code, so rules for other codes cost it nothing.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Final
+from typing import Final, cast
 
 import yaml
 
 from exporter import yamlfile
-from exporter.errors import ConfigError
+from exporter.categories import CATEGORIES as CATEGORIES  # re-exported: stages import it from here
+from exporter.errors import ConfigError, did_you_mean
 from exporter.events import Reply, Verdict
 from exporter.labels import REASON_SHAPE
 from exporter.redact import MASK
 from exporter.reply import squeeze
-
-CATEGORIES: Final = (
-    "authentication",
-    "rate_limit",
-    "reputation",
-    "spam",
-    "ptr",
-    "tls",
-    "recipient",
-    "mailbox_full",
-    "message",
-    "sending_limit",
-    "policy",
-    "smtp_auth",
-    "relay",
-    "protocol",
-    "temporary",
-    "unclassified",
-)
-"""The closed category list that dashboards, alerts and `classify` output share."""
 
 UNMATCHED_REASON: Final = "unknown"
 """Reason of a Google refusal that no rule matches (category unclassified)."""
@@ -60,7 +47,22 @@ _CODE: Final = re.compile(r"[245]\d\d|[245]xx")
 _ENHANCED: Final = re.compile(r"[245]\.\d{1,3}\.\d{1,3}|[245]\.\d{1,3}\.\*|[245]\.\*")
 _RULE_KEYS: Final = ("reason", "category", "code", "enhanced_code", "origin", "phrases", "comment")
 _FILE_KEYS: Final = ("rules", "disable")
-_CACHE_SIZE: Final = 8192
+
+MAX_RULES: Final = 10_000
+"""Rules in the user's rules files together (the bundled file holds a few hundred of its own)."""
+MAX_LIST_ITEMS: Final = 20
+"""Codes, enhanced codes or phrases one rule may list."""
+MAX_PHRASE_CHARS: Final = 200
+"""Characters of one phrase as written: a short stable part of Google's words, never a whole message."""
+MAX_FILE_BYTES: Final = 8 * 1024 * 1024
+"""Size of one rules file: checked before the file is parsed."""
+VERDICT_CACHE_SIZE: Final = 4096
+"""Verdicts remembered per reply template (a real log has a few hundred); the cache is emptied when full."""
+VERDICT_CACHE_TEXT_CHARS: Final = 1024
+"""Longer reply texts (Gmail's longest have about 600 characters) are classified without being remembered, so
+the verdict cache holds at most VERDICT_CACHE_SIZE * VERDICT_CACHE_TEXT_CHARS characters of text."""
+CANDIDATE_CACHE_SIZE: Final = 1024
+"""Candidate lists remembered per (code, enhanced code, origin); the cache is emptied when full."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,63 +104,50 @@ class Rule:
         return True
 
 
-@dataclass(frozen=True, slots=True)
-class _Candidates:
-    """The rules whose conditions other than phrases hold for one (code, enhanced code, origin), in order."""
-
-    rules: tuple[Rule, ...]
-    any_first: re.Pattern[str] | None
-    """Finds any of their first phrases (None when none of them has phrases)."""
-    without_phrases: Rule | None
-    """The first of them without phrases: the winner when no first phrase occurs."""
-
-
 class Rules:
-    """An ordered set of rules with a cache of verdicts per reply template."""
+    """An ordered set of rules with bounded caches of verdicts per reply template."""
 
     def __init__(self, rules: Sequence[Rule], files: Sequence[str] = ()) -> None:
         # Stable sort: most specific first, file order among equals, so the first match is the winner.
         self.rules: tuple[Rule, ...] = tuple(sorted(rules, key=lambda r: r.specificity, reverse=True))
         self.files = tuple(files)
         self.reasons: dict[str, str] = {r.reason: r.category for r in rules}
-        self._cache: dict[tuple[str | None, str | None, str, str, str], Verdict] = {}
+        self._verdicts: dict[tuple[str | None, str | None, str, str, str], Verdict] = {}
         # A reply is checked only against the rules whose conditions other than phrases hold for its (code,
-        # enhanced code, origin), computed once per such key; an enhanced code that no rule names exactly
-        # behaves like any other of its class and subject ('5.7.'), so a log of distinct fake codes shares a
-        # few keys. Bounded: cleared when full.
-        self._exact_codes = frozenset(code for rule in self.rules for code in rule.enhanced)
-        self._candidates: dict[tuple[str | None, str | None, str], _Candidates] = {}
-        self._first_phrases: dict[str, re.Pattern[str]] = {}
+        # enhanced code, origin), computed once per such key from an index. A code that no rule names exactly
+        # behaves like any other of its class ('5xx', '5.7.*'), so a log of distinct fake codes shares a few keys.
+        self._named_codes = frozenset(code for rule in self.rules for code in rule.codes)
+        self._named_enhanced = frozenset(code for rule in self.rules for code in rule.enhanced)
+        self._index = _index(self.rules)
+        self._candidates: dict[tuple[str | None, str | None, str], tuple[Rule, ...]] = {}
 
-    def _candidates_for(self, code: str | None, enhanced: str | None, origin: str) -> _Candidates:
-        if enhanced is not None and enhanced not in self._exact_codes:
+    def _candidates_for(self, code: str | None, enhanced: str | None, origin: str) -> tuple[Rule, ...]:
+        if code is not None and code not in self._named_codes:
+            code = code[:1] + "xx"
+        if enhanced is not None and enhanced not in self._named_enhanced:
             # Wildcards are 'X.' or 'X.Y.': what an unknown code starts with decides them all.
             enhanced = enhanced[: enhanced.rfind(".") + 1] + "*"
         key = (code, enhanced, origin)
         found = self._candidates.get(key)
         if found is None:
-            rules = tuple(rule for rule in self.rules if rule.admits(code, enhanced, origin))
-            firsts = sorted({rule.phrases[0] for rule in rules if rule.phrases})
-            pattern = "|".join(map(re.escape, firsts))
-            any_first = self._first_phrases.get(pattern) if firsts else None
-            if firsts and any_first is None:
-                any_first = self._first_phrases[pattern] = re.compile(pattern)
-            fallback = next((rule for rule in rules if not rule.phrases), None)
-            found = _Candidates(rules, any_first, fallback)
-            if len(self._candidates) >= _CACHE_SIZE:
+            index = self._index
+            positions = set(index.get(None, ()))
+            if code is not None:
+                positions.update(index.get(code, ()), index.get(code[:1] + "xx", ()))
+            if enhanced is not None:
+                subject = enhanced[: enhanced.find(".", 2) + 1]
+                positions.update(index.get(enhanced, ()), index.get(enhanced[:2], ()), index.get(subject, ()))
+            rules = self.rules
+            found = tuple(rules[i] for i in sorted(positions) if rules[i].admits(code, enhanced, origin))
+            if len(self._candidates) >= CANDIDATE_CACHE_SIZE:
                 self._candidates.clear()
             self._candidates[key] = found
         return found
 
     def match(self, reply: Reply) -> Rule | None:
         """The winning rule for a reply, or None."""
-        candidates = self._candidates_for(reply.code, reply.enhanced_code, reply.origin)
         squeezed = squeeze(reply.text)
-        # One regex pass tells whether any candidate's first phrase occurs; most replies new to the cache (a
-        # log of fake codes) have none, and then only a candidate without phrases can win.
-        if candidates.any_first is not None and candidates.any_first.search(squeezed) is None:
-            return candidates.without_phrases
-        for rule in candidates.rules:
+        for rule in self._candidates_for(reply.code, reply.enhanced_code, reply.origin):
             for phrase in rule.phrases:
                 if phrase not in squeezed:
                     break
@@ -185,16 +174,40 @@ class Rules:
         if reply is None:
             return Verdict("unclassified", NO_REPLY_REASON, fallback_severity)
         key = (reply.code, reply.enhanced_code, reply.origin, reply.text, fallback_severity)
-        found = self._cache.get(key)
+        found = self._verdicts.get(key)
         if found is None:
             rule = self.match(reply)
             category, reason = (rule.category, rule.reason) if rule else ("unclassified", UNMATCHED_REASON)
             # One Verdict per template, shared by its events (events are never changed once made).
             found = Verdict(category, reason, severity_of(reply, fallback_severity))
-            if len(self._cache) >= _CACHE_SIZE:  # a real log has a few hundred templates; a hostile one, any
-                self._cache.clear()
-            self._cache[key] = found
+            if len(reply.text) <= VERDICT_CACHE_TEXT_CHARS:
+                if len(self._verdicts) >= VERDICT_CACHE_SIZE:  # a real log has a few hundred templates
+                    self._verdicts.clear()
+                self._verdicts[key] = found
         return found
+
+    def cache_sizes(self) -> dict[str, int]:
+        """Entries in the bounded caches: verdicts (at most VERDICT_CACHE_SIZE) and candidate lists (at most
+        CANDIDATE_CACHE_SIZE)."""
+        return {"verdicts": len(self._verdicts), "candidates": len(self._candidates)}
+
+
+def _index(rules: Sequence[Rule]) -> dict[str | None, list[int]]:
+    """Positions of the rules under the codes that can admit a reply: each rule under its enhanced codes and
+    wildcard prefixes ('5.7.26', '5.7.', '5.') when it has any, else under its basic codes and classes ('550',
+    '5xx'), else under None (rules that any code can satisfy)."""
+    index: dict[str | None, list[int]] = {}
+    for position, rule in enumerate(rules):
+        keys: list[str | None]
+        if rule.enhanced or rule.enhanced_prefixes:
+            keys = [*rule.enhanced, *rule.enhanced_prefixes]
+        elif rule.codes or rule.code_classes:
+            keys = [*rule.codes, *rule.code_classes]
+        else:
+            keys = [None]
+        for key in keys:
+            index.setdefault(key, []).append(position)
+    return index
 
 
 def rule_stub(rules: Rules, code: str | None, enhanced: str | None, template: str) -> str | None:
@@ -254,14 +267,26 @@ def load_rules(user_files: Sequence[str] = (), *, builtin: str | None = None) ->
     """User rule files (in order) then the built-in file; raises ConfigError naming file, line and key."""
     builtin = builtin or builtin_rules_path()
     rules: list[Rule] = []
-    disabled: set[str] = set()
+    disabled: list[tuple[str, str, int]] = []
     user_rules: list[Rule] = []
     for path in user_files:
-        file_rules, file_disabled = _parse_file(path)
+        file_rules, file_disabled = _parse_file(path, MAX_RULES - len(user_rules))
         user_rules.extend(file_rules)
-        disabled |= file_disabled
-    builtin_rules, _ = _parse_file(builtin)
-    rules = user_rules + [r for r in builtin_rules if r.reason not in disabled]
+        disabled.extend((reason, path, line) for reason, line in file_disabled)
+    builtin_rules, _ = _parse_file(builtin, MAX_RULES)
+    builtin_reasons = {r.reason for r in builtin_rules}
+    for reason, path, line in disabled:
+        if reason not in builtin_reasons:
+            # A mistyped name would disable nothing, silently.
+            raise ConfigError(
+                path,
+                line,
+                "disable",
+                f"{reason!r} is not a reason in the bundled rules"
+                + (did_you_mean(reason, sorted(builtin_reasons)) or f" (they are listed in {builtin})"),
+            )
+    dropped = {reason for reason, _, _ in disabled}
+    rules = user_rules + [r for r in builtin_rules if r.reason not in dropped]
     _check_reason_categories(rules)
     return Rules(rules, [*user_files, builtin])
 
@@ -281,27 +306,123 @@ def _check_reason_categories(rules: Sequence[Rule]) -> None:
             )
 
 
-def _parse_file(path: str) -> tuple[list[Rule], set[str]]:
-    root = yamlfile.compose(path)
-    if root is None:
-        raise ConfigError(path, None, None, "empty rules file: expected a 'rules:' list")
+def _parse_file(path: str, room: int) -> tuple[list[Rule], list[tuple[str, int]]]:
+    """The rules and disabled reasons (with their lines) of one file, which may hold `room` rules at most."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        size = 0  # reading it says why it cannot be read
+    if size > MAX_FILE_BYTES:
+        raise ConfigError(path, None, None, f"{size} bytes; a rules file may have {MAX_FILE_BYTES} at most")
     rules: list[Rule] = []
-    disabled: set[str] = set()
-    for key, key_node, value in yamlfile.items(path, root, "top level"):
-        if key == "rules":
-            for item in yamlfile.sequence(path, value, "rules"):
-                rules.append(_parse_rule(path, item))
-        elif key == "disable":
-            for item in yamlfile.sequence(path, value, "disable"):
-                disabled.add(yamlfile.scalar(path, item, "disable"))
-        else:
-            raise ConfigError(
-                path,
-                yamlfile.line_of(key_node),
-                key,
-                f"unknown key; expected one of: {', '.join(_FILE_KEYS)}",
-            )
+    disabled: list[tuple[str, int]] = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            reader = _NodeReader(yaml.parse(handle, Loader=yamlfile._FAST_LOADER))
+            for key, items in reader.top_level(path):
+                if key == "rules":
+                    for item in items:
+                        if len(rules) == room:
+                            raise ConfigError(
+                                path,
+                                yamlfile.line_of(item),
+                                "rules",
+                                f"more than {MAX_RULES} rules in the rules files together; "
+                                "merge rules that share codes, or drop some",
+                            )
+                        rules.append(_parse_rule(path, item))
+                else:
+                    disabled.extend(
+                        (yamlfile.scalar(path, item, "disable").strip(), yamlfile.line_of(item))
+                        for item in items
+                    )
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raise _unusable(path) from None
     return rules, disabled
+
+
+def _unusable(path: str) -> ConfigError:
+    """What is wrong with a file that cannot be read or parsed, as the config files say it."""
+    try:
+        yamlfile.compose(path)
+    except ConfigError as err:
+        return err
+    return ConfigError(path, None, None, "invalid YAML")
+
+
+class _NodeReader:
+    """A rules file's YAML nodes, composed from the parser's events one rule at a time: the whole tree of a large
+    file takes many times its size in memory, and the rules are checked one by one anyway."""
+
+    def __init__(self, events: Iterator[yaml.Event]) -> None:
+        self._events = events
+        self._anchors: dict[str, yaml.Node] = {}
+
+    def top_level(self, path: str) -> Iterator[tuple[str, Iterator[yaml.Node]]]:
+        """('rules' or 'disable', its items) for each top-level key; any other key is a ConfigError."""
+        next(self._events)  # the stream's start
+        if isinstance(next(self._events), yaml.StreamEndEvent):
+            raise ConfigError(path, None, None, "empty rules file: expected a 'rules:' list")
+        first = next(self._events)  # after the document's start
+        if not isinstance(first, yaml.MappingStartEvent):
+            for _ in yamlfile.items(path, self.node(first), "top level"):  # says it is not a mapping
+                pass
+        seen: set[str] = set()
+        for event in self._until(yaml.MappingEndEvent):
+            key_node = self.node(event)
+            key = str(key_node.value)
+            if key in seen:
+                raise ConfigError(path, yamlfile.line_of(key_node), key, "duplicate key")
+            if key not in _FILE_KEYS:
+                raise ConfigError(
+                    path,
+                    yamlfile.line_of(key_node),
+                    key,
+                    f"unknown key; expected one of: {', '.join(_FILE_KEYS)}",
+                )
+            seen.add(key)
+            value = next(self._events)
+            if isinstance(value, yaml.SequenceStartEvent) and value.anchor is None:
+                items = self._until(yaml.SequenceEndEvent)
+                yield key, map(self.node, items)
+                for _ in items:  # what the caller left
+                    pass
+            else:
+                yield key, iter(yamlfile.sequence(path, self.node(value), key))
+        next(self._events)  # the document's end
+        if not isinstance(next(self._events), yaml.StreamEndEvent):
+            raise yaml.YAMLError("expected a single document in the stream")
+
+    def node(self, first: yaml.Event) -> yaml.Node:
+        """The node that starts with event `first`, composed from the events that follow it."""
+        if isinstance(first, yaml.AliasEvent):
+            if first.anchor not in self._anchors:
+                raise yaml.YAMLError(f"found undefined alias {first.anchor!r}")
+            return self._anchors[first.anchor]
+        node: yaml.Node
+        # libyaml's marks have the attributes of PyYAML's, which the stubs do not know.
+        start, end = cast(yaml.Mark, first.start_mark), cast(yaml.Mark, first.end_mark)
+        if isinstance(first, yaml.ScalarEvent):
+            node = yaml.ScalarNode("tag:yaml.org,2002:str", first.value, start, end)
+        elif isinstance(first, yaml.SequenceStartEvent):
+            node = yaml.SequenceNode("tag:yaml.org,2002:seq", [], start, end)
+        elif isinstance(first, yaml.MappingStartEvent):
+            node = yaml.MappingNode("tag:yaml.org,2002:map", [], start, end)
+        else:
+            raise yaml.YAMLError(f"unexpected {first}")
+        if first.anchor is not None:
+            self._anchors[first.anchor] = node
+        if isinstance(first, yaml.SequenceStartEvent):
+            node.value.extend(map(self.node, self._until(yaml.SequenceEndEvent)))
+        elif isinstance(first, yaml.MappingStartEvent):
+            for event in self._until(yaml.MappingEndEvent):
+                node.value.append((self.node(event), self.node(next(self._events))))
+        return node
+
+    def _until(self, end: type[yaml.Event]) -> Iterator[yaml.Event]:
+        """The next events, up to one of type `end` (consumed, not given)."""
+        while not isinstance(event := next(self._events), end):
+            yield event
 
 
 def _parse_rule(path: str, node: yaml.Node) -> Rule:
@@ -325,10 +446,15 @@ def _parse_rule(path: str, node: yaml.Node) -> Rule:
     def texts(key: str) -> list[tuple[str, int]]:
         if key not in fields:
             return []
-        return [
-            (yamlfile.scalar(path, n, key).strip(), yamlfile.line_of(n))
-            for n in yamlfile.sequence(path, fields[key][1], key)
-        ]
+        nodes = yamlfile.sequence(path, fields[key][1], key)
+        if len(nodes) > MAX_LIST_ITEMS:
+            raise ConfigError(
+                path,
+                yamlfile.line_of(nodes[MAX_LIST_ITEMS]),
+                key,
+                f"{len(nodes)} items; a rule may list {MAX_LIST_ITEMS} at most (split it into several rules)",
+            )
+        return [(yamlfile.scalar(path, n, key).strip(), yamlfile.line_of(n)) for n in nodes]
 
     reason = text("reason")
     if not reason:
@@ -379,6 +505,14 @@ def _parse_rule(path: str, node: yaml.Node) -> Rule:
 
     phrases: list[str] = []
     for value, at in texts("phrases"):
+        if len(value) > MAX_PHRASE_CHARS:
+            raise ConfigError(
+                path,
+                at,
+                "phrases",
+                f"{value[:30]!r}... has {len(value)} characters; a phrase may have {MAX_PHRASE_CHARS} at most "
+                "(a short stable part of Google's words)",
+            )
         squeezed = squeeze(value)
         if len(squeezed) < 3:
             raise ConfigError(path, at, "phrases", f"{value!r} is too short to match reliably (3+ letters)")

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import calendar
 import re
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Final
 
 _MONTHS: Final = {
     m: i
     for i, m in enumerate(
-        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1
+        (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"),
+        start=1,
     )
 }
+_DAYS: Final = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+"""Longest month lengths; February 29 exists in leap years only."""
 _ISO: Final = re.compile(
     rb"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(\.\d{1,9})?(Z|[+-]\d\d:?\d\d)?(?=[\s\]|])"
 )
@@ -22,17 +27,47 @@ _SYSLOG: Final = re.compile(
 _SEARCH_BYTES: Final = 96
 """Timestamps sit at the start, behind at most a container or relay prefix."""
 
+MAX_AHEAD_SECONDS: Final = 2 * 86_400
+"""How far a log's time may run ahead of this machine's clock. Local times of two zones differ by 26 hours
+at most, so an MTA in another zone or a slightly wrong clock stays within it; a syslog stamp further ahead
+is last year's, and a timestamp further ahead (one stamped 2099) is not the present."""
+
+_HALF_YEAR: Final = 183 * 86_400
+_SAVED_RANGE: Final = (-2_208_988_800.0, 253_402_300_799.0)
+"""Unix times of 1900-01-01 and 9999-12-31: what a saved reference may be."""
+
+
+def _new_year(year: int) -> float:
+    return time.mktime((year, 1, 1, 0, 0, 0, 0, 0, -1))
+
+
+def _fixed(now: float) -> Callable[[], float]:
+    return lambda: now
+
 
 class TimestampParser:
-    """Parses the first timestamp of a line. Syslog omits the year: it is inferred from `now` and then only
-    moves forward, by one at New Year (a December line followed by a January line)."""
+    """Parses the first timestamp of a line.
 
-    def __init__(self, now: float | None = None) -> None:
-        self._now = now
-        self._year: int | None = None
-        self._last_month = 0
-        self._cache_key = b""
-        self._cache_value: float | None = None
+    A syslog stamp has no year. It gets the year that puts it nearest to the reference: the latest syslog
+    time of the log so far, moved on by the clock time passed since it was seen (a log quiet for months
+    follows the calendar), or the clock itself before the log's first stamp. No year may put a stamp more
+    than MAX_AHEAD_SECONDS ahead of the clock. So a line written late by another process, minutes or hours
+    out of order, keeps its year at New Year; a log read in January may start in December; and reading an
+    old rotated log gives last year's dates, not next year's."""
+
+    def __init__(self, now: float | None = None, *, clock: Callable[[], float] | None = None) -> None:
+        """`now` fixes the clock (reading a log as of that time); `clock` supplies it; by default the
+        current time, asked again for each new stamp, so a daemon running for months stays current."""
+        self._clock = clock if clock is not None else time.time if now is None else _fixed(now)
+        self._latest: float | None = None
+        """The latest syslog time inferred so far: the reference for the next stamps."""
+        self._latest_at = 0.0
+        """The clock when _latest was set."""
+        self._year = (0, 0.0, 0.0)
+        """The year of the last reference, when it began and ended: it changes once a year."""
+        self._stamp = b""
+        self._value: float | None = None
+        """The last syslog stamp computed and its time: a log repeats a stamp line after line."""
         self._iso_key: tuple[bytes | None, ...] = ()
         self._iso_value: float | None = None
         self._leading = b"\x00"
@@ -43,7 +78,7 @@ class TimestampParser:
         # A line that starts with the same syslog stamp as the last one has its time: nothing before the stamp
         # can hold another one, so the searches below would find this one and the cache return its value.
         if line.startswith(self._leading):
-            return self._cache_value
+            return self._value
         head = line[:_SEARCH_BYTES]
         iso = _ISO.search(head)
         syslog = _SYSLOG.search(head) if iso is None or iso.start() > 0 else None
@@ -52,6 +87,27 @@ class TimestampParser:
         if iso is not None:
             return self._iso(iso)
         return None
+
+    def state(self) -> dict[str, float | None]:
+        """What year inference has learnt from the log, as JSON-able data to save with the log's position."""
+        return {"latest": self._latest}
+
+    def restore(self, saved: object) -> None:
+        """Continue from a state() of the same log; ValueError, and nothing changed, if it is not one."""
+        if not isinstance(saved, dict) or set(saved) != {"latest"}:
+            raise ValueError("timestamp state must be a mapping with the one key 'latest'")
+        latest = saved["latest"]
+        if latest is not None:
+            if isinstance(latest, bool) or not isinstance(latest, int | float):
+                raise ValueError(
+                    f"timestamp state 'latest' must be a number or null, not {type(latest).__name__}"
+                )
+            low, high = _SAVED_RANGE
+            if not low <= latest <= high:  # false for NaN too; no float() of a huge int
+                raise ValueError(f"timestamp state 'latest' is out of range: {latest!r:.40}")
+            latest = float(latest)
+        self._latest, self._latest_at = latest, self._clock()
+        self._stamp, self._value, self._leading = b"", None, b"\x00"
 
     def _iso(self, m: re.Match[bytes]) -> float | None:
         fraction = float(m.group(7)) if m.group(7) else 0.0
@@ -77,37 +133,38 @@ class TimestampParser:
         return None if value is None else value + fraction
 
     def _syslog(self, m: re.Match[bytes]) -> float | None:
-        month = _MONTHS[m.group(1).decode()]
-        if self._year is None:
-            now = time.localtime(self._now if self._now is not None else time.time())
-            # A log read in January may start in December: a date more than a day ahead is last year's.
-            self._year = (
-                now.tm_year - 1 if (month, int(m.group(2))) > (now.tm_mon, now.tm_mday + 1) else now.tm_year
-            )
-        elif month < self._last_month - 6:
-            self._year += 1
-        self._last_month = month
-        key = m.group(0) + str(self._year).encode()
-        if key == self._cache_key:
-            self._leading = m.group(0) if m.start() == 0 else b"\x00"
-            return self._cache_value
-        try:
-            value = time.mktime(
-                (
-                    self._year,
-                    month,
-                    int(m.group(2)),
-                    int(m.group(3)),
-                    int(m.group(4)),
-                    int(m.group(5)),
-                    0,
-                    0,
-                    -1,
-                )
-            )
-        except (ValueError, OverflowError):
-            self._leading = b"\x00"  # this line moved the month: the fast path must not skip the year logic
+        stamp = m.group(0)
+        if stamp != self._stamp:
+            self._stamp, self._value = stamp, self._infer(m)
+        self._leading = stamp if m.start() == 0 else b"\x00"
+        return self._value
+
+    def _infer(self, m: re.Match[bytes]) -> float | None:
+        """The time of a syslog stamp, with the year nearest to the reference (see the class)."""
+        month = _MONTHS[m.group(1)]
+        day, hour, minute, second = int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5))
+        if not (1 <= day <= _DAYS[month] and hour < 24 and minute < 60 and second <= 60):
             return None
-        self._cache_key, self._cache_value = key, value
-        self._leading = m.group(0) if m.start() == 0 else b"\x00"
-        return value
+        now = self._clock()
+        limit = now + MAX_AHEAD_SECONDS
+        latest = self._latest
+        reference = now if latest is None else min(latest + max(0.0, now - self._latest_at), limit)
+        year, start, end = self._year
+        if not start <= reference < end:
+            year = time.localtime(reference).tm_year
+            self._year = (year, _new_year(year), _new_year(year + 1))
+        best: float | None = None
+        for candidate in (year, year - 1, year + 1):
+            if month == 2 and day == 29 and not calendar.isleap(candidate):
+                continue
+            try:
+                value = time.mktime((candidate, month, day, hour, minute, second, 0, 0, -1))
+            except (OverflowError, ValueError):
+                continue
+            if value <= limit and (best is None or abs(value - reference) < abs(best - reference)):
+                best = value
+                if abs(value - reference) <= _HALF_YEAR:
+                    break  # the other years are further away
+        if best is not None and (latest is None or best > latest):
+            self._latest, self._latest_at = best, now
+        return best

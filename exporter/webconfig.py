@@ -7,9 +7,10 @@ RequireAnyClientCert behave like VerifyClientCertIfGiven and RequireAndVerifyCli
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
+import hmac
 import os
+import re
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -52,11 +53,21 @@ _TLS_KEYS: Final = {
 }
 
 
-# Checking a wrong user's password against this keeps the time of a failed check independent of the user name.
-@functools.cache
-def _dummy_hash() -> bytes:
-    # Made on first use, not at import: every command line start would pay bcrypt's cost otherwise.
-    return bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=10))
+BCRYPT_HASH: Final = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+"""A bcrypt hash: $2a$, $2b$ or $2y$, the cost (4-31), 22 characters of salt and 31 of hash."""
+
+
+def _cost(hashed: bytes) -> int:
+    return int(hashed[4:6])
+
+
+def _dummy_hash(cost: int) -> bytes:
+    """A well-formed hash of `cost` that no password matches; checking one costs what checking a real one does.
+
+    Made from a fresh salt without hashing anything: bcrypt.checkpw reads only the cost and salt of what it
+    compares against, so the 31 characters of hash can be any.
+    """
+    return bcrypt.gensalt(rounds=cost) + b"." * 31
 
 
 @dataclass(frozen=True)
@@ -94,8 +105,32 @@ class WebSecurity:
     _verified: set[bytes] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self) -> None:
+        self._names = [
+            (hashlib.sha256(name.encode()).digest(), hashed) for name, hashed in self.users.items()
+        ]
+        costs = [_cost(hashed) for hashed in self.users.values()]
+        self._top_cost = max(costs, default=4)
+        self._dummies = {cost: _dummy_hash(cost) for cost in range(min(costs, default=4), self._top_cost + 1)}
+
+    def _hash_of(self, user: str) -> bytes | None:
+        """The user's hash; every configured name is compared, each in constant time, so that the time taken
+        says nothing about which names exist or how much of one matched."""
+        digest = hashlib.sha256(user.encode()).digest()
+        found = None
+        for name, hashed in self._names:
+            if hmac.compare_digest(name, digest):
+                found = hashed
+        return found
+
     def authorised(self, authorization: str | None) -> bool:
-        """Whether an Authorization header passes basic auth (always, when no users are configured)."""
+        """Whether an Authorization header passes basic auth (always, when no users are configured).
+
+        A failed check takes the time of checking one hash of the highest cost in the file, whether the user
+        exists or not: an unknown user is checked against a dummy hash of that cost, and a user whose hash costs
+        less is also checked against dummies of each cost from theirs to just below the highest, since bcrypt's
+        work doubles with each step of cost (2^c + 2^c + ... + 2^(top-1) = 2^top).
+        """
         if not self.users:
             return True
         if not authorization or not authorization.startswith("Basic "):
@@ -104,22 +139,28 @@ class WebSecurity:
             user, _, password = base64.b64decode(authorization[6:], validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             return False
-        hashed = self.users.get(user)
+        hashed = self._hash_of(user)
         # bcrypt is slow on purpose; remember credentials that passed, keyed by a digest, never the password.
         digest = hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed or b""))).digest()
         with self._lock:
             if digest in self._verified:
                 return True
+        secret = password.encode()
         try:
-            ok = bcrypt.checkpw(password.encode(), hashed or _dummy_hash()) and hashed is not None
-        except ValueError:
+            if hashed is None:
+                bcrypt.checkpw(secret, self._dummies[self._top_cost])
+                return False
+            if not bcrypt.checkpw(secret, hashed):
+                for cost in range(_cost(hashed), self._top_cost):
+                    bcrypt.checkpw(secret, self._dummies[cost])
+                return False
+        except ValueError:  # a password over bcrypt's 72 bytes, refused before any hashing whoever the user
             return False
-        if ok:
-            with self._lock:
-                if len(self._verified) > 1000:
-                    self._verified.clear()
-                self._verified.add(digest)
-        return ok
+        with self._lock:
+            if len(self._verified) > 1000:
+                self._verified.clear()
+            self._verified.add(digest)
+        return True
 
 
 def load(path: str | None) -> WebSecurity:
@@ -127,28 +168,31 @@ def load(path: str | None) -> WebSecurity:
     if not path:
         return WebSecurity()
     root = compose(path)
-    security = WebSecurity()
     if root is None:
-        return security
+        return WebSecurity()
+    tls: TLSConfig | None = None
+    users: dict[str, bytes] = {}
+    headers: dict[str, str] = {}
     tls_line = None
     for section, key_node, node in items(path, root, ""):
         if section == "tls_server_config":
-            security.tls = _tls(path, node)
+            tls = _tls(path, node)
             tls_line = line_of(key_node)
         elif section == "basic_auth_users":
-            users = {}
             for user, _, hash_node in items(path, node, section):
                 value = typed_value(path, hash_node, f"{section}.{user}", "a string")
-                if not value.startswith(("$2a$", "$2b$", "$2y$")):
+                if not BCRYPT_HASH.fullmatch(value):
                     raise ConfigError(
-                        path, line_of(hash_node), f"{section}.{user}", "must be a bcrypt hash ($2y$...)"
+                        path,
+                        line_of(hash_node),
+                        f"{section}.{user}",
+                        "must be a bcrypt hash ($2y$, a cost from 04 to 31, $, 53 characters)",
                     )
                 users[user] = value.encode()
-            security.users = users
         elif section == "http_server_config":
             for name, name_node, value_node in items(path, node, section):
                 if name == "headers":
-                    security.headers = _headers(path, value_node)
+                    headers = _headers(path, value_node)
                 elif name == "http2":
                     typed_value(path, value_node, f"{section}.{name}", "true or false")
                 else:
@@ -165,14 +209,14 @@ def load(path: str | None) -> WebSecurity:
                 section,
                 "unknown key; expected tls_server_config, basic_auth_users or http_server_config",
             )
-    if security.tls is not None:
+    if tls is not None:
         try:
-            security.tls.context()
+            tls.context()
         except (OSError, ssl.SSLError) as err:
             raise ConfigError(
                 path, tls_line, "tls_server_config", f"cannot use certificate or key: {err}"
             ) from err
-    return security
+    return WebSecurity(tls=tls, users=users, headers=headers)
 
 
 def _tls(path: str, node: yaml.Node) -> TLSConfig:

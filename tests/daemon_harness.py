@@ -121,6 +121,8 @@ class Exporter:
             f"127.0.0.1:{self.port}",
             "--state.file",
             str(self.state_file),
+            # No queue listing unless a test asks for one: the machine's own MTA is not the test's.
+            *(() if "--queue.mta" in self.args else ("--queue.mta", "none")),
             *self.args,
         ]
 
@@ -134,7 +136,13 @@ class Exporter:
         return self
 
     def __enter__(self) -> Exporter:
-        return self if self.proc is not None else self.start()
+        if self.proc is not None:
+            return self
+        try:
+            return self.start()
+        except BaseException:  # never ready: __exit__ will not run, so the process would outlive the test
+            self.__exit__()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:

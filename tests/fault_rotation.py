@@ -84,7 +84,12 @@ class Rotator:
         """What deleted files held when the writer let go of them."""
 
     def rotated_files(self) -> list[Path]:
-        return sorted(p for p in self.log.parent.iterdir() if _ROTATED.search(p.name[len(self.log.name) :]))
+        name = self.log.name
+        return sorted(
+            p
+            for p in self.log.parent.iterdir()
+            if p.name.startswith(name) and _ROTATED.fullmatch(p.name[len(name) :])
+        )
 
     def _shift(self) -> None:
         def number(path: Path) -> int:

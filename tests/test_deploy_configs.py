@@ -70,23 +70,32 @@ def test_amtool_check_config_accepts_the_example() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
     assert " - 6 receivers" in result.stdout
-    assert " - 2 inhibit rules" in result.stdout
+    assert " - 6 inhibit rules" in result.stdout
 
 
 EXPECTED_RECEIVERS = {
     "GmailAuthenticationRejectionSpike": ["postmaster-pager", "dns-admins"],
+    "GmailAuthenticationRejectionSustained": ["postmaster-pager", "dns-admins"],
+    "GmailSenderDomainAuthenticationRejections": ["postmaster-pager", "dns-admins"],
     "GmailRateLimitSpike": ["bulk-sending"],
+    "GmailRateLimitSustained": ["bulk-sending"],
+    "GmailSpamRejections": ["bulk-sending"],
     "GmailReputationBlock": ["postmaster-pager", "bulk-sending"],
     "GmailPTRRejections": ["postmaster-pager", "mail-infrastructure"],
     "GmailTLSRejections": ["mail-infrastructure"],
     "GmailRejectionRatioHigh": ["postmaster-pager"],
+    "GmailInstanceRejectionRatioHigh": ["postmaster-pager"],
+    "GmailDeferralRatioHigh": ["postmaster"],
     "GmailNothingGetsThrough": ["postmaster-pager"],
+    "GmailUnreachable": ["postmaster-pager", "mail-infrastructure"],
     "GmailRejectionExporterDown": ["exporter-maintainers"],
     "GmailRejectionExporterLogNotAdvancing": ["exporter-maintainers"],
     "GmailRejectionExporterSkippedLines": ["exporter-maintainers"],
     "GmailUnclassifiedRejections": ["exporter-maintainers"],
     "GmailRejectionExporterConfigReloadFailed": ["exporter-maintainers"],
     "GmailRejectionExporterStateWriteErrors": ["exporter-maintainers"],
+    # Its category label comes from the queue (the dominant category): without one, the default receiver.
+    "GmailQueueBacklog": ["postmaster"],
 }
 
 
@@ -97,5 +106,14 @@ def test_every_alert_of_the_rules_file_is_routed_by_severity_and_category() -> N
         assert receivers_for(labels) == EXPECTED_RECEIVERS[alert["alert"]], alert["alert"]
 
 
+def test_queue_backlog_goes_where_its_dominant_category_goes() -> None:
+    labels = {"alertname": "GmailQueueBacklog", "job": "gmail-rejection-exporter", "severity": "warning"}
+    assert receivers_for({**labels, "category": "rate_limit"}) == ["bulk-sending"]
+    assert receivers_for({**labels, "category": "authentication"}) == ["dns-admins"]
+    assert receivers_for({**labels, "category": "mailbox_full"}) == ["postmaster"]
+
+
 def test_categories_without_an_alert_of_their_own_go_to_the_postmaster() -> None:
-    assert receivers_for({"alertname": "Custom", "category": "spam", "severity": "warning"}) == ["postmaster"]
+    assert receivers_for({"alertname": "Custom", "category": "policy", "severity": "warning"}) == [
+        "postmaster"
+    ]

@@ -74,7 +74,7 @@ class Scraper:
 def _state_parses(path: Path) -> dict[str, object]:
     saved = json.loads(path.read_text())
     assert (
-        saved["version"] == 1 and isinstance(saved["positions"], dict) and isinstance(saved["metrics"], dict)
+        saved["version"] == 2 and isinstance(saved["positions"], dict) and isinstance(saved["metrics"], dict)
     )
     return saved
 
@@ -215,8 +215,11 @@ def _write_trouble(tmp_path: Path, break_it: object, repair: object, symptom: st
     print(
         f"\nstate write trouble ({symptom}): {int(errors)} failed writes, then written again; {expected.lines} lines"
     )
-    assert f"ERROR exporter: cannot write state file {state} (still serving; will retry): {symptom}" in output
-    assert f"INFO exporter: state file {state} written again" in output
+    assert (
+        f"ERROR exporter.state: cannot write state file {state} (still serving; will retry): {symptom}"
+        in output
+    )
+    assert f"INFO exporter.state: state file {state} written again" in output
     assert output.count("cannot write state file") == 1  # once per episode, not at every retry
 
 

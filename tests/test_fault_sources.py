@@ -44,13 +44,18 @@ def test_log_replaced_by_a_directory_then_by_a_file_again(tmp_path: Path) -> Non
             lambda: exporter.value("gmail_exporter_source_errors_total", source=str(log)) == 1, 10, "an error"
         )
         assert exporter.get("/metrics")[0] == 200  # still serving
+        assert exporter.value("gmail_exporter_source_state", source=str(log), state="not_regular_file") == 1
+        assert exporter.value("gmail_exporter_source_up", source=str(log)) == 0
         log.rmdir()
         append(log, sent_lines(2, 3))
         exporter.wait_for("gmail_deliveries_total", 5, status="sent")
         assert exporter.value("gmail_exporter_source_errors_total", source=str(log)) == 1
+        assert exporter.value("gmail_exporter_source_up", source=str(log)) == 1
         output = exporter.output()
-    assert f"WARNING exporter.sources.files: cannot open {log} (retrying every 1 s): Is a directory" in output
-    assert output.count("Is a directory") == 1
+    assert (
+        f"WARNING exporter.sources.files: {log} is not a regular file (a FIFO, device or directory)" in output
+    )
+    assert output.count("is not a regular file") == 1
     assert f"{log}: opened" in output
 
 
@@ -86,14 +91,16 @@ def test_permission_denied_is_reported_and_recovers_when_readable(shared_dir: Pa
         exporter.wait_until(
             lambda: exporter.value("gmail_exporter_source_errors_total", source=str(log)) == 1, 10, "an error"
         )
+        assert exporter.value("gmail_exporter_source_state", source=str(log), state="permission_denied") == 1
         append(log, sent_lines(2, 1))  # root still writes
         log.chmod(0o644)
         exporter.wait_for("gmail_deliveries_total", 3, status="sent")
         assert exporter.value("gmail_exporter_source_errors_total", source=str(log)) == 1
         output = exporter.output()
     assert (
-        f"WARNING exporter.sources.files: cannot open {log} (retrying every 1 s): Permission denied" in output
+        f"WARNING exporter.sources.files: cannot open {log}: Permission denied; the exporter's user" in output
     )
+    assert "add the user to the adm group" in output
     assert output.count("Permission denied") == 1
     assert f"{log}: opened" in output
 

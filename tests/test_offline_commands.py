@@ -225,3 +225,22 @@ def test_google_host_flag_names_a_relay_for_every_command(tmp_path: Path) -> Non
         assert config.load(parsed).google_hosts == ("relay.example.net",)
     done = run("check-config", "--google.host", "relay.example.net", "--log.path", str(log))
     assert done.returncode == 0, done.stderr
+
+
+def test_report_marks_a_cut_example_reply_with_an_ellipsis(tmp_path: Path) -> None:
+    sentence = b"550-5.7.26 Please contact the administrator of example.org if this was legitimate mail. "
+    long_line = DMARC_LINE.replace(b"550 5.7.26 q16si", sentence * 6 + b"550 5.7.26 q16si", 1)
+    examples = {}
+    for name, line in (("short", DMARC_LINE), ("long", long_line)):
+        log = tmp_path / f"{name}.log"
+        log.write_bytes(line)
+        done = run("report", "--format", "json", str(log))
+        assert done.returncode == 0, done.stderr
+        (row,) = json.loads(done.stdout)["rejections"]
+        examples[name] = row["example"]
+    assert examples["short"] == (
+        "Unauthenticated email from example.org is not accepted due to domain's DMARC policy."
+    )
+    assert len(examples["long"]) <= 300 and examples["long"].endswith("…")
+    assert examples["long"][:-1] in (examples["short"] + " " + "Please contact the administrator of "
+                                     "example.org if this was legitimate mail. " * 6)  # fmt: skip

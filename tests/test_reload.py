@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import signal
 from pathlib import Path
 
@@ -48,3 +49,22 @@ def test_reload_keeps_counters_and_a_failed_reload_keeps_the_old_config(tmp_path
         exporter.wait_for("gmail_rejections_total", 3, reason="recipient_receiving_rate")
         assert exporter.value("gmail_deliveries_total", status="deferred") == 5
         assert exporter.get("/-/reload")[0] == 405
+
+
+def test_put_does_not_reload_and_is_refused_with_405_naming_post(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.touch()
+    with Exporter(tmp_path, "--log.path", str(log)) as exporter:
+        loaded = exporter.value("gmail_exporter_config_last_reload_success_timestamp_seconds")
+        connection = http.client.HTTPConnection("127.0.0.1", exporter.port, timeout=10)
+        connection.request("PUT", "/-/reload")
+        response = connection.getresponse()
+        assert (response.status, response.getheader("Allow"), response.read()) == (
+            405,
+            "POST",
+            b"Method not allowed; use POST\n",
+        )
+        connection.close()
+        assert exporter.value("gmail_exporter_config_last_reload_success_timestamp_seconds") == loaded
+        assert exporter.get("/-/reload", method="POST") == (200, b"Reloaded\n")
+        assert exporter.value("gmail_exporter_config_last_reload_success_timestamp_seconds") > loaded

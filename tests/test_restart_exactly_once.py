@@ -63,7 +63,7 @@ def test_kill_9_and_restart_count_every_line_once(tmp_path: Path) -> None:
         assert second.value("gmail_exporter_lines_total", source=str(log)) == total
         assert second.stop() == 0
     saved = json.loads((tmp_path / "state.json").read_text())
-    assert saved["version"] == 1
+    assert saved["version"] == 2
     assert saved["positions"][str(log)]["offset"] == log.stat().st_size
 
 

@@ -2,7 +2,7 @@
 that was the live one when reading began is a sibling by the time it is due. Every line is read once.
 
 A real FollowedFile on real files; the rotation is made at one exact moment, right after the last rotated file
-of the backlog was read, by wrapping the method that reads it."""
+of the backlog was read, by wrapping the Backlog method that reads a generation."""
 
 from __future__ import annotations
 
@@ -11,32 +11,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from support import RecordingSink
 
-from exporter.sources import Position
+from exporter.sources.backlog import Backlog
 from exporter.sources.files import FollowedFile
-
-
-class Lines:
-    """Records every line delivered and the last position."""
-
-    def __init__(self) -> None:
-        self.seen: Counter[bytes] = Counter()
-        self.position: Position | None = None
-
-    def lines(
-        self, source: str, lines: list[bytes], nbytes: int, key: str, position: Position | None
-    ) -> None:
-        self.seen.update(lines)
-        self.position = position or self.position
-
-    def block(self, source: str, block: bytes, nbytes: int, key: str, position: Position | None) -> None:
-        self.lines(source, block.splitlines(), nbytes, key, position)
-
-    def rotated(self, source: str, kind: str) -> None:
-        pass
-
-    def error(self, source: str) -> None:
-        pass
+from exporter.sources.position import FilePosition
 
 
 def write(path: Path, name: str, count: int) -> list[bytes]:
@@ -60,7 +39,7 @@ def test_a_rotation_while_the_backlog_is_read_loses_no_generation(
 ) -> None:
     log = tmp_path / "mail.log"
     stop = threading.Event()
-    first = Lines()
+    first = RecordingSink()
     written = write(log, "a", 30)
     before = FollowedFile(str(log), first, max_line_bytes=4096, start_at_end=False)
     before.start(stop)
@@ -74,21 +53,22 @@ def test_a_rotation_while_the_backlog_is_read_loses_no_generation(
     written += write(log, "c", 10)
 
     # Right after the backlog's last rotated file (b, at .1) is read, the MTA rotates: c becomes .1, d is new.
-    drain = FollowedFile._drain_saved
+    drain = Backlog._drain
     rotations: list[str] = []
 
-    def drain_then_rotate(self: FollowedFile, path: str, *args: object) -> None:
+    def drain_then_rotate(self: Backlog, path: str, *args: object) -> None:
         drain(self, path, *args)  # type: ignore[arg-type]
         if path.endswith(".1") and not rotations:
             rotations.append(path)
             rotate(log)
             written.extend(write(log, "d", 7))
 
-    monkeypatch.setattr(FollowedFile, "_drain_saved", drain_then_rotate)
-    second = Lines()
+    monkeypatch.setattr(Backlog, "_drain", drain_then_rotate)
+    second = RecordingSink()
+    assert isinstance(first.position, FilePosition)
     after = FollowedFile(str(log), second, max_line_bytes=4096, start_at_end=False, saved=first.position)
     after.start(stop)
-    after.poll(stop)
+    after.look(stop)
     after.close()
     assert rotations  # the rotation did happen mid-resume
     assert first.seen + second.seen == Counter(written)

@@ -1,8 +1,7 @@
-"""The stat safety net under inotify: relaxed to QUIET_POLL_SECONDS while inotify announces everything, back to
-POLL_SECONDS as soon as a look finds news that inotify did not announce (an overflow, a network filesystem).
-
-A real FileSource with its real watchdog observer on real files; a silent inotify is made by removing the
-observer's watch after start, which is what a network filesystem looks like: the watch exists, nothing fires."""
+"""The stat safety net under inotify (exporter.sources.pacer): relaxed to `quiet` while inotify announces
+everything, back to `poll` for `distrust` seconds as soon as a look finds news that inotify did not announce (an
+overflow, a network filesystem). The pacer's decisions are tested with a clock the test drives; a real FileSource
+with its real inotify watch shows that a wake-up reaches the reader and that a silenced watch is made up for."""
 
 from __future__ import annotations
 
@@ -12,161 +11,123 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from watchdog.events import FileSystemEvent
+from support import FakeClock, FakeWake, RecordingSink
 
-from exporter.sources import Position, files
-from exporter.sources.files import ANNOUNCE_GRACE_SECONDS, POLL_SECONDS, QUIET_POLL_SECONDS, FileSource
+from exporter.sources.files import FileSource
+from exporter.sources.pacer import Pacer, Timing
+
+TIMING = Timing(poll=1.0, quiet=10.0, distrust=60.0, announce_grace=0.5)
 
 
-class Arrivals:
-    """Records when each line arrives."""
+def test_a_trusted_watch_is_looked_at_every_quiet_period_an_untrusted_one_every_poll() -> None:
+    pacer = Pacer(TIMING, FakeClock())
+    assert pacer.timeout(trusted=True) == TIMING.quiet
+    assert pacer.timeout(trusted=False) == TIMING.poll
 
-    def __init__(self) -> None:
-        self.seen: dict[bytes, float] = {}
-        self.changed = threading.Condition()
 
-    def lines(
-        self, source: str, lines: list[bytes], nbytes: int, key: str, position: Position | None
-    ) -> None:
-        self._add(lines)
+def test_news_inotify_missed_brings_back_the_short_poll_for_the_distrust_period() -> None:
+    clock = FakeClock()
+    wake = FakeWake(clock)
+    pacer = Pacer(TIMING, clock)
+    pacer.looked(woke=False, news=True, trusted=True, wake=wake)  # found by a timed-out wait, never announced
+    assert wake.waits == [TIMING.announce_grace]
+    assert pacer.timeout(trusted=True) == TIMING.poll
+    clock.advance(TIMING.distrust - 1)
+    assert pacer.timeout(trusted=True) == TIMING.poll
+    clock.advance(1)
+    assert pacer.timeout(trusted=True) == TIMING.quiet
 
-    def block(self, source: str, block: bytes, nbytes: int, key: str, position: Position | None) -> None:
-        self._add(block.splitlines())
 
-    def _add(self, lines: list[bytes]) -> None:
-        with self.changed:
-            for line in lines:
-                self.seen[line] = time.monotonic()
-            self.changed.notify_all()
+def test_news_announced_just_after_a_safety_net_look_keeps_the_net_relaxed() -> None:
+    """A line written just before a safety-net look is found by that look and announced just after it: inotify
+    missed nothing."""
+    clock = FakeClock()
+    wake = FakeWake(clock)
+    wake.announce_at = clock.now + 0.3
+    pacer = Pacer(TIMING, clock)
+    pacer.looked(woke=False, news=True, trusted=True, wake=wake)
+    assert pacer.timeout(trusted=True) == TIMING.quiet
+    assert wake.is_set  # the announcement is not lost: the loop looks once more at once
 
-    def rotated(self, source: str, kind: str) -> None:
-        pass
 
-    def error(self, source: str) -> None:
-        pass
-
-    def wait_for(self, line: bytes, timeout: float) -> float:
-        with self.changed:
-            assert self.changed.wait_for(lambda: line in self.seen, timeout), f"{line!r} never arrived"
-            return self.seen[line]
+def test_news_found_after_a_wake_up_or_while_untrusted_changes_nothing() -> None:
+    clock = FakeClock()
+    wake = FakeWake(clock)
+    pacer = Pacer(TIMING, clock)
+    pacer.looked(woke=True, news=True, trusted=True, wake=wake)
+    pacer.looked(woke=False, news=True, trusted=False, wake=wake)
+    pacer.looked(woke=False, news=False, trusted=True, wake=wake)
+    assert wake.waits == [] and pacer.timeout(trusted=True) == TIMING.quiet
 
 
 @pytest.fixture
-def following(tmp_path: Path) -> Iterator[tuple[FileSource, Arrivals, Path]]:
+def following(tmp_path: Path) -> Iterator[tuple[FileSource, RecordingSink, Path]]:
+    """A FileSource whose safety net never fires on its own (quiet and poll of an hour): only inotify wakes it."""
     log = tmp_path / "mail.log"
     log.write_bytes(b"")
-    sink = Arrivals()
-    source = FileSource([str(log)], sink, max_line_bytes=32768)
+    sink = RecordingSink()
+    source = FileSource([str(log)], sink, max_line_bytes=32768, timing=Timing(poll=3600.0, quiet=3600.0))
     stop = threading.Event()
     thread = threading.Thread(target=source.run, args=(stop,), daemon=True)
     thread.start()
-    time.sleep(0.5)  # the observer is watching and the file is open
+    with sink.changed:
+        assert sink.changed.wait_for(lambda: sink.starts, 10), "the file was never opened"
     yield source, sink, log
     stop.set()
-    source._wake.set()
+    source.stop_waking()
     thread.join(10)
     assert not thread.is_alive()
 
 
-def append(log: Path, line: bytes) -> float:
+def append(log: Path, line: bytes) -> None:
     with log.open("ab") as f:
         f.write(line + b"\n")
-    return time.monotonic()
 
 
-def test_inotify_wakes_the_reader_at_once_while_the_safety_net_is_relaxed(
-    following: tuple[FileSource, Arrivals, Path],
+def test_inotify_wakes_the_reader_without_any_safety_net_look(
+    following: tuple[FileSource, RecordingSink, Path],
 ) -> None:
-    source, sink, log = following
-    assert source._inotify_covers_all()
+    _, sink, log = following
     for n in range(5):
-        time.sleep(0.3)
-        written = append(log, b"line %d" % n)
-        assert sink.wait_for(b"line %d" % n, QUIET_POLL_SECONDS) - written < 0.5
+        append(log, b"line %d" % n)
+        sink.wait_for(b"line %d" % n, 20)
+    assert sink.seen == {b"line %d" % n: 1 for n in range(5)}
 
 
-def test_an_idle_settled_file_is_looked_at_every_quiet_poll_seconds(
-    following: tuple[FileSource, Arrivals, Path],
-) -> None:
-    source, _, _ = following
-    time.sleep(1)  # past the first scan
-    looks = source.looks
-    time.sleep(2 * QUIET_POLL_SECONDS + 0.5)
-    assert source.looks - looks in (2, 3), source.looks - looks
-
-
-def test_news_inotify_missed_brings_back_the_one_second_safety_net(
-    following: tuple[FileSource, Arrivals, Path],
-) -> None:
-    source, sink, log = following
-    source._observer.unschedule_all()  # the watch is still counted, but nothing fires any more
-    time.sleep(0.2)
-    written = append(log, b"first")
-    first = sink.wait_for(b"first", QUIET_POLL_SECONDS + 2) - written
-    # Found by the relaxed safety net (inotify did not announce it, not even in the grace after the look): then
-    # every look is 1 s apart again.
-    time.sleep(ANNOUNCE_GRACE_SECONDS + 0.1)
-    looks = source.looks
-    time.sleep(3.5)
-    assert source.looks - looks in (3, 4), source.looks - looks
-    delays = []
-    for n in range(4):
-        time.sleep(0.35)
-        written = append(log, b"next %d" % n)
-        delays.append(sink.wait_for(b"next %d" % n, POLL_SECONDS + 2) - written)
-    print(f"first {first:.2f} s, then {', '.join(f'{d:.2f}' for d in delays)} s")
-    assert max(delays) <= POLL_SECONDS + 0.3, delays
-
-
-@pytest.fixture
-def late_announcements(monkeypatch: pytest.MonkeyPatch) -> None:
-    """inotify's events reach the reader 0.3 s after the write: watchdog's thread, made slow."""
-
-    class LateWake(files._Wake):
-        def on_any_event(self, event: FileSystemEvent) -> None:
-            time.sleep(0.3)
-            super().on_any_event(event)
-
-    monkeypatch.setattr(files, "_Wake", LateWake)
-
-
-def test_news_inotify_announces_just_after_a_safety_net_look_keeps_the_net_relaxed(
-    late_announcements: None, following: tuple[FileSource, Arrivals, Path]
-) -> None:
-    """A line written just before a safety-net look is found by that look and announced just after it: inotify
-    missed nothing, so the net stays at QUIET_POLL_SECONDS."""
-    source, sink, log = following
-    time.sleep(1)  # past the first scan: settled, looking every QUIET_POLL_SECONDS
-    looks = source.looks
-    while source.looks == looks:  # a safety-net look just happened; the next is QUIET_POLL_SECONDS away
-        time.sleep(0.005)
-    time.sleep(QUIET_POLL_SECONDS - 0.1)
-    looks = source.looks
-    append(log, b"just before")
-    sink.wait_for(b"just before", 1)
-    assert source.looks == looks + 1  # found by the safety-net look, not by the (later) announcement
-    time.sleep(3)  # the announcements (open, modify, close: 0.3 s each) and the looks they bring
-    looks = source.looks
-    time.sleep(2 * QUIET_POLL_SECONDS)
-    assert source.looks - looks in (2, 3), source.looks - looks  # 1 s looks would be about 10
-
-
-def test_a_missing_file_is_looked_for_every_second(tmp_path: Path) -> None:
-    """Not settled (the name cannot be opened): no relaxing, even though the directory is watched."""
-    log = tmp_path / "later.log"
-    sink = Arrivals()
-    source = FileSource([str(log)], sink, max_line_bytes=32768, from_beginning=True)
+def test_a_log_directory_deleted_and_created_again_is_watched_again(tmp_path: Path) -> None:
+    """The directory's watch dies with it; while it is gone the reader polls, and once it is back it is watched
+    again: an append long after the re-creation is still announced (the safety net is an hour here)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "mail.log"
+    log.write_bytes(b"")
+    sink = RecordingSink()
+    source = FileSource(
+        [str(log)], sink, max_line_bytes=32768, timing=Timing(poll=0.2, quiet=3600.0, drain_grace=0.0)
+    )
     stop = threading.Event()
     thread = threading.Thread(target=source.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        time.sleep(0.5)
-        assert not source._inotify_covers_all()
-        source._observer.unschedule_all()
-        time.sleep(0.2)
-        written = append(log, b"appeared")
-        assert sink.wait_for(b"appeared", POLL_SECONDS + 2) - written <= POLL_SECONDS + 0.3
+        with sink.changed:
+            assert sink.changed.wait_for(lambda: sink.starts, 10)
+        append(log, b"before")
+        sink.wait_for(b"before", 20)
+        log.unlink()
+        logs.rmdir()
+        logs.mkdir()
+        append(log, b"first after")
+        sink.wait_for(b"first after", 20)
+        watch = source.watch
+        assert watch is not None
+        deadline = time.monotonic() + 20
+        while not watch.covers(str(logs)):  # the new directory watched (settled again)
+            assert time.monotonic() < deadline, "the new directory is never watched"
+            time.sleep(0.05)
+        append(log, b"second after")
+        sink.wait_for(b"second after", 20)
+        assert sink.seen == {b"before": 1, b"first after": 1, b"second after": 1}
     finally:
         stop.set()
-        source._wake.set()
+        source.stop_waking()
         thread.join(10)

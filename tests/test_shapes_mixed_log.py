@@ -11,7 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_shapes_corpus import SHAPES, expected, outcome
+
+from exporter.analyse import MAX_LINE_BYTES, Analyser
+from exporter.rules import load_rules
+from exporter.sources.lines import BlockSplitter
+
+RULES = load_rules()
 
 BETWEEN = [
     "Nov 29 21:32:48 mx1 postfix/smtpd[1]: connect from unknown[192.0.2.1]",
@@ -85,3 +93,26 @@ def test_report_of_the_mixed_log_counts_what_classify_prints(tmp_path: Path) -> 
         for c in sorted({str(e["category"]) for e in recipient if e["category"]})
         if (n := sum(1 for e in recipient if e["category"] == c))
     }
+
+
+MIXED, _ = mixed_log(4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=3000), min_size=1, max_size=6))
+def test_the_mixed_log_cut_into_blocks_anywhere_gives_what_it_gives_whole(sizes: list[int]) -> None:
+    data = MIXED.encode()
+    whole = Analyser(RULES, now=0)
+    count, results = whole.analyse_block(data)
+    held_count, held = whole.flush()
+    expected = (count + held_count, results + held)
+    splitter, analyser = BlockSplitter(MAX_LINE_BYTES), Analyser(RULES, now=0)
+    got_count, got, pos = 0, [], 0
+    for size in sizes * (len(data) // min(sizes) + 1):
+        if pos >= len(data):
+            break
+        n, found = analyser.analyse_block(splitter.feed(data[pos : pos + size]))
+        got_count, got, pos = got_count + n, got + found, pos + size
+    n, found = analyser.analyse_block(splitter.flush())
+    held_count, held = analyser.flush()
+    assert (got_count + n + held_count, got + found + held) == expected

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import ssl
+import statistics
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -12,6 +14,9 @@ from pathlib import Path
 import bcrypt
 import pytest
 from daemon_harness import Exporter
+
+from exporter import webconfig
+from exporter.webconfig import WebSecurity
 
 
 def _self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
@@ -25,15 +30,21 @@ def _self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
 
 
 def https_exporter(
-    tmp_path: Path, web_config: str, context: ssl.SSLContext, auth: tuple[str, str] | None = None
+    tmp_path: Path,
+    web_config: str,
+    context: ssl.SSLContext,
+    *args: str,
+    auth: tuple[str, str] | None = None,
+    kind: type[Exporter] = Exporter,
 ) -> Exporter:
-    """An exporter following an empty log and serving HTTPS as `web_config` (the text of its web.yml) says."""
+    """An exporter following an empty log and serving HTTPS as `web_config` (the text of its web.yml) says,
+    with more flags `args`."""
     web = tmp_path / "web.yml"
     web.write_text(web_config)
     log = tmp_path / "mail.log"
     log.touch()
-    return Exporter(
-        tmp_path, "--log.path", str(log), "--web.config.file", str(web),
+    return kind(
+        tmp_path, "--log.path", str(log), "--web.config.file", str(web), *args,
         scheme="https", ssl_context=context, auth=auth,
     )  # fmt: skip
 
@@ -84,3 +95,38 @@ def test_client_certificate_required(tmp_path: Path) -> None:
         without = ssl.create_default_context(cafile=str(cert))
         with pytest.raises(OSError):
             urllib.request.urlopen(exporter.base + "/-/healthy", context=without, timeout=5).read()
+
+
+def _median_failure_seconds(security: WebSecurity, users: list[str], rounds: int) -> dict[str, float]:
+    """The median time of a failed check with a wrong password, per user, the users taking turns so that
+    whatever else runs on the machine slows each of them alike."""
+    times: dict[str, list[float]] = {user: [] for user in users}
+    for _ in range(rounds):
+        for user in users:
+            start = time.perf_counter()
+            assert not security.authorised(_basic(user, "wrong password")["Authorization"])
+            times[user].append(time.perf_counter() - start)
+    return {user: statistics.median(seconds) for user, seconds in times.items()}
+
+
+def test_a_wrong_password_takes_as_long_for_an_unknown_user_as_for_an_existing_one(tmp_path: Path) -> None:
+    web = tmp_path / "web.yml"
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=12)).decode()
+    web.write_text(f"basic_auth_users:\n  prometheus: '{hashed}'\n")
+    medians = _median_failure_seconds(webconfig.load(str(web)), ["prometheus", "nobody"], rounds=5)
+    print(f"\nwrong password: {medians}")
+    assert 0.6 <= medians["prometheus"] / medians["nobody"] <= 1.6
+
+
+def test_a_user_with_a_cheaper_hash_takes_as_long_to_fail_as_an_unknown_one(tmp_path: Path) -> None:
+    """A file mixing costs: checking the cheaper user alone would tell that user from an unknown name."""
+    web = tmp_path / "web.yml"
+    strong = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=11)).decode()
+    cheap = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=7)).decode()
+    web.write_text(f"basic_auth_users:\n  prometheus: '{strong}'\n  legacy: '{cheap}'\n")
+    security = webconfig.load(str(web))
+    medians = _median_failure_seconds(security, ["legacy", "nobody"], rounds=5)
+    print(f"\nwrong password: {medians}")
+    assert 0.6 <= medians["legacy"] / medians["nobody"] <= 1.6
+    assert security.authorised(_basic("legacy", "s3cret")["Authorization"])
+    assert security.authorised(_basic("prometheus", "s3cret")["Authorization"])

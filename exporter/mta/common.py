@@ -6,7 +6,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from exporter.events import Delivery
 from exporter.google import GoogleHosts
@@ -23,6 +23,10 @@ REPLY_START: Final = re.compile(
 """Where a reply with an enhanced code starts inside an MTA's own words: 'NNN-N.N.N' or 'NNN N.N.N'."""
 
 
+MAX_MEMORY_CHARS: Final = 1024
+"""A remembered key or value is a queue id, a domain, an address or one reply: never longer than this."""
+
+
 class BoundedMap(OrderedDict[str, str]):
     """A small LRU map: the oldest entries go once it holds `limit` of them."""
 
@@ -35,6 +39,26 @@ class BoundedMap(OrderedDict[str, str]):
         self.move_to_end(key)
         if len(self) > self.limit:
             self.popitem(last=False)
+
+    def state(self) -> list[list[str]]:
+        """The entries, oldest first, as JSON-able pairs."""
+        return [[k, v] for k, v in self.items()]
+
+    def restore(self, pairs: Any, where: str) -> None:
+        """Replaces the entries with saved ones; raises ValueError (and keeps the entries) when they are not
+        pairs of strings. Past the limit, the newest are kept."""
+        if not isinstance(pairs, list):
+            raise ValueError(f"{where}: expected a list, got {type(pairs).__name__}")
+        for pair in pairs:
+            if not (
+                isinstance(pair, list)
+                and len(pair) == 2
+                and all(isinstance(x, str) and len(x) <= MAX_MEMORY_CHARS for x in pair)
+            ):
+                raise ValueError(f"{where}: expected pairs of strings, got {str(pair)[:80]}")
+        self.clear()
+        for key, value in pairs[-self.limit :]:
+            self[key] = value
 
 
 class Context:
@@ -61,6 +85,37 @@ class Context:
     def time(self) -> float | None:
         """Timestamp of the line being parsed."""
         return self.clock.parse(self.line)
+
+    def _maps(self) -> dict[str, BoundedMap]:
+        return {
+            "senders": self.senders,
+            "google_queue_ids": self.google_queue_ids,
+            "addresses": self.addresses,
+            "sessions": self.sessions,
+            "last_replies": self.last_replies,
+        }
+
+    def state(self) -> dict[str, Any]:
+        """The join memory and the log's clock, JSON-able: saved with the position it was read up to, so that a
+        reload or a restart joins a later line (an expiry days after Google's deferral) as if nothing happened."""
+        return {"clock": self.clock.state(), **{name: m.state() for name, m in self._maps().items()}}
+
+    def restore(self, data: Any) -> None:
+        """Continues from a saved state; raises ValueError when it is not one (nothing is changed then)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"memory: expected a mapping, got {type(data).__name__}")
+        maps = self._maps()
+        staged = {name: BoundedMap(m.limit) for name, m in maps.items()}
+        for name, m in staged.items():
+            m.restore(data.get(name, []), f"memory.{name}")
+        clock = data.get("clock")
+        if clock is not None:
+            TimestampParser().restore(clock)  # validates before anything changes
+        for name, m in maps.items():
+            m.clear()
+            m.update(staged[name])
+        if clock is not None:
+            self.clock.restore(clock)
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,7 +154,7 @@ def _outcome(body: str, recipient: str, queue_id: str | None, ctx: Context) -> D
         and not (status == "deferred" and domain in GMAIL_DOMAINS and relay == "none")
     ):
         return None
-    if queue_id:
+    if queue_id and status == "deferred":  # only a message deferred can expire later
         ctx.google_queue_ids.remember(queue_id, "")
 
     reply: str | None = None

@@ -9,30 +9,44 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
+
+from exporter.sources.position import Position
 
 ROTATION_KINDS: Final = ("rename", "truncate", "recreate")
 """How a followed file was replaced: `rename` (logrotate `create`: the name now points to a new inode; the
-old file is drained to its end first), `truncate` (copytruncate: the size fell below the read offset; reading
-restarts at 0), `recreate` (the file was deleted and a new one appeared under the name)."""
+old file is drained to its end first), `truncate` (copytruncate, or a cut to a middle offset), `recreate` (the
+file was deleted and a new one appeared under the name)."""
 
-Position = dict[str, Any]
-"""A source's JSON-able resume point: for a file, device, inode, offset and fingerprint; for the journal, a
-cursor. Opaque to everything but the source that made it."""
+SOURCE_STATES: Final = (
+    "opening",
+    "open",
+    "missing",
+    "permission_denied",
+    "not_regular_file",
+    "error",
+    "finished",
+)
+"""What a source is doing, for people (the landing page) and Prometheus (gmail_exporter_source_state): `opening`
+before its first look; `open` while it reads; `missing` (the log does not exist), `permission_denied`,
+`not_regular_file` (a FIFO, device or directory at a log path) and `error` (anything else, retried);
+`finished` when standard input closed."""
 
 
 class Sink(Protocol):
-    """Where sources deliver what they read; implemented by the daemon."""
+    """Where sources deliver what they read; implemented by the ingest stage."""
 
-    def lines(
-        self, source: str, lines: list[bytes], nbytes: int, key: str, position: Position | None
-    ) -> None:
+    def lines(self, source: str, lines: list[bytes], nbytes: int, position: Position | None) -> None:
         """Complete lines (without newline) read from `source`; `position` is where reading resumes after
-        them, stored under `key` (None for sources that cannot resume)."""
+        them (None for sources that cannot resume)."""
 
-    def block(self, source: str, block: bytes, nbytes: int, key: str, position: Position | None) -> None:
+    def block(self, source: str, block: bytes, nbytes: int, position: Position | None) -> None:
         """Like lines(), for complete lines joined by newlines (a followed file's reads): the analyser takes
         the block whole, which spares splitting a busy log into a million small objects."""
+
+    def started(self, source: str, position: Position) -> None:
+        """Where following began, before any new line: saved at once, so that a restart after a quiet spell
+        reads the lines written while the exporter was down instead of starting at the end again."""
 
     def rotated(self, source: str, kind: str) -> None:
         """The followed file was rotated (one of ROTATION_KINDS)."""
@@ -43,9 +57,14 @@ class Sink(Protocol):
 
 @dataclass
 class SourceStatus:
-    """What the landing page and the readiness check show about one source; written by its reader thread."""
+    """What the landing page, the readiness check and the source metrics show about one source; written by its
+    reader thread."""
 
     name: str
+    state: str = "opening"
+    """One of SOURCE_STATES."""
+    detail: str = ""
+    """Why, when the state is not `open` (the operating system's words)."""
     open: bool = False
     offset: int = 0
     size: int = 0
@@ -66,3 +85,6 @@ class Source(Protocol):
 
     def run(self, stop: threading.Event) -> None:
         """Read and deliver lines until `stop` is set."""
+
+    def stop_waking(self) -> None:
+        """Wakes the source's loops so that a set `stop` is seen at once."""

@@ -16,8 +16,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from exporter.sources import Position, Sink, SourceStatus
+from exporter.children import die_with_parent
+from exporter.sources import Sink, SourceStatus
 from exporter.sources.lines import LineSplitter
+from exporter.sources.position import JournalPosition
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +72,14 @@ class JournalSource:
         units: tuple[str, ...] = (),
         identifiers: tuple[str, ...] = (),
         from_beginning: bool = False,
-        saved: Position | None = None,
+        saved: JournalPosition | None = None,
         journalctl: str = "journalctl",
     ) -> None:
         self._sink = sink
         self._units = units
         self._identifiers = identifiers
         self._from_beginning = from_beginning
-        self._cursor: str | None = (saved or {}).get("cursor")
+        self._cursor: str | None = saved.cursor if saved is not None else None
         self._journalctl = journalctl
         self.status = SourceStatus(name=NAME, resumed=self._cursor is None)
 
@@ -97,6 +99,9 @@ class JournalSource:
         cmd += [f"--identifier={ident}" for ident in self._identifiers]
         return cmd
 
+    def stop_waking(self) -> None:
+        """Nothing to wake: the reader looks at `stop` at least every half second."""
+
     def run(self, stop: threading.Event) -> None:
         wait = RETRY_SECONDS[0]
         while not stop.is_set():
@@ -106,6 +111,8 @@ class JournalSource:
                 break
             wait = RETRY_SECONDS[0] if got_entries else min(wait * 2, RETRY_SECONDS[1])
             self._sink.error(NAME)
+            self.status.state, self.status.open = "error", False
+            self.status.detail = "journalctl ended"
             log.warning("journalctl ended; starting it again in %.0f s", wait)
             stop.wait(wait)
 
@@ -113,7 +120,11 @@ class JournalSource:
         """Runs journalctl until it exits or `stop` is set; True when it delivered at least one entry."""
         try:
             proc = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                preexec_fn=die_with_parent(),
             )
         except OSError as err:
             log.error("cannot run journalctl: %s", err)
@@ -123,6 +134,7 @@ class JournalSource:
             target=_log_stderr, args=(proc.stderr,), daemon=True, name="journalctl-stderr"
         ).start()
         self.status.open = True
+        self.status.state = "open"
         splitter = LineSplitter(MAX_ENTRY_BYTES)
         fd = proc.stdout.fileno()
         delivered = False
@@ -160,7 +172,9 @@ class JournalSource:
                 continue
             if not isinstance(entry, dict):
                 continue
-            cursor = entry.get("__CURSOR", cursor)
+            found = entry.get("__CURSOR")
+            if JournalPosition.accepts(found):
+                cursor = found
             line = entry_line(entry)
             if line is not None:
                 lines.append(line)
@@ -170,7 +184,7 @@ class JournalSource:
         self.status.offset += nbytes
         self.status.size = self.status.offset
         self.status.last_read = time.time()
-        self._sink.lines(NAME, lines, nbytes, NAME, {"cursor": cursor})
+        self._sink.lines(NAME, lines, nbytes, JournalPosition(cursor) if cursor else None)
         return True
 
 

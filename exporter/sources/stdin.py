@@ -24,10 +24,13 @@ class StdinSource:
         self._sink = sink
         self._fd = fd
         self._splitter = LineSplitter(max_line_bytes)
-        self.status = SourceStatus(name=NAME, open=True)
+        self.status = SourceStatus(name=NAME, state="open", open=True)
 
     def statuses(self) -> list[SourceStatus]:
         return [self.status]
+
+    def stop_waking(self) -> None:
+        """Nothing to wake: the reader is blocked in read() and ends with the process."""
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -45,8 +48,10 @@ class StdinSource:
             self.status.size = self.status.offset
             self._deliver(self._splitter.feed(data), len(data))
         self.status.finished = True
+        self.status.state = "finished"
+        self.status.open = False
 
     def _deliver(self, lines: list[bytes], nbytes: int) -> None:
         if lines or nbytes:
             self.status.last_read = time.time()
-            self._sink.lines(NAME, lines, nbytes, NAME, None)
+            self._sink.lines(NAME, lines, nbytes, None)

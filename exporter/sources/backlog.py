@@ -1,0 +1,190 @@
+"""Resuming a followed file: what was written while the exporter was down is read before anything new.
+
+The saved file is found again by inode (or, for a copy or a compressed generation, by its first bytes) among the
+log's name, its rotated generations and, for a symbolic link re-pointed meanwhile, the generations beside the file
+the link pointed to. It is read from the saved offset, then every newer generation oldest first, then the live file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+
+from exporter.sources import generations
+from exporter.sources.identity import UNREADABLE, FileId, fingerprint, head, matches, open_generation
+from exporter.sources.position import FilePosition
+from exporter.sources.reader import Reader, open_plain, open_saved
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[Reader, bytes, FilePosition], None]
+"""Hands a block read from `reader` to the sink with the position that follows it."""
+
+
+def _first_bytes(path: str) -> bytes:
+    with open_generation(path) as f:
+        return head(f)
+
+
+class Backlog:
+    """Reads the backlog of one followed file and opens its live file where reading goes on."""
+
+    def __init__(self, name: str, max_line_bytes: int, deliver: Deliver, stop: threading.Event) -> None:
+        self.name = name
+        self._max_line_bytes = max_line_bytes
+        self._deliver = deliver
+        self._stop = stop
+        self._families = [name]
+
+    def _candidates(self, saved: FilePosition) -> list[str]:
+        """Where a saved file may be now: the name, its generations, then where it was found when saved and the
+        generations beside that (the target of a symbolic link re-pointed while the exporter was down)."""
+        found = [path for live in self._families for path in (live, *generations.siblings(live))]
+        if saved.path:
+            found.append(saved.path)
+        return list(dict.fromkeys(found))
+
+    def locate(self, saved: FilePosition) -> str | None:
+        """Where the file of a saved position is now, or None when it is gone."""
+        ident = saved.ident
+        by_fingerprint = None
+        for candidate in self._candidates(saved):
+            try:
+                st = os.stat(candidate)
+            except OSError:
+                continue
+            fits = candidate != self.name or st.st_size >= saved.offset
+            if fits and ident.same_inode(st) and (ident.fingerprint_len == 0 or matches(candidate, ident)):
+                return candidate
+            if by_fingerprint is None and candidate != self.name and matches(candidate, ident):
+                by_fingerprint = candidate
+        return by_fingerprint
+
+    def _read_whole(self, reader: Reader, position: Callable[[], FilePosition]) -> None:
+        """Reads a file that no longer grows to its end; its unterminated last line counts as a line."""
+        try:
+            while not self._stop.is_set():
+                data = reader.read_chunk()
+                if not data:
+                    break
+                self._deliver(reader, reader.splitter.feed(data), position())
+            if not self._stop.is_set():
+                self._deliver(reader, reader.splitter.flush(), position())
+        finally:
+            reader.file.close()
+
+    def _drain(self, path: str, saved: FilePosition, main: FilePosition | None) -> None:
+        """Reads `path`, where `saved` was found, from the saved offset to its end. With `main`, the position
+        stays `main` with this file as the one being drained."""
+        reader = open_saved(path, saved, self._max_line_bytes)
+
+        def position() -> FilePosition:
+            return reader.position() if main is None else replace(main, draining=reader.position())
+
+        self._read_whole(reader, position)
+
+    def resume(self, saved: FilePosition) -> Reader | None:
+        """Reads the backlog and returns the live file opened where reading goes on (None when the name cannot be
+        opened now; the follower then opens it like a late file). Raises OSError."""
+        main = replace(saved, draining=None)
+        self._families = self._families_of(saved)
+        if saved.draining is not None:
+            found = self.locate(saved.draining)
+            if found is None:
+                log.warning(
+                    "%s: a rotated file being drained at shutdown is gone; its tail is lost", self.name
+                )
+            else:
+                self._drain(found, saved.draining, main)
+        if self._stop.is_set():
+            return None
+        found = self.locate(main)
+        if found == self.name:
+            return open_plain(self.name, main.offset, self._max_line_bytes, discarding=main.discarding)
+        if found is None:
+            log.warning(
+                "%s: the file of the saved position is gone; reading the current file from its start",
+                self.name,
+            )
+            return self._open_live()
+        self._drain(found, main, None)
+        consumed = {main.ident.fingerprint}
+        last = main
+        while not self._stop.is_set():
+            last = self.drain_newer(last, consumed)
+            if self._stop.is_set():
+                return None
+            live = self._open_live()
+            # The MTA may rotate while we read the backlog: then the file we meant to open next is a generation
+            # now, and the name holds a later one. Read those first.
+            if live is None or self._unread_generation(last, consumed) is None:
+                return live
+            live.file.close()
+        return None
+
+    def _open_live(self) -> Reader | None:
+        try:
+            return open_plain(self.name, 0, self._max_line_bytes)
+        except FileNotFoundError:
+            return None
+
+    def _families_of(self, saved: FilePosition) -> list[str]:
+        """The live files whose generations the backlog may span: the name, and the file a symbolic link pointed to
+        when the position was saved."""
+        target = saved.path
+        if target and target != os.path.realpath(self.name):
+            return [self.name, target]
+        return [self.name]
+
+    def _unread_generation(self, last: FilePosition, consumed: set[str]) -> tuple[str, bytes] | None:
+        """The oldest generation newer than the file of `last` and not read yet: (path, first bytes)."""
+        found = self.locate(last)
+        if found is None or found == self.name:
+            return None
+        for live in self._families:
+            directory, base = os.path.split(live)
+            name = os.path.basename(found)
+            if os.path.dirname(found) != directory or (
+                name != base and not generations.rotated(base, [name])
+            ):
+                continue
+            if name == base:
+                return None  # the family's live file: nothing of that family is newer
+            for newer in generations.newer_than(base, name, generations.listing(directory)):
+                path = os.path.join(directory, newer)
+                try:
+                    first = _first_bytes(path)
+                except UNREADABLE:
+                    continue
+                if first and fingerprint(first) not in consumed and not self._same_as_live(first):
+                    return path, first
+            return None
+        return None
+
+    def drain_newer(self, last: FilePosition, consumed: set[str], *, skipped: bool = False) -> FilePosition:
+        """Reads, oldest first, the generations newer than the file of `last` that were not read yet, looking the
+        generations up again after each one (names move when the MTA rotates meanwhile). Returns the position of
+        the last file read. `skipped`: these were created and rotated away between two looks."""
+        while not self._stop.is_set():
+            unread = self._unread_generation(last, consumed)
+            if unread is None:
+                break
+            path, first = unread
+            if skipped:
+                log.warning("%s: %s was created and rotated between two looks; reading it", self.name, path)
+            fp = fingerprint(first)
+            consumed.add(fp)
+            st = os.stat(path)
+            last = FilePosition(FileId(st.st_dev, st.st_ino, fp, len(first)), 0, path=os.path.realpath(path))
+            self._drain(path, last, None)
+        return last
+
+    def _same_as_live(self, first: bytes) -> bool:
+        try:
+            with open_generation(self.name) as f:
+                return head(f, len(first)) == first
+        except OSError:
+            return False

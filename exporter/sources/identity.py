@@ -1,0 +1,87 @@
+"""What makes a log file the same file: its device and inode while it exists, and its first bytes, which survive a
+rename, a copy and compression (a rotated `mail.log.2.gz` holds the bytes `mail.log` began with)."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import lzma
+import os
+import stat
+from dataclasses import dataclass
+from typing import IO, Final, cast
+
+FINGERPRINT_BYTES: Final = 256
+COMPRESSED: Final = (".gz", ".bz2", ".xz")
+UNREADABLE: Final = (OSError, EOFError, lzma.LZMAError)
+"""What reading a rotated file can raise: a truncated or corrupt compressed file raises more than OSError."""
+
+
+def fingerprint(head: bytes) -> str:
+    return hashlib.sha256(head).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class FileId:
+    """Which file a position belongs to: where it lives now, and a digest of its first `fingerprint_len` bytes."""
+
+    dev: int
+    ino: int
+    fingerprint: str
+    fingerprint_len: int
+
+    def same_inode(self, st: os.stat_result) -> bool:
+        return (st.st_dev, st.st_ino) == (self.dev, self.ino)
+
+    def grown(self, head: bytes) -> FileId:
+        """The same file with a longer fingerprint, once more of its first bytes exist."""
+        return FileId(self.dev, self.ino, fingerprint(head), len(head))
+
+
+def open_generation(path: str) -> IO[bytes]:
+    """A log file or a rotated generation of it for reading, decompressed when its name says it is compressed."""
+    if path.endswith(".gz"):
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    if path.endswith(".bz2"):
+        return cast(IO[bytes], bz2.open(path, "rb"))
+    if path.endswith(".xz"):
+        return cast(IO[bytes], lzma.open(path, "rb"))
+    return open(path, "rb", buffering=0)
+
+
+def head(f: IO[bytes], n: int = FINGERPRINT_BYTES) -> bytes:
+    """The first `n` bytes of an open file: pread for a plain file (its offset stays), a read from the start for a
+    decompressed stream. The one way the follower reads a file's first bytes."""
+    try:
+        fd = f.fileno()
+    except (OSError, ValueError, AttributeError):
+        fd = -1
+    if fd >= 0 and not isinstance(f, gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile):
+        return os.pread(fd, n, 0)
+    f.seek(0)
+    return f.read(n)
+
+
+def identify(f: IO[bytes]) -> FileId:
+    """The identity of an open plain file."""
+    st = os.fstat(f.fileno())
+    first = head(f)
+    return FileId(st.st_dev, st.st_ino, fingerprint(first), len(first))
+
+
+def matches(path: str, ident: FileId) -> bool:
+    """Whether the file at `path` begins with the bytes `ident` was taken from (False when it cannot be read, and
+    for an empty fingerprint, which matches every file)."""
+    if ident.fingerprint_len == 0:
+        return False
+    try:
+        with open_generation(path) as f:
+            first = head(f, ident.fingerprint_len)
+    except UNREADABLE:
+        return False
+    return len(first) == ident.fingerprint_len and fingerprint(first) == ident.fingerprint
+
+
+def is_regular(st: os.stat_result) -> bool:
+    return stat.S_ISREG(st.st_mode)
