@@ -16,8 +16,8 @@ from typing import Any, Final
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 
-from exporter.analyse import FORMATS
 from exporter.errors import ConfigError
+from exporter.mta import FORMATS
 from exporter.queue.command import MTAS, mta_of_command, split_command
 from exporter.yamlfile import compose, items, line_of
 
@@ -212,6 +212,32 @@ def default_state_file() -> str:
     return os.path.join(base, "gmail-rejection-exporter", STATE_FILE_NAME)
 
 
+def add_analysis_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that say how lines are analysed, shared by `run`, `check-config`, `classify` and `report`
+    (defaults None: unset flags leave the file's value, or the default)."""
+    a = parser.add_argument
+    a(
+        "--log.format",
+        dest="log_format",
+        metavar="FORMAT",
+        help=f"force an MTA log format instead of detecting it per line: one of {', '.join(FORMATS)}",
+    )
+    a(
+        "--rules.file",
+        dest="rules_files",
+        action="append",
+        metavar="FILE",
+        help="extra rules file, merged before the bundled rules (repeatable)",
+    )
+    a(
+        "--google.host",
+        dest="google_hosts",
+        action="append",
+        metavar="HOST",
+        help="another relay host name that is Google's (repeatable)",
+    )
+
+
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """The flags that set configuration (defaults None: unset flags leave the file's value)."""
     a = parser.add_argument
@@ -223,12 +249,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="log file or glob to follow, - for stdin (repeatable)",
     )
-    a(
-        "--log.format",
-        dest="log_format",
-        metavar="FORMAT",
-        help="force an MTA log format instead of auto-detection",
-    )
+    add_analysis_flags(parser)
     a("--journal", dest="journal", action="store_true", default=None, help="read the systemd journal")
     a(
         "--journal.unit",
@@ -295,13 +316,6 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="runbook the landing page links to (default: the project's, on its repository host)",
     )
     a(
-        "--rules.file",
-        dest="rules_files",
-        action="append",
-        metavar="FILE",
-        help="extra rules file, merged before the bundled rules (repeatable)",
-    )
-    a(
         "--queue.mta",
         dest="queue_mta",
         metavar="MTA",
@@ -322,8 +336,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     a("--log.level", dest="log_level", choices=LOG_LEVELS, help="logging level (default info)")  # fmt: skip
 
 
-def load(args: argparse.Namespace) -> Config:
-    """Reads the config file named by the flags (if any) and applies the flags over it."""
+def load(args: argparse.Namespace, *, sources_required: bool = True) -> Config:
+    """Reads the config file named by the flags (if any) and applies the flags over it. The offline commands,
+    which name their files as arguments, pass sources_required=False."""
     path: str | None = getattr(args, "config_file", None)
     values: dict[str, Any] = {}
     lines: dict[str, int] = {}
@@ -404,7 +419,7 @@ def load(args: argparse.Namespace) -> Config:
         log_level=getattr(args, "log_level", None) or "info",
         file=path,
     )
-    _validate(config, where)
+    _validate(config, where, sources_required=sources_required)
     return config
 
 
@@ -435,7 +450,9 @@ _CHECKS: Final[list[tuple[str, str, Callable[[Config], bool]]]] = [
 ]  # fmt: skip
 
 
-def _validate(config: Config, where: Callable[[str], tuple[str, int | None]]) -> None:
+def _validate(
+    config: Config, where: Callable[[str], tuple[str, int | None]], *, sources_required: bool
+) -> None:
     try:
         parse_listen_address(config.web.listen_address)
     except ValueError as err:
@@ -443,7 +460,7 @@ def _validate(config: Config, where: Callable[[str], tuple[str, int | None]]) ->
     for key, message, check in _CHECKS:
         if not check(config):
             raise ConfigError(*where(key), key, message)
-    if not config.log.paths and not config.journal.enabled:
+    if sources_required and not config.log.paths and not config.journal.enabled:
         raise ConfigError(
             config.file or FLAGS_FILE,
             None,

@@ -55,12 +55,7 @@ RulesLoader = Callable[[Sequence[str]], Rules]
 
 def make_analyser(cfg: Config, rules: Rules) -> LineAnalyser:
     """One analyser per stream: it keeps that stream's year and queue-id joins."""
-    return Analyser(
-        rules,
-        google_hosts=cfg.google_hosts,
-        log_format=cfg.log.format,
-        track_senders=bool(cfg.sender_domains),
-    )
+    return Analyser.for_config(cfg, rules)
 
 
 def new_metrics(cfg: Config) -> Metrics:
@@ -105,10 +100,6 @@ class Daemon:
         cfg = config.load(self.args)
         rules = self._rules_loader(cfg.rules_files)
         security = webconfig.load(cfg.web.config_file)
-        try:  # settings the analyser rejects fail here, not in a reader thread
-            self._analyser_factory(cfg, rules)
-        except ValueError as err:
-            raise ConfigError(cfg.file or config.FLAGS_FILE, None, "log.format", str(err)) from err
         return cfg, rules, security
 
     def _configure_logging(self, cfg: Config) -> None:
@@ -469,11 +460,7 @@ def check_config(args: argparse.Namespace) -> int:
         cfg = config.load(args)
         rules = load_rules(cfg.rules_files)
         webconfig.load(cfg.web.config_file)
-        make_analyser(cfg, rules)
     except ConfigError as err:
-        print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
-        return EXIT_CONFIG
-    except ValueError as err:
         print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
         return EXIT_CONFIG
     for problem in source_problems(cfg):

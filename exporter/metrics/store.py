@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from exporter.events import CONNECTION_ERROR_KINDS, STATUSES, Event
-from exporter.labels import NONE, OTHER, code_label, enhanced_label
+from exporter.labels import NONE, OTHER, REASON_SHAPE, code_label, enhanced_label
 from exporter.redact import redact, shorten
 from exporter.sources import ROTATION_KINDS
 
@@ -31,7 +31,6 @@ LABEL_CACHE_SIZE: Final = 4096
 SEVERITIES: Final = ("temporary", "permanent")
 ORIGINS: Final = ("gsmtp", "gcdp")
 
-_REASON = re.compile(r"[a-z0-9_]{1,64}")
 _QUEUE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
 """Postfix, Exim, Sendmail and OpenSMTPD queue ids; nothing with an @ or a space (an address, free text)."""
 REJECTION_LABELS: Final = ("category", "reason", "code", "enhanced_code", "severity", "origin")
@@ -253,7 +252,7 @@ class Metrics:
         """Label values of a rejection, each from a closed list or checked against its shape."""
         return (
             category if category in self._category_set else "unclassified",
-            _pick(reason, _REASON),
+            _pick(reason, REASON_SHAPE),
             code_label(code) or NONE,
             enhanced_label(enhanced) or NONE,
             severity if severity in SEVERITIES else OTHER,

@@ -13,12 +13,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 
+from exporter.compressed import COMPRESSED_SUFFIXES, READ_ERRORS, damaged
 from exporter.sources import generations
 from exporter.sources.identity import (
-    COMPRESSED,
-    UNREADABLE,
     FileId,
-    damaged,
     fingerprint,
     head,
     matches,
@@ -96,8 +94,8 @@ class Backlog:
                 return reader.position() if main is None else replace(main, draining=reader.position())
 
             self._read_whole(reader, position)
-        except UNREADABLE as err:
-            if not (path.endswith(COMPRESSED) and damaged(err)):
+        except READ_ERRORS as err:
+            if not (path.endswith(COMPRESSED_SUFFIXES) and damaged(err)):
                 raise
             log.warning("%s: %s is damaged (%s); the rest of it cannot be read", self.name, path, err)
 
@@ -172,7 +170,7 @@ class Backlog:
                 path = os.path.join(directory, newer)
                 try:
                     first = _first_bytes(path)
-                except UNREADABLE:
+                except READ_ERRORS:
                     continue
                 if first and fingerprint(first) not in consumed and not self._same_as_live(first):
                     return path, first

@@ -25,10 +25,11 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from exporter.compressed import READ_ERRORS
 from exporter.sources import Sink, SourceStatus, join
 from exporter.sources.backlog import Backlog
 from exporter.sources.generations import oldest_first, rotated
-from exporter.sources.identity import UNREADABLE, NotRegularFile, matches, open_generation
+from exporter.sources.identity import NotRegularFile, matches, open_generation
 from exporter.sources.pacer import DEFAULT_TIMING, Pacer, Timing, Wake, new_wake
 from exporter.sources.position import FilePosition
 from exporter.sources.reader import Reader, open_plain
@@ -321,7 +322,7 @@ class FollowedFile:
         backlog = Backlog(self.path, self._max_line_bytes, self._deliver, stop)
         try:
             backlog.drain_newer(old.position(), {old.ident.fingerprint}, skipped=True)
-        except UNREADABLE as err:
+        except READ_ERRORS as err:
             log.warning("%s: cannot read a rotated file skipped between two looks: %s", self.path, err)
 
     def _drain_copy(self, live: Reader, stop: threading.Event) -> None:
@@ -347,7 +348,7 @@ class FollowedFile:
                 )
                 while not stop.is_set() and (data := copy.read_chunk()):
                     self._deliver(copy, copy.splitter.feed(data), copy.position())
-        except UNREADABLE as err:
+        except READ_ERRORS as err:
             log.warning("%s: cannot read the end of the truncated file from %s: %s", self.path, found, err)
             return
         live.offset, live.consumed = copy.offset, copy.consumed

@@ -3,28 +3,16 @@ rename, a copy and compression (a rotated `mail.log.2.gz` holds the bytes `mail.
 
 from __future__ import annotations
 
-import bz2
 import errno
-import gzip
 import hashlib
-import io
-import lzma
 import os
 import stat
-import zlib
 from dataclasses import dataclass
-from typing import IO, Final, cast
+from typing import IO, Final
+
+from exporter.compressed import DECOMPRESSING, READ_ERRORS, decompressing
 
 FINGERPRINT_BYTES: Final = 256
-COMPRESSED: Final = (".gz", ".bz2", ".xz")
-UNREADABLE: Final = (OSError, EOFError, lzma.LZMAError, zlib.error)
-"""What reading a rotated file can raise: a truncated or corrupt compressed file raises more than OSError."""
-
-
-def damaged(err: BaseException) -> bool:
-    """Whether an error reading a compressed file says its data is damaged (it will never read), as opposed to
-    the disk or the system failing (an OSError with an errno: it may read later)."""
-    return not isinstance(err, OSError) or err.errno is None
 
 
 def fingerprint(head: bytes) -> str:
@@ -66,51 +54,10 @@ def open_regular(path: str) -> IO[bytes]:
         raise
 
 
-class _ClosesItsFile(io.BufferedIOBase):
-    """A decompressing reader that closes the file it reads when it is closed (given a file object, gzip, bz2 and
-    lzma leave it open)."""
-
-    raw_file: IO[bytes] | None = None
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            if self.raw_file is not None:
-                self.raw_file.close()
-
-
-class _Gzip(_ClosesItsFile, gzip.GzipFile):
-    pass
-
-
-class _Bz2(_ClosesItsFile, bz2.BZ2File):
-    pass
-
-
-class _Xz(_ClosesItsFile, lzma.LZMAFile):
-    pass
-
-
 def open_generation(path: str) -> IO[bytes]:
-    """A log file or a rotated generation of it for reading, decompressed when its name says it is compressed.
-    Raises NotRegularFile for a FIFO or device named like a generation: it is never opened for reading."""
-    raw = open_regular(path)
-    decompressed: _ClosesItsFile
-    try:
-        if path.endswith(".gz"):
-            decompressed = _Gzip(fileobj=raw, mode="rb")
-        elif path.endswith(".bz2"):
-            decompressed = _Bz2(raw, "rb")
-        elif path.endswith(".xz"):
-            decompressed = _Xz(raw, "rb")
-        else:
-            return raw
-    except BaseException:
-        raw.close()
-        raise
-    decompressed.raw_file = raw
-    return cast(IO[bytes], decompressed)
+    """A log file or a rotated generation of it for reading, decompressed when it is compressed. Raises
+    NotRegularFile for a FIFO or device named like a generation: it is never opened for reading."""
+    return decompressing(open_regular(path))
 
 
 def head(f: IO[bytes], n: int = FINGERPRINT_BYTES) -> bytes:
@@ -120,7 +67,7 @@ def head(f: IO[bytes], n: int = FINGERPRINT_BYTES) -> bytes:
         fd = f.fileno()
     except (OSError, ValueError, AttributeError):
         fd = -1
-    if fd >= 0 and not isinstance(f, gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile):
+    if fd >= 0 and not isinstance(f, DECOMPRESSING):
         return os.pread(fd, n, 0)
     f.seek(0)
     return f.read(n)
@@ -141,7 +88,7 @@ def matches(path: str, ident: FileId) -> bool:
     try:
         with open_generation(path) as f:
             first = head(f, ident.fingerprint_len)
-    except UNREADABLE:
+    except READ_ERRORS:
         return False
     return len(first) == ident.fingerprint_len and fingerprint(first) == ident.fingerprint
 

@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Final
 
+from exporter.compressed import COMPRESSED_SUFFIXES
 from exporter.sources.identity import (
-    COMPRESSED,
     FINGERPRINT_BYTES,
     FileId,
     fingerprint,
@@ -137,7 +137,7 @@ def open_plain(path: str, offset: int, max_line_bytes: int, *, discarding: bool 
 def open_saved(path: str, saved: FilePosition, max_line_bytes: int) -> Reader:
     """Opens the file a saved position was found in again, at its offset, keeping the identity it was saved under
     (a copy or a compressed generation has another inode)."""
-    if path.endswith(COMPRESSED):
+    if path.endswith(COMPRESSED_SUFFIXES):
         f = open_generation(path)
         f.seek(saved.offset)
         splitter = BlockSplitter(max_line_bytes, discarding=saved.discarding)
