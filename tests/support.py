@@ -137,6 +137,15 @@ def remount(where: Path, mode: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{mode}", str(where)], check=True)
 
 
+def process_running(pid: int) -> bool:
+    """Whether the process exists and has not exited (a zombie waiting for its parent to reap it has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from daemon_harness import GOOGLE, Exporter, parse_metrics
-from fault_load import MIX, Totals, block, cpu_seconds, line, vm_hwm_kib
+from fault_load import MIX, Totals, block, line, vm_hwm_kib
 
+from bench.procs import cpu_seconds
 from exporter.analyse import MAX_LINE_BYTES
 from exporter.metrics import MAX_REJECTION_SERIES
 
