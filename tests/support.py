@@ -32,6 +32,7 @@ class RecordingSink:
         self.starts: list[Position] = []
         self.rotations: list[str] = []
         self.errors = 0
+        self.retirements: list[str] = []
         self.changed = threading.Condition()
 
     def lines(self, source: str, lines: list[bytes], nbytes: int, position: Position | None) -> None:
@@ -57,6 +58,11 @@ class RecordingSink:
 
     def error(self, source: str) -> None:
         self.errors += 1
+
+    def retired(self, source: str) -> None:
+        with self.changed:
+            self.retirements.append(source)
+            self.changed.notify_all()
 
     def wait_started(self, timeout: float = 10.0) -> None:
         """Waits until a source has recorded where following began (its file is open and read)."""
