@@ -101,6 +101,8 @@ class Ingest:
             key = next(iter(self._retired))
             del self._retired[key]
             del self._streams[key]
+            with self.metrics.lock:
+                self.metrics.forget_source(key)
 
     def replace_analysers(self, new_analyser: AnalyserFactory) -> None:
         """Rules or settings changed: later batches use fresh analysers that keep each stream's join memory."""

@@ -93,10 +93,13 @@ def test_a_saved_position_no_glob_matches_any_more_is_kept_only_among_the_latest
     for day in range(MAX_RETIRED + 40):
         name = f"/var/log/mail-{day:04d}.log"
         ingest.started(name, FilePosition(ident, 0))
+        ingest.block(name, b"", 10, FilePosition(ident, 10))
         ingest.retired(name)
     ingest.started("/var/log/mail.log", FilePosition(ident, 0))
+    ingest.block("/var/log/mail.log", b"", 10, FilePosition(ident, 10))
     kept = ingest.positions()
     assert len(kept) == MAX_RETIRED + 1
+    assert len(ingest.metrics.lines) == MAX_RETIRED + 1  # the forgotten sources' series went with them
     assert "/var/log/mail.log" in kept
     assert "/var/log/mail-0039.log" not in kept and "/var/log/mail-0040.log" in kept
     # A retired source that starts again is followed, not forgotten with the oldest.
