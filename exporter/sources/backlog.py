@@ -20,8 +20,9 @@ from exporter.sources.reader import Reader, open_plain, open_saved
 
 log = logging.getLogger(__name__)
 
-Deliver = Callable[[Reader, bytes, FilePosition], None]
-"""Hands a block read from `reader` to the sink with the position that follows it."""
+Deliver = Callable[[Reader, bytes, Callable[[], FilePosition]], None]
+"""Hands a block read from `reader` to the sink with the position that follows it (asked once the reader has moved
+past the block)."""
 
 
 def _first_bytes(path: str) -> bytes:
@@ -70,9 +71,9 @@ class Backlog:
                 data = reader.read_chunk()
                 if not data:
                     break
-                self._deliver(reader, reader.splitter.feed(data), position())
+                self._deliver(reader, reader.splitter.feed(data), position)
             if not self._stop.is_set():
-                self._deliver(reader, reader.splitter.flush(), position())
+                self._deliver(reader, reader.splitter.flush(), position)
         finally:
             reader.file.close()
 

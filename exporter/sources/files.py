@@ -108,7 +108,11 @@ class FollowedFile:
             return None if old is None else old.position()
         return live.position(None if old is None else old.position())
 
-    def _deliver(self, reader: Reader, block: bytes, position: FilePosition | None = None) -> None:
+    def _deliver(
+        self, reader: Reader, block: bytes, position: Callable[[], FilePosition] | None = None
+    ) -> None:
+        """Hands a block to the sink with the position just after it: `position` (default: the follower's) is asked
+        once the reader has moved past the block."""
         consumed = reader.offset - len(reader.splitter.partial)
         nbytes = consumed - reader.consumed
         if not block and nbytes == 0:
@@ -116,7 +120,7 @@ class FollowedFile:
         reader.consumed = consumed
         self.changes += 1
         self.status.last_read = time.time()
-        self._delivered = position or self.position()
+        self._delivered = position() if position is not None else self.position()
         self._sink.block(self.path, block, nbytes, self._delivered)
 
     def _read(self, reader: Reader, stop: threading.Event) -> bool:
@@ -340,7 +344,7 @@ class FollowedFile:
                     f, live.ident, live.splitter, live.offset, live.consumed, plain=False, path=found
                 )
                 while not stop.is_set() and (data := copy.read_chunk()):
-                    self._deliver(copy, copy.splitter.feed(data), copy.position())
+                    self._deliver(copy, copy.splitter.feed(data), copy.position)
         except UNREADABLE as err:
             log.warning("%s: cannot read the end of the truncated file from %s: %s", self.path, found, err)
             return

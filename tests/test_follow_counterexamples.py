@@ -1,0 +1,45 @@
+"""Counterexamples the model-based test (test_follow_model.py) found, each shrunk to its shortest sequence and kept as a
+plain scenario on the same in-process core (see follow_model.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from follow_model import Exporter, World
+from support import FakeClock
+
+
+def _world(tmp_path: Path, *, link: bool = False) -> tuple[World, FakeClock]:
+    world = World(str(tmp_path), link=link)
+    world.reopen()
+    return world, FakeClock()
+
+
+def test_kill_after_a_rotated_file_is_read_at_start_does_not_read_its_last_block_again(
+    tmp_path: Path,
+) -> None:
+    world, clock = _world(tmp_path)
+    Exporter(world, clock).kill()
+    world.append(1)
+    world.rotate_rename()
+    world.delete()  # the name is missing: the restart reads mail.log.1 and nothing after it
+    first = Exporter(world, clock)
+    assert first.sent() == 1
+    first.kill()  # its start position was written: it must lie after line 0
+    second = Exporter(world, clock)
+    assert (second.sent(), second.lines()) == (1, 1)
+
+
+def test_kill_after_the_end_of_a_copytruncate_copy_is_read_does_not_read_it_again(tmp_path: Path) -> None:
+    world, clock = _world(tmp_path)
+    first = Exporter(world, clock)
+    world.append(1)
+    first.look()
+    world.append(1)
+    world.copytruncate()  # line 1 is read from the copy, then the emptied log from its start
+    first.look()
+    assert first.sent() == 2
+    first.flush()
+    first.kill()
+    second = Exporter(world, clock)
+    assert (second.sent(), second.lines()) == (2, 2)
