@@ -43,3 +43,43 @@ def test_kill_after_the_end_of_a_copytruncate_copy_is_read_does_not_read_it_agai
     first.kill()
     second = Exporter(world, clock)
     assert (second.sent(), second.lines()) == (2, 2)
+
+
+def test_restart_finds_the_saved_file_rotated_beside_the_target_of_a_symlinked_log(tmp_path: Path) -> None:
+    world, clock = _world(tmp_path, link=True)
+    first = Exporter(world, clock)
+    world.append(2)
+    first.look()
+    first.stop()
+    world.append(1)  # line 2, read after the restart from targets/t0/mail.log.1
+    world.rotate_rename()
+    world.reopen()
+    world.append(1)
+    second = Exporter(world, clock)
+    assert (second.sent(), second.lines()) == (4, 4)
+
+
+def test_copytruncate_of_a_symlinked_log_reads_the_end_from_the_copy_beside_the_target(
+    tmp_path: Path,
+) -> None:
+    world, clock = _world(tmp_path, link=True)
+    exporter = Exporter(world, clock)
+    world.append(1)
+    exporter.look()
+    world.append(1)
+    world.copytruncate()
+    exporter.look()
+    assert (exporter.sent(), exporter.lines()) == (2, 2)
+
+
+def test_a_generation_of_a_symlinked_log_rotated_between_two_looks_is_read(tmp_path: Path) -> None:
+    world, clock = _world(tmp_path, link=True)
+    exporter = Exporter(world, clock)
+    world.append(1)
+    exporter.look()
+    for _ in range(2):  # the second file is created and rotated away between two looks
+        world.rotate_rename()
+        world.reopen()
+        world.append(1)
+    exporter.look()
+    assert (exporter.sent(), exporter.lines()) == (3, 3)

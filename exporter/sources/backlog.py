@@ -1,8 +1,8 @@
 """Resuming a followed file: what was written while the exporter was down is read before anything new.
 
 The saved file is found again by inode (or, for a copy or a compressed generation, by its first bytes) among the
-log's name, its rotated generations and, for a symbolic link re-pointed meanwhile, the generations beside the file
-the link pointed to. It is read from the saved offset, then every newer generation oldest first, then the live file.
+log's name, its rotated generations (beside the file a symbolic link leads to) and, for a symbolic link re-pointed
+meanwhile, the generations beside the file the link pointed to. It is read from the saved offset, then every newer generation oldest first, then the live file.
 """
 
 from __future__ import annotations
@@ -33,12 +33,14 @@ def _first_bytes(path: str) -> bytes:
 class Backlog:
     """Reads the backlog of one followed file and opens its live file where reading goes on."""
 
-    def __init__(self, name: str, max_line_bytes: int, deliver: Deliver, stop: threading.Event) -> None:
+    def __init__(
+        self, name: str, max_line_bytes: int, deliver: Deliver, stop: threading.Event, *, target: str = ""
+    ) -> None:
         self.name = name
         self._max_line_bytes = max_line_bytes
         self._deliver = deliver
         self._stop = stop
-        self._families = [name]
+        self._families = self._families_of(target)
 
     def _candidates(self, saved: FilePosition) -> list[str]:
         """Where a saved file may be now: the name, its generations, then where it was found when saved and the
@@ -91,7 +93,7 @@ class Backlog:
         """Reads the backlog and returns the live file opened where reading goes on (None when the name cannot be
         opened now; the follower then opens it like a late file). Raises OSError."""
         main = replace(saved, draining=None)
-        self._families = self._families_of(saved)
+        self._families = self._families_of(saved.path)
         if saved.draining is not None:
             found = self.locate(saved.draining)
             if found is None:
@@ -132,13 +134,11 @@ class Backlog:
         except FileNotFoundError:
             return None
 
-    def _families_of(self, saved: FilePosition) -> list[str]:
-        """The live files whose generations the backlog may span: the name, and the file a symbolic link pointed to
-        when the position was saved."""
-        target = saved.path
-        if target and target != os.path.realpath(self.name):
-            return [self.name, target]
-        return [self.name]
+    def _families_of(self, target: str) -> list[str]:
+        """The live files whose generations the backlog may span: the name, the file it leads to now (the target of
+        a symbolic link, beside which its rotated generations are) and `target`, the file it led to when the position
+        was taken (a link re-pointed since)."""
+        return list(dict.fromkeys(p for p in (self.name, os.path.realpath(self.name), target) if p))
 
     def _unread_generation(self, last: FilePosition, consumed: set[str]) -> tuple[str, bytes] | None:
         """The oldest generation newer than the file of `last` and not read yet: (path, first bytes)."""

@@ -316,7 +316,7 @@ class FollowedFile:
     def _drain_skipped(self, old: Reader, stop: threading.Event) -> None:
         """Reads whole the generations that were created and rotated away between two looks (a busy host, an
         inotify overflow): the generations newer than where the file we were reading went."""
-        backlog = Backlog(self.path, self._max_line_bytes, self._deliver, stop)
+        backlog = Backlog(self.path, self._max_line_bytes, self._deliver, stop, target=old.path)
         try:
             backlog.drain_newer(old.position(), {old.ident.fingerprint}, skipped=True)
         except UNREADABLE as err:
@@ -324,8 +324,9 @@ class FollowedFile:
 
     def _drain_copy(self, live: Reader, stop: threading.Event) -> None:
         """copytruncate copied the file before truncating it: what was written after our last read is in the
-        copy (the newest generation with the same first bytes), so it is read from there to the copy's end."""
-        directory, base = os.path.split(self.path)
+        copy (the newest generation with the same first bytes, beside the file a symbolic link leads to), so it is
+        read from there to the copy's end."""
+        directory, base = os.path.split(live.path or self.path)
         names = oldest_first(base, os.listdir(directory or "."))
         found = next(
             (
