@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from follow_model import Exporter, World
+from follow_model import GRACE_PASSED, Exporter, World
 from support import FakeClock
 
 
@@ -81,5 +81,51 @@ def test_a_generation_of_a_symlinked_log_rotated_between_two_looks_is_read(tmp_p
         world.rotate_rename()
         world.reopen()
         world.append(1)
+    exporter.look()
+    assert (exporter.sent(), exporter.lines()) == (3, 3)
+
+
+def test_restart_drains_the_rotated_file_the_mta_still_writes_to(tmp_path: Path) -> None:
+    world, clock = _world(tmp_path)
+    first = Exporter(world, clock)
+    world.append(1)
+    first.look()
+    first.stop()
+    world.rotate_rename()  # the MTA goes on writing to mail.log.1 until it reopens its log
+    second = Exporter(world, clock)
+    world.append(1)
+    second.look()
+    world.reopen()
+    world.append(1)
+    second.look()
+    assert (second.sent(), second.lines()) == (3, 3)
+
+
+def test_restart_does_not_count_half_a_line_the_mta_finishes_in_the_rotated_file(tmp_path: Path) -> None:
+    world, clock = _world(tmp_path)
+    first = Exporter(world, clock)
+    world.append_split(100)
+    first.stop()
+    world.rotate_rename()
+    second = Exporter(world, clock)
+    world.append(1)  # the rest of the split line, then a whole one, to mail.log.1
+    second.look()
+    world.reopen()
+    clock.advance(GRACE_PASSED)
+    second.look()
+    assert (second.sent(), second.lines()) == (2, 2)
+
+
+def test_a_file_rotated_between_two_looks_is_drained_while_the_mta_still_writes_to_it(tmp_path: Path) -> None:
+    world, clock = _world(tmp_path)
+    exporter = Exporter(world, clock)
+    world.append(1)
+    exporter.look()
+    world.rotate_rename()
+    world.reopen()
+    world.append(1)
+    world.rotate_rename()  # the second file is rotated away before a look; the MTA still writes to it
+    exporter.look()
+    world.append(1)
     exporter.look()
     assert (exporter.sent(), exporter.lines()) == (3, 3)

@@ -34,13 +34,47 @@ class Backlog:
     """Reads the backlog of one followed file and opens its live file where reading goes on."""
 
     def __init__(
-        self, name: str, max_line_bytes: int, deliver: Deliver, stop: threading.Event, *, target: str = ""
+        self,
+        name: str,
+        max_line_bytes: int,
+        deliver: Deliver,
+        stop: threading.Event,
+        *,
+        target: str = "",
+        previous: tuple[Reader, Callable[[], FilePosition]] | None = None,
     ) -> None:
         self.name = name
         self._max_line_bytes = max_line_bytes
         self._deliver = deliver
         self._stop = stop
         self._families = self._families_of(target)
+        self._previous = previous
+        """The newest plain rotated file read so far, left open with its unterminated last line held (and its
+        position): the MTA may still append to it until it reopens its log, so the follower drains it like a file it
+        saw rotated. Finished as soon as a newer generation is read."""
+
+    @property
+    def previous(self) -> Reader | None:
+        return None if self._previous is None else self._previous[0]
+
+    def let_go(self) -> None:
+        """Finishes the previous file (a newer generation exists, so the MTA has moved on): its unterminated last
+        line counts as a line."""
+        if self._previous is None:
+            return
+        reader, position = self._previous
+        self._previous = None
+        try:
+            if not self._stop.is_set():
+                self._deliver(reader, reader.splitter.flush(), position)
+        finally:
+            reader.file.close()
+
+    def close(self) -> None:
+        """Closes the previous file without delivering its held line (reading starts again from before it)."""
+        if self._previous is not None:
+            self._previous[0].file.close()
+            self._previous = None
 
     def _candidates(self, saved: FilePosition) -> list[str]:
         """Where a saved file may be now: the name, its generations, then where it was found when saved and the
@@ -66,28 +100,32 @@ class Backlog:
                 by_fingerprint = candidate
         return by_fingerprint
 
-    def _read_whole(self, reader: Reader, position: Callable[[], FilePosition]) -> None:
-        """Reads a file that no longer grows to its end; its unterminated last line counts as a line."""
-        try:
-            while not self._stop.is_set():
-                data = reader.read_chunk()
-                if not data:
-                    break
-                self._deliver(reader, reader.splitter.feed(data), position)
-            if not self._stop.is_set():
-                self._deliver(reader, reader.splitter.flush(), position)
-        finally:
-            reader.file.close()
+    def _read_to_end(self, reader: Reader, position: Callable[[], FilePosition]) -> None:
+        while not self._stop.is_set():
+            data = reader.read_chunk()
+            if not data:
+                break
+            self._deliver(reader, reader.splitter.feed(data), position)
 
     def _drain(self, path: str, saved: FilePosition, main: FilePosition | None) -> None:
-        """Reads `path`, where `saved` was found, from the saved offset to its end. With `main`, the position
-        stays `main` with this file as the one being drained."""
+        """Reads `path`, where `saved` was found, from the saved offset to its end, after finishing the previous
+        file. A plain file stays open as the previous one; a compressed one (the MTA let go of it) is finished, its
+        unterminated last line counting as a line. With `main`, the position stays `main` with this file as the one
+        being drained."""
+        self.let_go()
         reader = open_saved(path, saved, self._max_line_bytes)
 
         def position() -> FilePosition:
             return reader.position() if main is None else replace(main, draining=reader.position())
 
-        self._read_whole(reader, position)
+        self._previous = (reader, position)
+        try:
+            self._read_to_end(reader, position)
+        except BaseException:
+            self.close()
+            raise
+        if not reader.plain:
+            self.let_go()
 
     def resume(self, saved: FilePosition) -> Reader | None:
         """Reads the backlog and returns the live file opened where reading goes on (None when the name cannot be

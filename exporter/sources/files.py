@@ -4,7 +4,8 @@ Each followed file has a reader thread of its own, so a file that blocks (a hung
 nothing else. At every look (an inotify wake-up, or the stat safety net of `pacer`):
 - The name points to a new inode: rotation. The old file is drained to its end and kept open for `drain_grace`
   seconds after its last growth (the MTA may still append after the rename); the new file is read from offset 0.
-  Kind `rename` when the old file still has a name, `recreate` when it was deleted.
+  Kind `rename` when the old file still has a name, `recreate` when it was deleted. The newest rotated file that a
+  restart's backlog reads, or that was created and rotated away between two looks, is kept open the same way.
 - The open file no longer holds what was read from it (smaller than the read offset, its first bytes or the bytes
   just before the offset changed): truncation. Reading goes on after the last line still in the file when the file
   was cut to a middle offset, and from 0 when it was emptied (copytruncate: what was written after the last read is
@@ -199,26 +200,41 @@ class FollowedFile:
         saved = self._saved
         if saved is None:
             return self._open_live(offset_at_end)
+        backlog = Backlog(self.path, self._max_line_bytes, self._deliver, stop)
         try:
-            live = Backlog(self.path, self._max_line_bytes, self._deliver, stop).resume(saved)
+            live = backlog.resume(saved)
         except (PermissionError, NotRegularFile) as err:
             # Retried at the next look, from what was delivered by then (the backlog may be partly read).
+            backlog.close()
             self._saved = self._delivered or saved
             self._cannot_open(err)
             return False
         except UNREADABLE as err:
+            backlog.close()
             log.error(
                 "%s: cannot resume from the saved position (%s); reading from the start", self.path, err
             )
             self._saved = None
             return self._open_live(offset_at_end=False)
         self._saved = None
+        self._adopt(backlog.previous)
         if live is None:
             return False if stop.is_set() else self._open_live(offset_at_end=False)
         self._live = live
         self._opened = True
         self._set_state(STATE_OPEN)
         return True
+
+    def _adopt(self, previous: Reader | None) -> None:
+        """Drains `previous`, the newest rotated file a backlog read, like a file seen rotated: the MTA may still
+        append to it for a moment."""
+        if previous is None:
+            return
+        if self._old is not None:
+            old, self._old = self._old, None
+            self._finish(old)
+        previous.last_growth = self._clock()
+        self._old = previous
 
     def _record_start(self) -> None:
         position = self.position()
@@ -314,13 +330,24 @@ class FollowedFile:
             self.status.offset = self.status.size = 0
 
     def _drain_skipped(self, old: Reader, stop: threading.Event) -> None:
-        """Reads whole the generations that were created and rotated away between two looks (a busy host, an
-        inotify overflow): the generations newer than where the file we were reading went."""
-        backlog = Backlog(self.path, self._max_line_bytes, self._deliver, stop, target=old.path)
+        """Reads the generations that were created and rotated away between two looks (a busy host, an inotify
+        overflow): the generations newer than where the file we were reading went. The newest of them becomes the
+        file drained with the grace."""
+
+        def position() -> FilePosition:
+            return self.position() or old.position()
+
+        backlog = Backlog(
+            self.path, self._max_line_bytes, self._deliver, stop, target=old.path, previous=(old, position)
+        )
         try:
             backlog.drain_newer(old.position(), {old.ident.fingerprint}, skipped=True)
         except UNREADABLE as err:
             log.warning("%s: cannot read a rotated file skipped between two looks: %s", self.path, err)
+        newest = backlog.previous
+        if newest is not old:  # the backlog finished `old` when it read a newer generation
+            self._old = None
+            self._adopt(newest)
 
     def _drain_copy(self, live: Reader, stop: threading.Event) -> None:
         """copytruncate copied the file before truncating it: what was written after our last read is in the
