@@ -129,3 +129,15 @@ def test_a_file_rotated_between_two_looks_is_drained_while_the_mta_still_writes_
     world.append(1)
     exporter.look()
     assert (exporter.sent(), exporter.lines()) == (3, 3)
+
+
+def test_a_log_missing_when_the_exporter_was_killed_and_created_while_it_was_down_is_read_from_its_start(
+    tmp_path: Path,
+) -> None:
+    world = World(str(tmp_path), link=False)
+    clock = FakeClock()
+    Exporter(world, clock).kill()  # following began while mail.log did not exist yet
+    world.reopen()
+    world.append(2)
+    second = Exporter(world, clock)
+    assert (second.sent(), second.lines()) == (2, 2)

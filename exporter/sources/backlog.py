@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from exporter.sources import generations
-from exporter.sources.identity import UNREADABLE, FileId, fingerprint, head, matches, open_generation
+from exporter.sources.identity import ABSENT, UNREADABLE, FileId, fingerprint, head, matches, open_generation
 from exporter.sources.position import FilePosition
 from exporter.sources.reader import Reader, open_plain, open_saved
 
@@ -142,6 +142,8 @@ class Backlog:
                 self._drain(found, saved.draining, main)
         if self._stop.is_set():
             return None
+        if main.ident == ABSENT:
+            return self._open_live()
         found = self.locate(main)
         if found == self.name:
             return open_plain(self.name, main.offset, self._max_line_bytes, discarding=main.discarding)

@@ -10,7 +10,8 @@ nothing else. At every look (an inotify wake-up, or the stat safety net of `pace
   just before the offset changed): truncation. Reading goes on after the last line still in the file when the file
   was cut to a middle offset, and from 0 when it was emptied (copytruncate: what was written after the last read is
   read from the copy first).
-- The name does not exist yet: the file is read from offset 0 once it appears (a late file).
+- The name does not exist yet: the file is read from offset 0 once it appears (a late file), also by an exporter
+  restarted meanwhile: where following began is saved as the start of a file not there yet.
 - The name is a FIFO, a device or a directory: it is not opened, and its state says so.
 - A line is delivered once its newline is read; an unterminated last line is delivered when its file is left.
 """
@@ -29,7 +30,7 @@ from typing import Final
 from exporter.sources import Sink, SourceStatus
 from exporter.sources.backlog import Backlog
 from exporter.sources.generations import oldest_first
-from exporter.sources.identity import UNREADABLE, matches, open_generation
+from exporter.sources.identity import ABSENT, UNREADABLE, matches, open_generation
 from exporter.sources.pacer import DEFAULT_TIMING, Pacer, Timing, Wake, new_wake
 from exporter.sources.position import FilePosition
 from exporter.sources.reader import NotRegularFile, Reader, open_plain
@@ -240,7 +241,7 @@ class FollowedFile:
         position = self.position()
         if position is not None:
             self._delivered = position
-            self._sink.started(self.path, position)
+        self._sink.started(self.path, position or FilePosition(ABSENT, 0))
 
     def look(self, stop: threading.Event) -> None:
         """Reads new lines and notices rotation and truncation."""

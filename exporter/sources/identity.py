@@ -39,6 +39,11 @@ class FileId:
         return FileId(self.dev, self.ino, fingerprint(head), len(head))
 
 
+ABSENT: Final = FileId(0, 0, fingerprint(b""), 0)
+"""The identity recorded for a log that did not exist (or could not be opened) when following began: no file has
+it, so a restart reads the log from its start once it appears, as the exporter that began would have."""
+
+
 def open_generation(path: str) -> IO[bytes]:
     """A log file or a rotated generation of it for reading, decompressed when its name says it is compressed."""
     if path.endswith(".gz"):
