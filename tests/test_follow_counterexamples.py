@@ -141,3 +141,32 @@ def test_a_log_missing_when_the_exporter_was_killed_and_created_while_it_was_dow
     world.append(2)
     second = Exporter(world, clock)
     assert (second.sent(), second.lines()) == (2, 2)
+
+
+def test_kill_after_a_noticed_cut_to_a_middle_offset_resumes_at_the_cut(tmp_path: Path) -> None:
+    world, clock = _world(tmp_path)
+    first = Exporter(world, clock)
+    world.append(3)
+    first.look()
+    world.truncate(2)  # line 2 (already counted) is cut away, the first bytes stay
+    first.look()
+    first.flush()
+    first.kill()
+    world.append(1)  # ends where line 2 ended: resuming at the old offset would skip it
+    second = Exporter(world, clock)
+    assert (second.sent(), second.lines()) == (4, 4)
+
+
+def test_restart_after_a_cut_to_a_middle_offset_while_down_does_not_count_the_kept_lines_again(
+    tmp_path: Path,
+) -> None:
+    world, clock = _world(tmp_path)
+    first = Exporter(world, clock)
+    world.append(3)
+    first.look()
+    first.stop()
+    world.truncate(2)
+    second = Exporter(world, clock)
+    world.append(1)
+    second.look()
+    assert (second.sent(), second.lines()) == (4, 4)

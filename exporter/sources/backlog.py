@@ -16,7 +16,7 @@ from dataclasses import replace
 from exporter.sources import generations
 from exporter.sources.identity import ABSENT, UNREADABLE, FileId, fingerprint, head, matches, open_generation
 from exporter.sources.position import FilePosition
-from exporter.sources.reader import Reader, open_plain, open_saved
+from exporter.sources.reader import Reader, line_end_before, open_plain, open_saved
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +87,44 @@ class Backlog:
     def locate(self, saved: FilePosition) -> str | None:
         """Where the file of a saved position is now, or None when it is gone."""
         ident = saved.ident
+        at_name = self._at_name()
         by_fingerprint = None
         for candidate in self._candidates(saved):
             try:
                 st = os.stat(candidate)
             except OSError:
                 continue
-            fits = candidate != self.name or st.st_size >= saved.offset
+            # The live file (by its name or the path a symbolic link leads to) shorter than the saved offset was
+            # truncated: a copy of what was read is looked for among the generations (copytruncate).
+            live = at_name is not None and (st.st_dev, st.st_ino) == (at_name.st_dev, at_name.st_ino)
+            fits = not live or st.st_size >= saved.offset
             if fits and ident.same_inode(st) and (ident.fingerprint_len == 0 or matches(candidate, ident)):
                 return candidate
-            if by_fingerprint is None and candidate != self.name and matches(candidate, ident):
+            if by_fingerprint is None and not live and matches(candidate, ident):
                 by_fingerprint = candidate
         return by_fingerprint
+
+    def _at_name(self) -> os.stat_result | None:
+        try:
+            return os.stat(self.name)
+        except OSError:
+            return None
+
+    def _cut(self, saved: FilePosition) -> Reader | None:
+        """The live file opened after its last line when it is the saved file cut to a middle offset (shorter than
+        the saved offset, its first bytes unchanged, no copy of it anywhere); else None. Lines written after the cut
+        and before this restart cannot be told from the lines kept, so reading goes on after the last line."""
+        at_name = self._at_name()
+        if at_name is None or not saved.ident.same_inode(at_name) or not matches(self.name, saved.ident):
+            return None
+        reader = open_plain(self.name, 0, self._max_line_bytes)
+        offset = line_end_before(reader.file.fileno(), os.fstat(reader.file.fileno()).st_size)
+        reader.file.close()
+        log.warning(
+            "%s: truncated to a middle offset since the position was saved; reading on after its last line",
+            self.name,
+        )
+        return open_plain(self.name, offset, self._max_line_bytes)
 
     def _read_to_end(self, reader: Reader, position: Callable[[], FilePosition]) -> None:
         while not self._stop.is_set():
@@ -147,6 +173,8 @@ class Backlog:
         found = self.locate(main)
         if found == self.name:
             return open_plain(self.name, main.offset, self._max_line_bytes, discarding=main.discarding)
+        if found is None and (cut := self._cut(main)) is not None:
+            return cut
         if found is None:
             log.warning(
                 "%s: the file of the saved position is gone; reading the current file from its start",

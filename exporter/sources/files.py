@@ -226,6 +226,12 @@ class FollowedFile:
         self._set_state(STATE_OPEN)
         return True
 
+    def _moved(self) -> None:
+        """The reader went back to a line boundary without reading anything (a cut to a middle offset): the position
+        goes back too, so that a restart does not resume past lines written since the cut."""
+        self._delivered = self.position()
+        self._sink.block(self.path, b"", 0, self._delivered)
+
     def _adopt(self, previous: Reader | None) -> None:
         """Drains `previous`, the newest rotated file a backlog read, like a file seen rotated: the MTA may still
         append to it for a moment."""
@@ -314,6 +320,7 @@ class FollowedFile:
         if keep > 0:
             log.info("%s: truncated to %d bytes; reading on from the last line still there", self.path, size)
             live.restart_at(min(keep, live.consumed), self._max_line_bytes)
+            self._moved()
         else:
             self._drain_copy(live, stop)
             self._deliver(live, live.splitter.flush())
