@@ -33,6 +33,7 @@ The environment keeps the rules an MTA and logrotate keep:
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import re
 import shutil
@@ -49,8 +50,10 @@ from exporter.cli import build_parser
 from exporter.daemon import Daemon, make_analyser
 from exporter.metrics.families import Collector
 from exporter.sources.files import FileSource, FollowedFile
+from exporter.sources.identity import FINGERPRINT_BYTES, FileId
 from exporter.sources.pacer import DEFAULT_TIMING
-from exporter.state import StateFile
+from exporter.sources.position import FilePosition
+from exporter.state import StateFile, parse
 
 GRACE_PASSED: Final = DEFAULT_TIMING.drain_grace + 1.0
 """A clock step after which a rotated file that did not grow is finished."""
@@ -67,16 +70,32 @@ def split_limit(n: int) -> int:
     return line(n).index(b", dsn=")
 
 
+def _created(f: LogFile) -> LogFile:
+    assert f.path is not None
+    st = os.stat(f.path)
+    f.inode = (st.st_dev, st.st_ino)
+    return f
+
+
 @dataclass(eq=False)
 class LogFile:
     """One file (inode) of the log, as the model sees it."""
 
     path: str | None
     """Where it is now; None once deleted."""
+    origin: str = ""
+    """The path it was created at: files with the same origin are one family of rotated generations."""
     lines: list[int] = field(default_factory=list)
     """Its complete lines, in order."""
     fragment: bytes = b""
     """An unterminated last line the writer left in it."""
+    inode: tuple[int, int] = (0, 0)
+    """(device, inode) it was created with; a compressed generation keeps the model's file, not the inode."""
+    cut_unsaved = False
+    """Cut to a middle offset since the last state write that followed a look at the cut."""
+    cut_seen = False
+    """A look saw that cut (the exporter holds the position at the cut, to be written)."""
+    written_after_cut = False
 
     def __repr__(self) -> str:
         return f"LogFile({self.path!r}, {len(self.lines)} lines{', fragment' if self.fragment else ''})"
@@ -99,6 +118,7 @@ class World:
         self.pending: tuple[int, int] | None = None
         """The writer's unfinished line: (its number, how many of its bytes are written)."""
         self.targets = 0
+        self._kept: list[int] = []
         self.state_lines: Counter[bytes] = Counter()
         """What the state file's counters hold, line by line (kept by the spy of `Exporter`)."""
         os.makedirs(os.path.dirname(self.name))
@@ -154,10 +174,26 @@ class World:
     def written(self) -> int:
         return self.next_line
 
+    def saved_position(self) -> FilePosition | None:
+        """Where the state file says the log resumes."""
+        try:
+            with open(self.state_path, "rb") as f:
+                _, snapshot = parse(json.load(f))
+        except FileNotFoundError:
+            return None
+        position = snapshot.positions.get(self.name)
+        assert position is None or isinstance(position, FilePosition)
+        return position
+
+    def file_of(self, ident: FileId) -> LogFile | None:
+        return next((f for f in self.files if f.inode == (ident.dev, ident.ino)), None)
+
     # -- the writer --
 
     def _write(self, data: bytes) -> None:
-        assert self.writer_fd is not None
+        assert self.writer_fd is not None and self.writer_file is not None
+        if self.writer_file.cut_unsaved:
+            self.writer_file.written_after_cut = True
         view = memoryview(data)
         while view:
             view = view[os.write(self.writer_fd, view) :]
@@ -205,7 +241,7 @@ class World:
                 self.pending = None
         self.writer_fd = os.open(self.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         if live is None:
-            live = LogFile(self.real())
+            live = _created(LogFile(self.real(), self.real()))
             self.files.append(live)
         self.writer_file = live
 
@@ -213,6 +249,18 @@ class World:
         if self.writer_fd is not None:
             os.close(self.writer_fd)
         self.writer_fd = self.writer_file = None
+
+    def close(self) -> None:
+        self.close_writer()
+        for fd in self._kept:
+            os.close(fd)
+        self._kept = []
+
+    def _unlink(self, path: str) -> None:
+        """Removes a file, keeping its inode allocated until `close`: an inode number the filesystem handed out again
+        would make two files of one sequence look alike to the core and to the model, differently from run to run."""
+        self._kept.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+        os.unlink(path)
 
     # -- the rotator --
 
@@ -241,7 +289,7 @@ class World:
         os.rename(real, f"{real}.1")
         live.path = f"{real}.1"
         os.close(os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-        self.files.append(LogFile(real))
+        self.files.append(_created(LogFile(real, real)))
 
     def copytruncate(self) -> None:
         """logrotate `copytruncate`, the writer held off: the log is copied to name.1, then emptied."""
@@ -251,15 +299,30 @@ class World:
         self._shift()
         shutil.copyfile(real, f"{real}.1")
         os.truncate(real, 0)
-        self.files.append(LogFile(f"{real}.1", list(live.lines)))
+        self.files.append(_created(LogFile(f"{real}.1", real, list(live.lines))))
         live.lines = []
 
-    def truncate(self, keep: int) -> None:
-        """Cuts the log after its first `keep` lines (its first bytes unchanged)."""
+    def cuts(self) -> range:
+        """How many lines a cut to a middle offset may keep: at least the first FINGERPRINT_BYTES (the first bytes
+        unchanged), at least one line less than the log holds."""
         live = self.live()
-        assert live is not None and not self.pending_in_live() and 0 < keep < len(live.lines)
+        if live is None or self.pending_in_live():
+            return range(0)
+        size, first = 0, len(live.lines)
+        for k, n in enumerate(live.lines, 1):
+            size += len(line(n))
+            if size >= FINGERPRINT_BYTES:
+                first = k
+                break
+        return range(first, len(live.lines))
+
+    def truncate(self, keep: int) -> None:
+        """Cuts the log after its first `keep` lines (one of `cuts()`)."""
+        live = self.live()
+        assert live is not None and keep in self.cuts()
         os.truncate(self.real(), sum(len(line(n)) for n in live.lines[:keep]))
         del live.lines[keep:]
+        live.cut_unsaved, live.cut_seen, live.written_after_cut = True, False, False
 
     def delete(self) -> None:
         """Deletes the log; the writer finishes its line and stops writing until it reopens the name."""
@@ -268,7 +331,7 @@ class World:
         if self.writer_file is live:
             self._finish_pending()
             self.close_writer()
-        os.unlink(self.real())
+        self._unlink(self.real())
         live.path = None
 
     def compress(self, f: LogFile) -> None:
@@ -276,7 +339,7 @@ class World:
         assert f.path is not None
         with open(f.path, "rb") as src, gzip.open(f"{f.path}.gz", "wb", compresslevel=1) as dst:
             shutil.copyfileobj(src, dst)
-        os.unlink(f.path)
+        self._unlink(f.path)
         f.path = f"{f.path}.gz"
 
     def repoint(self) -> None:
@@ -287,7 +350,7 @@ class World:
         target = self._target(self.targets)
         os.makedirs(os.path.dirname(target))
         os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-        self.files.append(LogFile(target))
+        self.files.append(_created(LogFile(target, target)))
         self._point_link(target)
 
 
@@ -320,6 +383,8 @@ class Exporter:
             state_write_errors=lambda: checkpointer.write_errors,
         )
         self.delivered = Counter(world.state_lines)
+        self.flushes = 0
+        """State writes so far (the daemon's loop writes at once when a start position is due)."""
         block = ingest.block
 
         def spy(source: str, data: bytes, nbytes: int, position: object, **kw: object) -> None:
@@ -348,6 +413,7 @@ class Exporter:
 
     def flush(self) -> None:
         assert self.checkpointer.flush(), self.checkpointer.last_error
+        self.flushes += 1
         self.world.state_lines = Counter(self.delivered)
 
     def reload(self) -> None:
@@ -379,6 +445,14 @@ class Exporter:
         ]
         assert len(found) == 1, (name, labels, found)
         return float(found[0])
+
+    def position(self) -> FilePosition | None:
+        """Where the running exporter would resume if its state were written now."""
+        ingest = self.daemon.ingest
+        assert ingest is not None
+        position = ingest.position(self.world.name)
+        assert position is None or isinstance(position, FilePosition)
+        return position
 
     def sent(self) -> float:
         return self.value("gmail_deliveries_total", status="sent")

@@ -3,22 +3,36 @@ plain scenario on the same in-process core (see follow_model.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 from follow_model import GRACE_PASSED, Exporter, World
 from support import FakeClock
 
+Worlds = Callable[..., tuple[World, FakeClock]]
 
-def _world(tmp_path: Path, *, link: bool = False) -> tuple[World, FakeClock]:
-    world = World(str(tmp_path), link=link)
-    world.reopen()
-    return world, FakeClock()
+
+@pytest.fixture
+def worlds(tmp_path: Path) -> Iterator[Callable[..., tuple[World, FakeClock]]]:
+    made: list[World] = []
+
+    def make(*, link: bool = False, late: bool = False) -> tuple[World, FakeClock]:
+        world = World(str(tmp_path), link=link)
+        made.append(world)
+        if not late:
+            world.reopen()
+        return world, FakeClock()
+
+    yield make
+    for world in made:
+        world.close()
 
 
 def test_kill_after_a_rotated_file_is_read_at_start_does_not_read_its_last_block_again(
-    tmp_path: Path,
+    worlds: Worlds,
 ) -> None:
-    world, clock = _world(tmp_path)
+    world, clock = worlds()
     Exporter(world, clock).kill()
     world.append(1)
     world.rotate_rename()
@@ -30,8 +44,8 @@ def test_kill_after_a_rotated_file_is_read_at_start_does_not_read_its_last_block
     assert (second.sent(), second.lines()) == (1, 1)
 
 
-def test_kill_after_the_end_of_a_copytruncate_copy_is_read_does_not_read_it_again(tmp_path: Path) -> None:
-    world, clock = _world(tmp_path)
+def test_kill_after_the_end_of_a_copytruncate_copy_is_read_does_not_read_it_again(worlds: Worlds) -> None:
+    world, clock = worlds()
     first = Exporter(world, clock)
     world.append(1)
     first.look()
@@ -45,8 +59,8 @@ def test_kill_after_the_end_of_a_copytruncate_copy_is_read_does_not_read_it_agai
     assert (second.sent(), second.lines()) == (2, 2)
 
 
-def test_restart_finds_the_saved_file_rotated_beside_the_target_of_a_symlinked_log(tmp_path: Path) -> None:
-    world, clock = _world(tmp_path, link=True)
+def test_restart_finds_the_saved_file_rotated_beside_the_target_of_a_symlinked_log(worlds: Worlds) -> None:
+    world, clock = worlds(link=True)
     first = Exporter(world, clock)
     world.append(2)
     first.look()
@@ -60,9 +74,9 @@ def test_restart_finds_the_saved_file_rotated_beside_the_target_of_a_symlinked_l
 
 
 def test_copytruncate_of_a_symlinked_log_reads_the_end_from_the_copy_beside_the_target(
-    tmp_path: Path,
+    worlds: Worlds,
 ) -> None:
-    world, clock = _world(tmp_path, link=True)
+    world, clock = worlds(link=True)
     exporter = Exporter(world, clock)
     world.append(1)
     exporter.look()
@@ -72,8 +86,8 @@ def test_copytruncate_of_a_symlinked_log_reads_the_end_from_the_copy_beside_the_
     assert (exporter.sent(), exporter.lines()) == (2, 2)
 
 
-def test_a_generation_of_a_symlinked_log_rotated_between_two_looks_is_read(tmp_path: Path) -> None:
-    world, clock = _world(tmp_path, link=True)
+def test_a_generation_of_a_symlinked_log_rotated_between_two_looks_is_read(worlds: Worlds) -> None:
+    world, clock = worlds(link=True)
     exporter = Exporter(world, clock)
     world.append(1)
     exporter.look()
@@ -85,8 +99,8 @@ def test_a_generation_of_a_symlinked_log_rotated_between_two_looks_is_read(tmp_p
     assert (exporter.sent(), exporter.lines()) == (3, 3)
 
 
-def test_restart_drains_the_rotated_file_the_mta_still_writes_to(tmp_path: Path) -> None:
-    world, clock = _world(tmp_path)
+def test_restart_drains_the_rotated_file_the_mta_still_writes_to(worlds: Worlds) -> None:
+    world, clock = worlds()
     first = Exporter(world, clock)
     world.append(1)
     first.look()
@@ -101,8 +115,8 @@ def test_restart_drains_the_rotated_file_the_mta_still_writes_to(tmp_path: Path)
     assert (second.sent(), second.lines()) == (3, 3)
 
 
-def test_restart_does_not_count_half_a_line_the_mta_finishes_in_the_rotated_file(tmp_path: Path) -> None:
-    world, clock = _world(tmp_path)
+def test_restart_does_not_count_half_a_line_the_mta_finishes_in_the_rotated_file(worlds: Worlds) -> None:
+    world, clock = worlds()
     first = Exporter(world, clock)
     world.append_split(100)
     first.stop()
@@ -116,8 +130,8 @@ def test_restart_does_not_count_half_a_line_the_mta_finishes_in_the_rotated_file
     assert (second.sent(), second.lines()) == (2, 2)
 
 
-def test_a_file_rotated_between_two_looks_is_drained_while_the_mta_still_writes_to_it(tmp_path: Path) -> None:
-    world, clock = _world(tmp_path)
+def test_a_file_rotated_between_two_looks_is_drained_while_the_mta_still_writes_to_it(worlds: Worlds) -> None:
+    world, clock = worlds()
     exporter = Exporter(world, clock)
     world.append(1)
     exporter.look()
@@ -132,10 +146,9 @@ def test_a_file_rotated_between_two_looks_is_drained_while_the_mta_still_writes_
 
 
 def test_a_log_missing_when_the_exporter_was_killed_and_created_while_it_was_down_is_read_from_its_start(
-    tmp_path: Path,
+    worlds: Worlds,
 ) -> None:
-    world = World(str(tmp_path), link=False)
-    clock = FakeClock()
+    world, clock = worlds(late=True)
     Exporter(world, clock).kill()  # following began while mail.log did not exist yet
     world.reopen()
     world.append(2)
@@ -143,8 +156,8 @@ def test_a_log_missing_when_the_exporter_was_killed_and_created_while_it_was_dow
     assert (second.sent(), second.lines()) == (2, 2)
 
 
-def test_kill_after_a_noticed_cut_to_a_middle_offset_resumes_at_the_cut(tmp_path: Path) -> None:
-    world, clock = _world(tmp_path)
+def test_kill_after_a_noticed_cut_to_a_middle_offset_resumes_at_the_cut(worlds: Worlds) -> None:
+    world, clock = worlds()
     first = Exporter(world, clock)
     world.append(3)
     first.look()
@@ -158,9 +171,9 @@ def test_kill_after_a_noticed_cut_to_a_middle_offset_resumes_at_the_cut(tmp_path
 
 
 def test_restart_after_a_cut_to_a_middle_offset_while_down_does_not_count_the_kept_lines_again(
-    tmp_path: Path,
+    worlds: Worlds,
 ) -> None:
-    world, clock = _world(tmp_path)
+    world, clock = worlds()
     first = Exporter(world, clock)
     world.append(3)
     first.look()
@@ -170,3 +183,14 @@ def test_restart_after_a_cut_to_a_middle_offset_while_down_does_not_count_the_ke
     world.append(1)
     second.look()
     assert (second.sent(), second.lines()) == (4, 4)
+
+
+def test_the_old_target_of_a_re_pointed_link_is_read_after_its_last_rotation(worlds: Worlds) -> None:
+    world, clock = worlds(link=True)
+    exporter = Exporter(world, clock)
+    world.rotate_rename()  # targets/t0/mail.log is rotated, the MTA reopens the new one
+    world.reopen()
+    world.repoint()  # then the link moves on to targets/t1/mail.log before a look; the MTA still writes to t0
+    world.append(1)
+    exporter.look()
+    assert (exporter.sent(), exporter.lines()) == (1, 1)

@@ -222,7 +222,12 @@ class Backlog:
                 continue
             if name == base:
                 return None  # the family's live file: nothing of that family is newer
-            for newer in generations.newer_than(base, name, generations.listing(directory)):
+            newer_names = generations.newer_than(base, name, generations.listing(directory))
+            if os.path.realpath(live) != os.path.realpath(self.name):
+                newer_names.append(
+                    base
+                )  # a symbolic link's former target: it was written after its generations
+            for newer in newer_names:
                 path = os.path.join(directory, newer)
                 try:
                     first = _first_bytes(path)
