@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck pytest test-slow system-deps fixtures bench clean
+.PHONY: run test lint typecheck pytest test-slow system-deps fixtures bench dist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,5 +46,11 @@ bench: $(TSTAMP)
 	bash bench/install-peers.sh
 	$(BIN)/python -m bench
 
+# The wheel and sdist that production installs from (README, "Install"); built offline with the venv's setuptools.
+DIST ?= dist
+dist: $(TSTAMP)
+	rm -f $(DIST)/gmail_rejection_exporter-*
+	$(BIN)/python -m build --no-isolation --outdir $(DIST) .
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist

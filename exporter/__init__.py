@@ -1,4 +1,4 @@
 """gmail-rejection-exporter: Gmail and Google Workspace rejections from MTA logs, as Prometheus metrics."""
 
 __version__ = "0.1.0"
-"""The release; pyproject.toml reads it from here (importing importlib.metadata would cost every start 35 ms)."""
+"""The release; pyproject.toml reads it from here (importing importlib.metadata would slow every start)."""

@@ -1,17 +1,23 @@
-"""One log line in, one classified Event out: the MTA parsers, the reply normaliser and the rules, in order."""
+"""Log lines in, classified Events out: the byte-level prefilter, the MTA parsers (entries of several lines for
+free text), the reply normaliser and the rules, in order."""
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from exporter import mta
 from exporter.events import Delivery, Event
-from exporter.google import GoogleHosts
-from exporter.mta import exim, generic, opensmtpd, postfix, sendmail
-from exporter.mta.common import REPLY_START, Context
+from exporter.google import WORDINGS, GoogleHosts
+from exporter.mta import generic
+from exporter.mta.common import Context
 from exporter.reply import normalise
 from exporter.rules import Rules
+
+if TYPE_CHECKING:
+    from exporter.config import Config
 
 MAX_LINE_BYTES: Final = 32 * 1024
 """Longer lines are skipped (reason too_long). Sources may cut a line at MAX_LINE_BYTES + 1 bytes and drop the
@@ -19,21 +25,46 @@ rest up to its newline: the analyser only needs to see that it is too long."""
 
 SKIP_REASONS: Final = ("too_long", "not_text", "unparseable")
 
-FORMATS: Final = ("auto", "postfix", "exim", "sendmail", "opensmtpd", "generic")
+# Byte strings one of which every line about a delivery to Google holds, searched in the lower-cased line:
+# its host names, its PTR names, its reply marker, the Gmail domain (a DNS failure for gmail.com, a connection
+# to its address). Not plain "gmail": on an MX most lines holding it are about mail *from* Gmail users, and
+# outbound lines name a google.com host anyway. Each marker is one pass over every block read: a new one must be
+# long or rare.
+_GOOGLE_MARKERS: Final = (b"oogle", b"gsmtp", b"1e100.net", b"gmail.com")
+_WORDING_MARKERS: Final = tuple(wording.encode() for wording in WORDINGS)
+"""Gmail's wordings mark a line too, but only a line that does not start with a log's timestamp (see _log_lead):
+a mail log's lines about Google name its host or marker anyway, and a log's blocks of timestamped lines are
+then spared one pass per wording."""
+_MONTHS: Final = frozenset(
+    m.encode() + b" "
+    for m in ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+)
+NEARBY_LINES: Final = 4
+"""How many lines after free text that names a Google host a reply without other sign of Google is taken as
+that host's (a telnet session, a DSN's Remote-MTA field before its Diagnostic-Code)."""
+PARAGRAPH_LINES: Final = 200
+"""How far back the start of a run of free-text lines is looked for."""
+MAX_ENTRY_BYTES: Final = 16 * 1024
+"""An entry of free text grows by no more lines once this long (Gmail's longest replies are under 1 KiB)."""
+
 
 Parser = Callable[[str, Context], Delivery | None]
-_PARSERS: Final[dict[str, Parser]] = {
-    "postfix": postfix.parse,
-    "exim": exim.parse,
-    "sendmail": sendmail.parse,
-    "opensmtpd": opensmtpd.parse,
-    "generic": generic.parse,
-}
-# Byte strings one of which every line about a delivery to Google holds, searched in the lower-cased line:
-# its host names, its PTR names, its reply marker, a DNS failure for gmail.com. Not plain "gmail": on an MX
-# most lines holding it are about mail *from* Gmail users, and outbound lines name a google.com host anyway
-# (or smtp.gmail.com / smtp-relay.gmail.com, which ".gmail.com" finds and "@gmail.com" does not).
-_GOOGLE_MARKERS: Final = (b"oogle", b"gsmtp", b"1e100", b".gmail.com", b"name=gmail")
+
+
+def _anything(text: str) -> bool:
+    return True
+
+
+def _log_lead(blob: bytes, start: int) -> bytes | None:
+    """The start of a log line's timestamp ('Nov ' of syslog, '2026-' of ISO and Exim stamps) if the line at
+    `start` begins with one."""
+    lead = blob[start : start + 4]
+    if lead in _MONTHS:
+        return lead
+    year = blob[start : start + 5]
+    if year[:2] in (b"19", b"20") and year[2:4].isdigit() and year[4:] == b"-":
+        return year
+    return None
 
 
 def _has_long_line(blob: bytes, size: int) -> bool:
@@ -68,8 +99,8 @@ class Analyser:
         track_senders: bool = False,
         now: float | None = None,
     ) -> None:
-        if log_format not in (None, *FORMATS):
-            raise ValueError(f"unknown log format {log_format!r}; one of {', '.join(FORMATS)}")
+        self._formats = mta.formats(log_format or mta.AUTO)
+        self._byte_tests = tuple(f.never_a_delivery for f in self._formats if f.never_a_delivery is not None)
         self.rules = rules
         google = GoogleHosts(google_hosts)
         self._ctx = Context(google, now=now, track_senders=track_senders)
@@ -83,7 +114,29 @@ class Analyser:
         # Each marker is one pass over a block: drop those that contain another (a user's *.googlemail.com).
         markers = dict.fromkeys(self._markers + self._join_markers)
         self._all_markers = tuple(m for m in markers if not any(o != m and o in m for o in markers))
-        self._forced = None if log_format in (None, "auto") else _PARSERS[log_format]
+        self._free = generic.FORMAT if generic.FORMAT in self._formats else None
+        self._mta_formats = tuple(f for f in self._formats if f is not self._free)
+        """The formats whose lines stand alone, in the order they are asked whether a line is theirs."""
+        self._dispatch: tuple[tuple[Callable[[str], bool], Parser], ...] = (
+            tuple((f.claims, f.parse) for f in self._mta_formats)
+            if len(self._formats) > 1
+            else tuple((_anything, f.parse) for f in self._mta_formats)  # a forced format takes every line
+        )
+        """The format of free text, which groups lines into entries (None when a log format is forced)."""
+        self._held = b""
+        """The start of a free-text entry that the last block ended with (see analyse_block)."""
+        self._nearby_left = 0
+        """Lines still to look at for the reply of the Google host that free text named (ctx.nearby_google)."""
+
+    @classmethod
+    def for_config(cls, cfg: Config, rules: Rules) -> Analyser:
+        """The analyser a configuration asks for (every command builds its analysers here)."""
+        return cls(
+            rules,
+            google_hosts=cfg.google_hosts,
+            log_format=cfg.log.format,
+            track_senders=bool(cfg.sender_domains),
+        )
 
     def memory(self) -> dict[str, Any]:
         """The per-stream memory (queue-id joins, the log's year), JSON-able."""
@@ -94,41 +147,52 @@ class Analyser:
         self._ctx.restore(data)
 
     def analyse(self, line: bytes) -> Event | Skipped | None:
-        """An Event for a line about a delivery to Google, Skipped for a line we refuse, else None.
-        Never raises."""
+        """An Event for a line about a delivery to Google, Skipped for a line we refuse, else None: the line on
+        its own, without the lines around it. Never raises."""
         if len(line) > MAX_LINE_BYTES:
             return Skipped("too_long")
         if b"\x00" in line:
             return Skipped("not_text")
         low = line.lower()
-        for marker in self._all_markers:
-            if marker in low:
-                return self._analyse_candidate(line)
-        return None
+        if not any(marker in low for marker in self._all_markers) and (
+            _log_lead(line, 0) is not None or not any(marker in low for marker in _WORDING_MARKERS)
+        ):
+            return None
+        self._ctx.nearby_google, self._nearby_left = None, 0
+        result = self._analyse_candidate(line)
+        if isinstance(result, str):
+            return self._analyse_entry(line, result, candidate=True)
+        return result
 
     def analyse_batch(self, lines: list[bytes]) -> list[Event | Skipped]:
-        """The results of a batch of lines, in order, leaving out the lines about anything else.
-
-        Same results as calling analyse() on each line, several times faster on a busy log: the prefilter
-        runs over the whole batch at C speed (one substring search per marker), so Python only looks at the
-        few lines that can concern Google."""
+        """The results of a batch of lines, in order, leaving out the lines about anything else: analyse_block()
+        of the lines joined by newlines."""
         if not lines:
             return []
         return self.analyse_block(b"\n".join(lines))[1]
 
-    def analyse_block(self, blob: bytes) -> tuple[int, list[Event | Skipped]]:
-        """analyse_batch() for lines already joined by newlines (a final newline is allowed): the number of
-        lines and the results. Reading a log in blocks spares splitting it into a million small objects."""
-        count, spans = self.prefilter(blob)
-        if spans is None:
-            lines = blob[:-1] if blob.endswith(b"\n") else blob
-            return count, [r for r in map(self.analyse, lines.split(b"\n")) if r is not None]
-        results: list[Event | Skipped] = []
-        for start, end in spans:
-            result = self._analyse_candidate(blob[start:end])
-            if result is not None:
-                results.append(result)
-        return count, results
+    def analyse_block(
+        self, blob: bytes, lines_out: list[int] | None = None
+    ) -> tuple[int, list[Event | Skipped]]:
+        """The number of lines analysed and the results of a block of whole lines joined by newlines (a final
+        newline is allowed), in order. Reading a log in blocks spares splitting it into a million small objects:
+        the prefilter runs over the whole block at C speed, so Python only looks at the few lines that can
+        concern Google.
+
+        Free text that no MTA format claims comes in entries of several lines (a folded DSN header, a bounce
+        notice, a stack trace): an entry still open at the end of the block is held back and analysed with the
+        next block, or by flush(), so any cut of a stream into blocks gives the same results. `lines_out`, when
+        given, receives for each result the index of its (first) line, counted from the first line not counted
+        before."""
+        if self._held:
+            blob = self._held + b"\n" + blob if blob else self._held
+            self._held = b""
+        return self._analyse_blob(blob, hold=True, lines_out=lines_out)
+
+    def flush(self, lines_out: list[int] | None = None) -> tuple[int, list[Event | Skipped]]:
+        """Analyse what analyse_block() held back: at the end of a file or stream."""
+        held, self._held = self._held, b""
+        return self._analyse_blob(held, hold=False, lines_out=lines_out)
 
     def prefilter(self, blob: bytes) -> tuple[int, list[tuple[int, int]] | None]:
         """The byte-level prefilter of analyse_block(): the number of lines, and where the lines that can concern
@@ -154,14 +218,201 @@ class Analyser:
                         end = size
                     ends[start] = end
                 at = find(marker, end, size)
+        lead = _log_lead(blob, 0)
+        if lead is None or blob.count(b"\n" + lead) != count - 1:  # not every line starts with a timestamp
+            for marker in _WORDING_MARKERS:
+                at = find(marker, 0, size)
+                while at >= 0:
+                    start = rfind(b"\n", 0, at) + 1
+                    end = find(b"\n", at, size)
+                    if end < 0:
+                        end = size
+                    if start not in ends and _log_lead(blob, start) is None:
+                        ends[start] = end
+                    at = find(marker, end, size)
         return count, sorted(ends.items())
 
-    def _analyse_candidate(self, line: bytes) -> Event | Skipped | None:
-        """analyse() for a line that passed the prefilter."""
-        if self._forced in (None, postfix.parse) and postfix.never_a_delivery(
-            line, track_senders=self._ctx.track_senders
-        ):
-            return None
+    def _analyse_blob(
+        self, blob: bytes, *, hold: bool, lines_out: list[int] | None
+    ) -> tuple[int, list[Event | Skipped]]:
+        count, spans = self.prefilter(blob)
+        if spans is None:
+            return self._analyse_around_bad_lines(blob, hold=hold, lines_out=lines_out)
+        size = len(blob) - 1 if blob.endswith(b"\n") else len(blob)
+        cut = self._open_tail(blob, size) if hold else size
+        results: list[Event | Skipped] = []
+        offsets: list[int] = []  # where each result's line starts, when the caller wants lines numbered
+        covered = 0
+        if self._nearby_left:  # lines named Google's host at the end of the last block
+            covered = self._look_nearby(blob, 0, cut, spans, results, offsets)
+        if cut < size:
+            spans = spans[: bisect.bisect_left(spans, (cut, -1))]
+        analyse_candidate, append, mark = self._analyse_candidate, results.append, offsets.append
+        numbered = lines_out is not None
+        for start, end in spans:
+            if start < covered:
+                continue
+            found = analyse_candidate(blob[start:end])
+            if found is None:
+                continue
+            if found.__class__ is str:
+                first, covered = self._entry(blob, start, end, cut, covered)
+                entry = self._analyse_entry(blob[first:covered], None, candidate=True)
+                if entry is not None:
+                    append(entry)
+                    mark(first)
+                if self._nearby_left:
+                    covered = self._look_nearby(blob, covered + 1, cut, spans, results, offsets)
+            else:
+                append(found)  # type: ignore[arg-type]
+                if numbered:
+                    mark(start)
+        if cut < size:
+            self._held = blob[cut:size]
+            count -= self._held.count(b"\n") + 1
+        if lines_out is not None:
+            line, at = 0, 0
+            for offset in offsets:
+                line += blob.count(b"\n", at, offset)
+                at = offset
+                lines_out.append(line)
+        return count, results
+
+    def _analyse_around_bad_lines(
+        self, blob: bytes, *, hold: bool, lines_out: list[int] | None
+    ) -> tuple[int, list[Event | Skipped]]:
+        """A block with a NUL byte or an overlong line: such a line is skipped with its reason and ends any
+        entry of free text; the runs of lines between them are analysed as blocks of their own."""
+        lines = (blob[:-1] if blob.endswith(b"\n") else blob).split(b"\n")
+        count, run = 0, 0
+        found: list[Event | Skipped] = []
+        for index, line in enumerate([*lines, None]):
+            bad = line is not None and (len(line) > MAX_LINE_BYTES or b"\x00" in line)
+            if line is not None and not bad:
+                continue
+            if run < index:
+                at: list[int] | None = [] if lines_out is not None else None
+                last = line is None
+                text = b"\n".join(lines[run:index]) + b"\n"  # a final newline: b"\n" is one empty line
+                n, results = self._analyse_blob(text, hold=hold and last, lines_out=at)
+                count, found = count + n, found + results
+                if lines_out is not None and at is not None:
+                    lines_out.extend(run + i for i in at)
+            if line is not None:
+                count += 1
+                found.append(Skipped("too_long" if len(line) > MAX_LINE_BYTES else "not_text"))
+                if lines_out is not None:
+                    lines_out.append(index)
+            run = index + 1
+        return count, found
+
+    def _open_tail(self, blob: bytes, size: int) -> int:
+        """Where the paragraph of free text that ends the block starts (size when the block ends with an MTA's line
+        or a blank one): its entry may go on in the next block."""
+        start = blob.rfind(b"\n", 0, size) + 1
+        line = blob[start:size]
+        if not line.strip() or self._claimed(line):
+            return size
+        return self._paragraph_start(blob, start, 0)
+
+    def _paragraph_start(self, blob: bytes, start: int, floor: int) -> int:
+        """Where the run of free-text lines holding the line at `start` starts: after a blank line, an MTA's line or
+        `floor`, at most PARAGRAPH_LINES lines back. Entries are grouped from there on, so the same text is
+        grouped the same way wherever blocks cut it."""
+        first = start
+        for _ in range(PARAGRAPH_LINES):
+            if first <= floor:
+                break
+            before = blob.rfind(b"\n", 0, first - 1) + 1
+            previous = blob[before : first - 1]
+            if before < floor or not previous.strip() or self._claimed(previous):
+                break
+            first = before
+        return first
+
+    def _entry(self, blob: bytes, start: int, end: int, cut: int, floor: int) -> tuple[int, int]:
+        """Where the free-text entry holding the line blob[start:end] starts and ends: the entries of its paragraph
+        (not before `floor`) are grouped line by line until one holds it; none goes past `cut`."""
+        first = self._paragraph_start(blob, start, floor)
+        while True:
+            last = self._entry_end(blob, first, cut)
+            if last >= end or last >= cut:
+                return first, last
+            first = last + 1
+
+    def _entry_end(self, blob: bytes, first: int, cut: int) -> int:
+        """Where the entry that starts at `first` ends: the next lines join it while they go on with it."""
+        end = blob.find(b"\n", first, cut)
+        end = cut if end < 0 else end
+        entry = blob[first:end].decode("utf-8", "replace")
+        lines = 1
+        while end < cut and lines < generic.MAX_LINES and end - first < MAX_ENTRY_BYTES:
+            after = blob.find(b"\n", end + 1, cut)
+            after = cut if after < 0 else after
+            following = blob[end + 1 : after]
+            if self._claimed(following):
+                break
+            text = following.decode("utf-8", "replace")
+            if not generic.continues(entry, text):
+                break
+            entry, end, lines = entry + "\n" + text, after, lines + 1
+        return end
+
+    def _look_nearby(
+        self,
+        blob: bytes,
+        pos: int,
+        cut: int,
+        spans: list[tuple[int, int]],
+        results: list[Event | Skipped],
+        offsets: list[int],
+    ) -> int:
+        """After free text that named a Google host (or a Gmail recipient): the next lines without other sign of
+        Google may carry its reply. They are analysed here, in order, an MTA's line as the prefilter's `spans`
+        say; returns where the last line looked at ends (pos - 1 when none)."""
+        covered = pos - 1
+        # An empty last line of the block starts at its end: it is a line of the window too.
+        last_empty = cut == len(blob) - 1 and blob.endswith(b"\n") and (cut == 0 or blob[cut - 1] == 10)
+        while self._nearby_left and (pos < cut or (pos == cut and last_empty)):
+            end = blob.find(b"\n", pos, cut)
+            end = cut if end < 0 else end
+            line = blob[pos:end]
+            if not line.strip() or self._claimed(line):  # an MTA's line: its own parser, if it is a candidate
+                at = bisect.bisect_left(spans, (pos, -1))
+                if at < len(spans) and spans[at][0] == pos:
+                    found = self._analyse_candidate(line)
+                    if found is not None and not isinstance(found, str):
+                        results.append(found)
+                        offsets.append(pos)
+                self._nearby_left -= 1
+                covered, pos = end, end + 1
+                continue
+            first, covered = pos, self._entry_end(blob, pos, cut)
+            entry = blob[first:covered]
+            self._nearby_left = max(0, self._nearby_left - entry.count(b"\n") - 1)
+            result = self._analyse_entry(entry, None, candidate=False)
+            pos = covered + 1
+            if result is not None:
+                results.append(result)
+                offsets.append(first)
+                break
+        if not self._nearby_left:
+            self._ctx.nearby_google = None
+        return covered
+
+    def _claimed(self, line: bytes) -> bool:
+        """Whether an MTA format (not the free-text fallback) claims a line."""
+        if self._free is None:
+            return True
+        text = line.decode("utf-8", "replace")
+        return any(f.claims(text) for f in self._mta_formats)
+
+    def _analyse_candidate(self, line: bytes) -> Event | Skipped | str | None:
+        """The result of a line that passed the prefilter, or its text when it is free text, which no MTA
+        format claims (then its entry decides)."""
+        for never_a_delivery in self._byte_tests:
+            if never_a_delivery(line, self._ctx):
+                return None
         try:
             text = line.decode("utf-8")
             valid = True
@@ -169,9 +420,14 @@ class Analyser:
             text = line.decode("utf-8", "replace")
             valid = False
         text = text.rstrip("\r\n")
+        for claims, parse in self._dispatch:  # noqa: B007 - the loop picks the parser used below
+            if claims(text):
+                break
+        else:
+            return text  # free text: its entry decides
         self._ctx.line = line
         try:
-            delivery = self._parse(text)
+            delivery = parse(text, self._ctx)
             event = self._event(delivery) if delivery is not None else None
         except Exception:  # a parser bug must cost one line, never the daemon
             return Skipped("unparseable")
@@ -179,31 +435,40 @@ class Analyser:
             return event
         if not valid:
             return Skipped("not_text")
-        if "gsmtp" in text.lower() and not self._ignorable(text):
+        if "gsmtp" in text.lower():  # an MTA's line with Google's reply that its parser did not understand
             return Skipped("unparseable")
         return None
 
-    def _parse(self, text: str) -> Delivery | None:
-        if self._forced is not None:
-            return self._forced(text, self._ctx)
-        if postfix.claims(text):
-            return postfix.parse(text, self._ctx)
-        if "sendmail[" in text or "sm-mta[" in text or "sm-msp-queue[" in text:
-            return sendmail.parse(text, self._ctx)
-        if "smtpd[" in text:
-            found = opensmtpd.parse(text, self._ctx)
-            if found is not None or opensmtpd.TAG.search(text):
-                return found
-        if exim.LINE.search(text):
-            return exim.parse(text, self._ctx)
-        return generic.parse(text, self._ctx)
-
-    @staticmethod
-    def _ignorable(text: str) -> bool:
-        """Lines that quote Google's marker but record no delivery: the DSN we send back, header dumps, and
-        the rest of a multi-line entry (Exim writes real newlines), which starts with the reply code."""
-        head = text[: postfix.TAG_WITHIN]
-        return "/bounce[" in head or "/cleanup[" in head or REPLY_START.match(text) is not None
+    def _analyse_entry(self, entry: bytes, text: str | None, *, candidate: bool) -> Event | Skipped | None:
+        """The result of an entry of free text (one or more lines): Google's reply in it, a failure to reach
+        Google, or nothing; an entry that names a Google host and says nothing more lends it to the next lines."""
+        ctx = self._ctx
+        valid = True
+        if text is None:
+            try:
+                text = entry.decode("utf-8")
+            except UnicodeDecodeError:
+                text = entry.decode("utf-8", "replace")
+                valid = False
+        newline = entry.find(b"\n")
+        ctx.line = entry if newline < 0 else entry[:newline]
+        try:
+            delivery = generic.parse(text, ctx)
+            event = self._event(delivery) if delivery is not None else None
+        except Exception:  # a parser bug must cost one entry, never the daemon
+            return Skipped("unparseable")
+        if event is not None:
+            ctx.nearby_google, self._nearby_left = None, 0
+            return event
+        host = ctx.google.named_in(text)
+        if host is not None:
+            ctx.nearby_google, self._nearby_left = host, NEARBY_LINES
+        elif "@gmail.com" in text.lower() or "@googlemail.com" in text.lower():
+            # A Gmail recipient: the next lines are looked at too, but their reply must show Google's signs itself.
+            ctx.nearby_google, self._nearby_left = None, NEARBY_LINES
+        if candidate and not valid:
+            return Skipped("not_text")
+        return None
 
     def _event(self, delivery: Delivery) -> Event:
         reply = normalise(delivery.reply) if delivery.reply else None

@@ -16,8 +16,8 @@ from typing import Any, Final
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 
-from exporter.analyse import FORMATS
 from exporter.errors import ConfigError
+from exporter.mta import FORMATS
 from exporter.queue.command import MTAS, mta_of_command, split_command
 from exporter.yamlfile import compose, items, line_of
 
@@ -28,6 +28,10 @@ DEFAULT_LISTEN_ADDRESS: Final = f":{DEFAULT_PORT}"
 DEFAULT_TELEMETRY_PATH: Final = "/metrics"
 DEFAULT_READ_TIMEOUT: Final = "30s"
 DEFAULT_MAX_CONNECTIONS: Final = 512
+DEFAULT_RUNBOOK_URL: Final = (
+    "https://github.com/gmail-rejection-exporter/gmail-rejection-exporter/blob/main/deploy/runbook.md"
+)
+"""The project's runbook on its repository host; a deployment that keeps its own copy sets web.runbook_url."""
 SYSTEM_STATE_DIR: Final = "/var/lib/gmail-rejection-exporter"
 STATE_FILE_NAME: Final = "state.json"
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -62,6 +66,8 @@ class WebConfig:
     read_timeout: float = 30.0
     """Seconds a client may take for a TLS handshake or a request, or stay idle between requests."""
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    runbook_url: str = DEFAULT_RUNBOOK_URL
+    """The runbook the landing page links to (its sections are appended as #fragments)."""
 
 
 DEFAULT_QUEUE_INTERVAL: Final = "60s"
@@ -109,6 +115,7 @@ SCHEMA: Final[dict[str, dict[str, str]]] = {
         "config_file": _OPT_STR,
         "read_timeout": _STR,
         "max_connections": _INT,
+        "runbook_url": _STR,
     },
     "rules": {"files": _LIST},
     "google": {"hosts": _LIST},
@@ -205,6 +212,32 @@ def default_state_file() -> str:
     return os.path.join(base, "gmail-rejection-exporter", STATE_FILE_NAME)
 
 
+def add_analysis_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that say how lines are analysed, shared by `run`, `check-config`, `classify` and `report`
+    (defaults None: unset flags leave the file's value, or the default)."""
+    a = parser.add_argument
+    a(
+        "--log.format",
+        dest="log_format",
+        metavar="FORMAT",
+        help=f"force an MTA log format instead of detecting it per line: one of {', '.join(FORMATS)}",
+    )
+    a(
+        "--rules.file",
+        dest="rules_files",
+        action="append",
+        metavar="FILE",
+        help="extra rules file, merged before the bundled rules (repeatable)",
+    )
+    a(
+        "--google.host",
+        dest="google_hosts",
+        action="append",
+        metavar="HOST",
+        help="another relay host name that is Google's (repeatable)",
+    )
+
+
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """The flags that set configuration (defaults None: unset flags leave the file's value)."""
     a = parser.add_argument
@@ -216,12 +249,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="log file or glob to follow, - for stdin (repeatable)",
     )
-    a(
-        "--log.format",
-        dest="log_format",
-        metavar="FORMAT",
-        help="force an MTA log format instead of auto-detection",
-    )
+    add_analysis_flags(parser)
     a("--journal", dest="journal", action="store_true", default=None, help="read the systemd journal")
     a(
         "--journal.unit",
@@ -282,11 +310,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help=f"most connections open at once (default {DEFAULT_MAX_CONNECTIONS})",
     )
     a(
-        "--rules.file",
-        dest="rules_files",
-        action="append",
-        metavar="FILE",
-        help="extra rules file, merged before the bundled rules (repeatable)",
+        "--web.runbook-url",
+        dest="runbook_url",
+        metavar="URL",
+        help="runbook the landing page links to (default: the project's, on its repository host)",
     )
     a(
         "--queue.mta",
@@ -309,8 +336,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     a("--log.level", dest="log_level", choices=LOG_LEVELS, help="logging level (default info)")  # fmt: skip
 
 
-def load(args: argparse.Namespace) -> Config:
-    """Reads the config file named by the flags (if any) and applies the flags over it."""
+def load(args: argparse.Namespace, *, sources_required: bool = True) -> Config:
+    """Reads the config file named by the flags (if any) and applies the flags over it. The offline commands,
+    which name their files as arguments, pass sources_required=False."""
     path: str | None = getattr(args, "config_file", None)
     values: dict[str, Any] = {}
     lines: dict[str, int] = {}
@@ -381,6 +409,7 @@ def load(args: argparse.Namespace) -> Config:
             config_file=pick("web_config_file", "web.config_file", None),
             read_timeout=read_seconds,
             max_connections=pick("max_connections", "web.max_connections", DEFAULT_MAX_CONNECTIONS),
+            runbook_url=pick("runbook_url", "web.runbook_url", DEFAULT_RUNBOOK_URL),
         ),
         rules_files=tuple(pick("rules_files", "rules.files", ())),
         google_hosts=tuple(h.lower() for h in pick("google_hosts", "google.hosts", ())),
@@ -390,7 +419,7 @@ def load(args: argparse.Namespace) -> Config:
         log_level=getattr(args, "log_level", None) or "info",
         file=path,
     )
-    _validate(config, where)
+    _validate(config, where, sources_required=sources_required)
     return config
 
 
@@ -414,13 +443,16 @@ _CHECKS: Final[list[tuple[str, str, Callable[[Config], bool]]]] = [
     ("log.format", f"must be one of {', '.join(FORMATS)}", lambda c: c.log.format in FORMATS),
     ("web.telemetry_path", "must be an absolute URL path other than / and /-/...", lambda c: c.web.telemetry_path.startswith("/") and c.web.telemetry_path != "/" and not c.web.telemetry_path.startswith("/-/")),
     ("web.max_connections", "must be at least 1", lambda c: c.web.max_connections >= 1),
+    ("web.runbook_url", "must be an http:// or https:// URL without a #fragment, e.g. https://wiki.example.com/runbook", lambda c: re.fullmatch(r"https?://[^\s\"'<>#`\\]+", c.web.runbook_url) is not None),
     ("metrics.sender_domains", "must be domain names like example.com", lambda c: all(re.fullmatch(r"[a-z0-9.-]+\.[a-z0-9-]+", d) for d in c.sender_domains)),
     ("google.hosts", "must be host names", lambda c: all(re.fullmatch(r"[a-z0-9.*-]+", h) for h in c.google_hosts)),
     ("log.paths", "standard input (-) can be named only once", lambda c: list(c.log.paths).count("-") <= 1),
 ]  # fmt: skip
 
 
-def _validate(config: Config, where: Callable[[str], tuple[str, int | None]]) -> None:
+def _validate(
+    config: Config, where: Callable[[str], tuple[str, int | None]], *, sources_required: bool
+) -> None:
     try:
         parse_listen_address(config.web.listen_address)
     except ValueError as err:
@@ -428,7 +460,7 @@ def _validate(config: Config, where: Callable[[str], tuple[str, int | None]]) ->
     for key, message, check in _CHECKS:
         if not check(config):
             raise ConfigError(*where(key), key, message)
-    if not config.log.paths and not config.journal.enabled:
+    if sources_required and not config.log.paths and not config.journal.enabled:
         raise ConfigError(
             config.file or FLAGS_FILE,
             None,

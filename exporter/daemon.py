@@ -8,12 +8,14 @@ Then the loop writes the state when it is due and reloads on request, until SIGT
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from types import FrameType
 from typing import Any
 
@@ -27,9 +29,14 @@ from exporter.ingest import Ingest, LineAnalyser
 from exporter.metrics import Metrics
 from exporter.metrics import saved as saved_metrics
 from exporter.metrics.families import Collector
+from exporter.queue import reader as queue_reader
+from exporter.queue.classify import QueueClassifier
+from exporter.queue.collector import QueueCollector
+from exporter.queue.domains import GoogleDomains
+from exporter.queue.shared import GoogleHosts
 from exporter.rules import CATEGORIES, Rules, load_rules
-from exporter.sources import Source, SourceStatus
-from exporter.sources.files import FILE_STATES, FileSource, open_failure
+from exporter.sources import Source, SourceStatus, join
+from exporter.sources.files import PERMISSION_HINT, STATE_PERMISSION_DENIED, FileSource, open_failure
 from exporter.sources.journal import JournalSource
 from exporter.sources.position import FilePosition, JournalPosition
 from exporter.sources.reader import open_plain
@@ -48,12 +55,7 @@ RulesLoader = Callable[[Sequence[str]], Rules]
 
 def make_analyser(cfg: Config, rules: Rules) -> LineAnalyser:
     """One analyser per stream: it keeps that stream's year and queue-id joins."""
-    return Analyser(
-        rules,
-        google_hosts=cfg.google_hosts,
-        log_format=cfg.log.format,
-        track_senders=bool(cfg.sender_domains),
-    )
+    return Analyser.for_config(cfg, rules)
 
 
 def new_metrics(cfg: Config) -> Metrics:
@@ -90,6 +92,10 @@ class Daemon:
         self.server: web.Server | None = None
         self.checkpointer: Checkpointer | None = None
         self.ingest: Ingest | None = None
+        self.domains = GoogleDomains()
+        """Recipient domains seen delivered to Google: the queue reader counts them as bound for Google."""
+        self.queue: queue_reader.QueueReader | None = None
+        self._queue_thread: threading.Thread | None = None
 
     # -- start-up steps --
 
@@ -98,10 +104,6 @@ class Daemon:
         cfg = config.load(self.args)
         rules = self._rules_loader(cfg.rules_files)
         security = webconfig.load(cfg.web.config_file)
-        try:  # settings the analyser rejects fail here, not in a reader thread
-            self._analyser_factory(cfg, rules)
-        except ValueError as err:
-            raise ConfigError(cfg.file or config.FLAGS_FILE, None, "log.format", str(err)) from err
         return cfg, rules, security
 
     def _configure_logging(self, cfg: Config) -> None:
@@ -131,11 +133,16 @@ class Daemon:
             return
         saved_metrics.restore(metrics, snapshot.metrics)
         ingest.restore(snapshot)
+        if snapshot.google_domains is not None:
+            try:
+                self.domains.restore(snapshot.google_domains)
+            except ValueError as err:
+                log.warning("state file %s: %s; learning Google's customer domains afresh", state.path, err)
         assert self.checkpointer is not None
         self.checkpointer.write_errors = snapshot.write_errors
         log.info("resuming from %s", state.path)
 
-    def _build_sources(self, cfg: Config, ingest: Ingest) -> list[Source]:
+    def _build_sources(self, cfg: Config, ingest: Ingest, state: StateFile) -> list[Source]:
         saved = ingest.positions()
         sources: list[Source] = []
         files = [p for p in cfg.log.paths if p != "-"]
@@ -147,6 +154,7 @@ class Daemon:
                     max_line_bytes=MAX_LINE_BYTES,
                     from_beginning=cfg.from_beginning,
                     saved={k: p for k, p in saved.items() if isinstance(p, FilePosition)},
+                    exclude=state.owns,
                     clock=self._clock,
                     watch=self._watch,
                 )
@@ -172,6 +180,11 @@ class Daemon:
         registry = CollectorRegistry(auto_describe=False)
         checkpointer = self.checkpointer
         assert checkpointer is not None
+        snapshot = None
+        if self.queue is not None:
+            queue = self.queue
+            snapshot = lambda: queue.snapshot  # noqa: E731
+            registry.register(QueueCollector(snapshot))
         registry.register(
             Collector(
                 metrics,
@@ -191,6 +204,8 @@ class Daemon:
             reload=self.reload,
             telemetry_path=cfg.web.telemetry_path,
             security=security,
+            queue=snapshot,
+            runbook_url=cfg.web.runbook_url,
         )
         host, port = config.parse_listen_address(cfg.web.listen_address)
         server = web.serve(host, port, app, cfg.web)
@@ -201,13 +216,26 @@ class Daemon:
             self._announce(url)
         return server
 
+    def _build_queue(self, cfg: Config, rules: Rules) -> None:
+        """The queue reader, or none (`--queue.mta none`, or `auto` finding no MTA's queue command)."""
+        classifier = QueueClassifier(rules, GoogleHosts(cfg.google_hosts), self.domains)
+        self.queue = queue_reader.build(cfg.queue.mta, cfg.queue.interval, cfg.queue.command, classifier)
+
+    def _start_queue(self) -> None:
+        # Its own long-lived thread: the listing's child is tied to the thread that starts it (PR_SET_PDEATHSIG).
+        if self.queue is not None:
+            thread = threading.Thread(target=self.queue.run, args=(self._stop,), name="queue", daemon=True)
+            thread.start()
+            self._queue_thread = thread  # once started: healthy() takes a thread not alive for one that ended
+
     def _start_sources(self) -> None:
-        self._threads = [
+        threads = [
             threading.Thread(target=source.run, args=(self._stop,), name=f"source-{i}", daemon=True)
             for i, source in enumerate(self._sources)
         ]
-        for thread in self._threads:
+        for thread in threads:
             thread.start()
+        self._threads = threads  # only started threads: one not started yet has not ended
 
     def run(self) -> int:
         try:
@@ -232,11 +260,16 @@ class Daemon:
         """The counter store, the ingest stage and its checkpointer restored from the (locked) state file, and the
         sources that resume from its positions: what a start, or a restart after a kill, builds before serving."""
         metrics = new_metrics(cfg)
-        ingest = self.ingest = Ingest(metrics, lambda: self._analyser_factory(cfg, rules))
-        self.checkpointer = Checkpointer(state, ingest.snapshot)
+        ingest = self.ingest = Ingest(
+            metrics, lambda: self._analyser_factory(cfg, rules), learn=self.domains.learn
+        )
+        domains = self.domains
+        self.checkpointer = Checkpointer(
+            state, lambda: replace(ingest.snapshot(), google_domains=domains.state())
+        )
         ingest.checkpointer = self.checkpointer
         self._restore(state, cfg, rules, metrics, ingest)
-        self._sources = self._build_sources(cfg, ingest)
+        self._sources = self._build_sources(cfg, ingest, state)
         for status in self.statuses():
             metrics.add_source(status.name)
         return metrics
@@ -247,13 +280,28 @@ class Daemon:
         metrics = self.assemble(cfg, rules, state)
         assert self.checkpointer is not None
         try:
+            self._build_queue(cfg, rules)
+        except ValueError as err:
+            print(f"gmail-rejection-exporter: queue: {err}", file=sys.stderr)
+            return EXIT_CONFIG
+        try:
             self.server = self._serve(cfg, security, metrics)
         except OSError as err:
-            log.error("cannot listen on %s: %s", cfg.web.listen_address, err)
+            hint = {
+                errno.EADDRINUSE: "another process listens there (another exporter?): stop it, or pick a free port",
+                errno.EACCES: "ports below 1024 need privileges: pick a port above 1023",
+            }.get(err.errno or 0, "pick another address")
+            log.error(
+                "cannot listen on %s: %s; %s with --web.listen-address (web.listen_address in the config file)",
+                cfg.web.listen_address,
+                err.strerror or err,
+                hint,
+            )
             return EXIT_RUNTIME
         self._install_signals()
         self.checkpointer.changed(urgent=True)  # the state as restored, under this run's lock, at once
         self._start_sources()
+        self._start_queue()
         written = True
         try:
             self._loop()
@@ -261,8 +309,8 @@ class Daemon:
             self._stop.set()
             for source in self._sources:
                 source.stop_waking()
-            for thread in self._threads:
-                thread.join(JOIN_SECONDS)
+            for name in join([*self._threads, *filter(None, [self._queue_thread])], JOIN_SECONDS):
+                log.warning("%s did not stop within %.0f s; stopping without it", name, JOIN_SECONDS)
             written = self.checkpointer.flush()
             web.stop(self.server)
         if written:
@@ -321,11 +369,18 @@ class Daemon:
         return [status for source in self._sources for status in source.statuses()]
 
     def healthy(self) -> str | None:
-        """None when healthy, else why not: a reader thread that ended while the exporter runs is never healthy."""
-        for thread, source in zip(self._threads, self._sources, strict=True):
+        """None when healthy, else why not: a reader that failed or a thread that ended while the exporter runs is
+        never healthy."""
+        for status in self.statuses():
+            if status.failed:
+                return f"{status.name}: {status.failed}"
+        # Before the sources start (the server answers probes from the moment it listens) there are no threads.
+        for thread, source in zip(self._threads, self._sources, strict=False):
             finished = all(s.finished for s in source.statuses())
             if not thread.is_alive() and not self._stop.is_set() and not finished:
                 return f"{thread.name} ended"
+        if self._queue_thread is not None and not self._queue_thread.is_alive() and not self._stop.is_set():
+            return "the queue reader ended"
         return None
 
     def ready(self) -> bool:
@@ -363,6 +418,7 @@ class Daemon:
                 "web.listen_address": (old.web.listen_address, cfg.web.listen_address),
                 "web.read_timeout": (old.web.read_timeout, cfg.web.read_timeout),
                 "web.max_connections": (old.web.max_connections, cfg.web.max_connections),
+                "queue": (old.queue, cfg.queue),
                 "metrics.sender_domains (turning it on or off)": (
                     bool(old.sender_domains),
                     bool(cfg.sender_domains),
@@ -372,8 +428,11 @@ class Daemon:
                 if before != after:
                     log.warning("reload: a change of %s takes effect at the next start", what)
             ingest.replace_analysers(lambda: self._analyser_factory(cfg, rules))
+            if self.queue is not None:
+                self.queue.classifier = QueueClassifier(rules, GoogleHosts(cfg.google_hosts), self.domains)
             self.server.set_security(security)
             self.server.app.telemetry_path = cfg.web.telemetry_path
+            self.server.app.runbook_url = cfg.web.runbook_url
             with metrics.lock:
                 if metrics.by_sender and cfg.sender_domains:
                     metrics.set_sender_domains(cfg.sender_domains)
@@ -399,28 +458,26 @@ def source_problems(cfg: Config) -> list[str]:
             open_plain(path, 0, MAX_LINE_BYTES).file.close()
         except OSError as err:
             state = open_failure(err)
-            assert state in FILE_STATES
-            hint = (
-                " (the exporter's user needs read access; Debian's mail logs are root:adm 0640)"
-                if state == "permission_denied"
-                else ""
-            )
-            problems.append(f"{path}: {state.replace('_', ' ')}: {err.strerror or err}{hint}")
+            hint = PERMISSION_HINT if state == STATE_PERMISSION_DENIED else ""
+            problems.append(f"{path}: {state}: {err.strerror or err}{hint}")
     return problems
 
 
 def check_config(args: argparse.Namespace) -> int:
     """The `check-config` command: exit 0 when config, rules and web config are usable, 2 otherwise. Logs that
     cannot be followed now are warned about (they may appear later), without failing."""
+    if args.file is not None:
+        if args.config_file not in (None, args.file):
+            print(
+                "gmail-rejection-exporter: give the config file once: FILE or --config.file", file=sys.stderr
+            )
+            return EXIT_CONFIG
+        args.config_file = args.file
     try:
         cfg = config.load(args)
         rules = load_rules(cfg.rules_files)
         webconfig.load(cfg.web.config_file)
-        make_analyser(cfg, rules)
     except ConfigError as err:
-        print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
-        return EXIT_CONFIG
-    except ValueError as err:
         print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
         return EXIT_CONFIG
     for problem in source_problems(cfg):
@@ -436,6 +493,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_check_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of the `check-config` command: the same as `run`, so a command line can be checked too."""
+    """Flags of the `check-config` command: the same as `run`, so a command line can be checked too, and the
+    config file as an argument."""
     config.add_flags(parser)
+    parser.add_argument(
+        "file", nargs="?", metavar="FILE", help="config file to check (same as --config.file)"
+    )
     parser.set_defaults(handler=check_config)

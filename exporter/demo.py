@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import os
 import random
+import shlex
 import sys
 import tempfile
 import threading
@@ -84,8 +87,42 @@ GOOGLE_MX: Final = "gmail-smtp-in.l.google.com[142.250.27.26]:25"
 NAMES: Final = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")
 
 
-def postfix_lines(rng: random.Random) -> Iterator[str]:
-    """An endless, plausible Postfix log: Google accepts most mail, refuses some, other hosts are noise."""
+QUEUE_HELD: Final = 25
+"""Deferred messages the demo queue holds at most: older ones are taken as delivered on a later try."""
+
+
+class DemoQueue:
+    """What `postqueue -j` would list for the demo log: its deferred messages, rewritten whole at each change."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._entries: dict[str, dict[str, object]] = {}
+        self.write()
+
+    def defer(self, queue_id: str, recipient: str, reason: str) -> None:
+        self._entries[queue_id] = {
+            "queue_name": "deferred",
+            "queue_id": queue_id,
+            "arrival_time": int(time.time()),
+            "message_size": 4242,
+            "forced_expire": False,
+            "sender": "news@example.net",
+            "recipients": [{"address": recipient, "delay_reason": reason}],
+        }
+        while len(self._entries) > QUEUE_HELD:
+            del self._entries[next(iter(self._entries))]
+        self.write()
+
+    def write(self) -> None:
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(entry) + "\n" for entry in self._entries.values())
+        os.replace(tmp, self.path)
+
+
+def postfix_lines(rng: random.Random, queue: DemoQueue | None = None) -> Iterator[str]:
+    """An endless, plausible Postfix log: Google accepts most mail, refuses some, other hosts are noise. Deferred
+    mail also goes to the demo queue."""
     for n in itertools.count(1):
         now = time.strftime("%b %e %H:%M:%S", time.localtime())
         queue_id = f"{0x1A2B3C4D5 + n * 7919:X}"[:11]
@@ -102,11 +139,16 @@ def postfix_lines(rng: random.Random) -> Iterator[str]:
         elif roll < 0.85:
             domain, dsn, status, reply = rng.choice(REPLIES)
             session = "".join(rng.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=20))
+            said = (
+                f"host gmail-smtp-in.l.google.com[142.250.27.26] said: {reply} {session}.{n % 999} - gsmtp "
+                "(in reply to RCPT TO command)"
+            )
             yield (
                 f"{now} mx1 postfix/smtp[{pid}]: {queue_id}: to=<{name}@{domain}>, relay={GOOGLE_MX}, delay=1.2, "
-                f"delays=0.1/0/0.4/0.7, dsn={dsn}, status={status} (host gmail-smtp-in.l.google.com[142.250.27.26] "
-                f"said: {reply} {session}.{n % 999} - gsmtp (in reply to RCPT TO command))"
+                f"delays=0.1/0/0.4/0.7, dsn={dsn}, status={status} ({said})"
             )
+            if status == "deferred" and queue is not None:
+                queue.defer(queue_id, f"{name}@{domain}", said)
         else:
             yield (
                 f"{now} mx1 postfix/smtp[{pid}]: {queue_id}: to=<{name}@example.org>, relay=mx.example.org[192.0.2.25]:25, "
@@ -115,9 +157,11 @@ def postfix_lines(rng: random.Random) -> Iterator[str]:
         yield f"{now} mx1 postfix/qmgr[811]: {queue_id}: removed"
 
 
-def write_log(path: str, rate: float, stop: threading.Event, seed: int = 1) -> None:
+def write_log(
+    path: str, rate: float, stop: threading.Event, seed: int = 1, queue: DemoQueue | None = None
+) -> None:
     """Appends lines to `path` at about `rate` lines per second until `stop` is set."""
-    lines = postfix_lines(random.Random(seed))
+    lines = postfix_lines(random.Random(seed), queue)
     with open(path, "a", encoding="utf-8") as log:
         for _ in range(40):  # some history, so the first page is not empty
             log.write(next(lines) + "\n")
@@ -132,9 +176,10 @@ def demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="gmail-rejection-exporter-demo-") as tmp:
         log_path = f"{tmp}/mail.log"
         open(log_path, "w").close()
+        queue = DemoQueue(f"{tmp}/postqueue.json")
         stop = threading.Event()
         writer = threading.Thread(
-            target=write_log, args=(log_path, args.rate, stop), daemon=True, name="writer"
+            target=write_log, args=(log_path, args.rate, stop, 1, queue), daemon=True, name="writer"
         )
         writer.start()
         parser = argparse.ArgumentParser()
@@ -148,6 +193,13 @@ def demo(args: argparse.Namespace) -> int:
                 f"{tmp}/state.json",
                 "--web.listen-address",
                 args.listen_address,
+                # The demo's queue is a file the writer keeps as `postqueue -j` would list it.
+                "--queue.mta",
+                "postfix",
+                "--queue.command",
+                f"cat {shlex.quote(queue.path)}",
+                "--queue.interval",
+                "5s",
             ]
         )
 

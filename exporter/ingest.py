@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from exporter.analyse import Skipped
-from exporter.events import Event
+from exporter.events import Delivery, Event
 from exporter.metrics import Metrics
 from exporter.metrics.saved import dump
 from exporter.sources.position import Position
@@ -50,10 +50,17 @@ class Ingest:
     """The sink of every source (see exporter.sources.Sink)."""
 
     def __init__(
-        self, metrics: Metrics, new_analyser: AnalyserFactory, checkpointer: Checkpointer | None = None
+        self,
+        metrics: Metrics,
+        new_analyser: AnalyserFactory,
+        checkpointer: Checkpointer | None = None,
+        *,
+        learn: Callable[[Delivery], None] | None = None,
     ) -> None:
         self.metrics = metrics
         self.checkpointer = checkpointer
+        self._learn = learn
+        """Told of every delivery event (the queue reader learns Google's customer domains from them)."""
         self._new_analyser = new_analyser
         self._streams: dict[str, Stream] = {}
         self._streams_lock = threading.Lock()
@@ -107,6 +114,11 @@ class Ingest:
             n, results = stream.analyser.analyse_block(block) if block or count else (0, [])
             if count is not None:
                 n = count
+            learn = self._learn
+            if learn is not None:
+                for result in results:
+                    if isinstance(result, Event):
+                        learn(result.delivery)
             metrics = self.metrics
             with metrics.lock:
                 for result in results:

@@ -1,4 +1,5 @@
-"""Bounded label values: what a code may look like before it becomes a Prometheus label or a JSON field."""
+"""Bounded label values: what a code or reason may look like before it becomes a Prometheus label or a JSON
+field."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ OTHER: Final = "other"
 # values at most, whatever the log contains.
 _CODE: Final = re.compile(r"[245][0-5]\d")
 _ENHANCED: Final = re.compile(r"[245]\.[0-7]\.\d{1,2}")
+
+REASON_SHAPE: Final = re.compile(r"[a-z][a-z0-9_]{0,62}")
+"""What a reason may look like: snake_case from a letter on. A rules file is refused with any other reason;
+the metrics fold any other into "other"."""
 
 
 def code_label(code: str | None) -> str | None:

@@ -4,7 +4,6 @@ summary of log files) and `check-rules`."""
 from __future__ import annotations
 
 import argparse
-import gzip
 import io
 import json
 import os
@@ -14,26 +13,36 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
+from exporter import config
 from exporter.analyse import MAX_LINE_BYTES, Analyser, Skipped
+from exporter.compressed import READ_ERRORS, open_log
 from exporter.errors import ConfigError
-from exporter.events import STATUSES, Event
+from exporter.events import STATUSES, Event, Reply
 from exporter.labels import code_label, enhanced_label
-from exporter.redact import redact
-from exporter.rules import CATEGORIES, Rules, load_rules
+from exporter.redact import redact, shorten, template
+from exporter.rules import CATEGORIES, UNMATCHED_REASON, Rules, load_rules, rule_stub
 from exporter.sources.lines import BlockSplitter, LineSplitter
 
 _CHUNK: Final = 1 << 18
+EXAMPLE_CHARS: Final = 300
+"""Longest example reply `report` prints per reason, the ellipsis included."""
 
 
 def add_classify_arguments(parser: argparse.ArgumentParser) -> None:
-    _add_common(parser)
-    parser.add_argument("files", nargs="*", metavar="FILE", help="log files (plain or .gz); stdin when none")
+    config.add_analysis_flags(parser)
+    parser.add_argument("--unclassified", action="store_true",
+                        help="print only Google refusals that no rule matched (reason unknown)")  # fmt: skip
+    parser.add_argument(
+        "files", nargs="*", metavar="FILE", help="log files (plain or compressed); stdin when none"
+    )
     parser.set_defaults(handler=run_classify)
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
-    _add_common(parser)
-    parser.add_argument("files", nargs="+", metavar="FILE", help="log files, oldest first (plain or .gz)")
+    config.add_analysis_flags(parser)
+    parser.add_argument(
+        "files", nargs="+", metavar="FILE", help="log files, oldest first (plain or compressed)"
+    )
     parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     parser.set_defaults(handler=run_report)
 
@@ -43,29 +52,14 @@ def add_check_rules_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=run_check_rules)
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rules.file", dest="rules_files", action="append", default=[], metavar="FILE",
-                        help="extra rules file, before the bundled rules (repeatable)")  # fmt: skip
-    parser.add_argument("--log.format", dest="log_format", default="auto", metavar="FORMAT",
-                        help="force an MTA format: postfix, exim, sendmail, opensmtpd, generic")  # fmt: skip
-    parser.add_argument("--google.host", dest="google_hosts", action="append", default=[], metavar="HOST",
-                        help="another relay host name that is Google's (repeatable)")  # fmt: skip
-
-
 def _analyser(args: argparse.Namespace) -> Analyser:
-    rules = load_rules(args.rules_files)
-    return Analyser(rules, google_hosts=args.google_hosts, log_format=args.log_format)
+    """The analyser the flags ask for, checked as `run` checks them; raises ConfigError."""
+    cfg = config.load(args, sources_required=False)
+    return Analyser.for_config(cfg, load_rules(cfg.rules_files))
 
 
 def _open(path: str) -> IO[bytes]:
-    if path == "-":
-        return sys.stdin.buffer
-    raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
-    if raw.read(2) == b"\x1f\x8b":
-        raw.seek(0)
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    raw.seek(0)
-    return raw
+    return sys.stdin.buffer if path == "-" else open_log(path)
 
 
 def read_batches(stream: IO[bytes]) -> Iterator[list[bytes]]:
@@ -91,6 +85,23 @@ def read_lines(stream: IO[bytes]) -> Iterator[bytes]:
     """Lines of a stream without their newline."""
     for batch in read_batches(stream):
         yield from batch
+
+
+def classified(analyser: Analyser, stream: IO[bytes]) -> Iterator[tuple[int, Event]]:
+    """The events of a stream with the number of the line each starts on (an entry of free text can span
+    several lines)."""
+    seen = 0
+    blocks = read_blocks(stream)
+    while True:
+        block = next(blocks, None)
+        lines: list[int] = []
+        count, results = analyser.analyse_block(block, lines) if block is not None else analyser.flush(lines)
+        for index, result in zip(lines, results, strict=True):
+            if isinstance(result, Event):
+                yield seen + index + 1, result
+        seen += count
+        if block is None:
+            return
 
 
 def event_json(number: int, event: Event) -> dict[str, Any]:
@@ -127,17 +138,17 @@ def run_classify(args: argparse.Namespace) -> int:
         for path in args.files or ["-"]:
             stream = _open(path)
             try:
-                for number, line in enumerate(read_lines(stream), start=1):
-                    result = analyser.analyse(line)
-                    if isinstance(result, Event):
-                        out.write(json.dumps(event_json(number, result), separators=(", ", ": ")) + "\n")
+                for number, event in classified(analyser, stream):
+                    if args.unclassified and not (event.verdict and event.verdict.reason == UNMATCHED_REASON):
+                        continue
+                    out.write(json.dumps(event_json(number, event), separators=(", ", ": ")) + "\n")
             finally:
                 if stream is not sys.stdin.buffer:
                     stream.close()
         out.flush()
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except OSError as err:
+    except READ_ERRORS as err:
         print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
         return 1
     finally:
@@ -160,9 +171,41 @@ class ReasonSummary:
     example: str = ""
 
 
+MAX_TEMPLATES: Final = 200
+"""Templates of unmatched replies `report` lists at most; the replies of further ones are only counted."""
+
+
+@dataclass
+class UnmatchedTemplate:
+    """Google refusals that no rule matched and that share a template (see redact.template): what Gmail says
+    that the rules do not know yet, with a rule stub for the user's own rules file."""
+
+    code: str | None
+    enhanced_code: str | None
+    template: str
+    rule: str | None
+    """A rule for the user's rules file (rules.rule_stub), None when the template gives nothing to match on."""
+    example: str
+    count: int = 0
+    first_seen: float | None = None
+    last_seen: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "enhanced_code": self.enhanced_code,
+            "template": self.template,
+            "count": self.count,
+            "first_seen": _iso(self.first_seen),
+            "last_seen": _iso(self.last_seen),
+            "example": self.example,
+            "rule": self.rule,
+        }
+
+
 @dataclass
 class Report:
-    """What `report` accumulates; its size depends on the rules, not on the log."""
+    """What `report` accumulates; its size depends on the rules (and MAX_TEMPLATES), not on the log."""
 
     lines: int = 0
     files: list[str] = field(default_factory=list)
@@ -174,6 +217,12 @@ class Report:
     skipped: dict[str, int] = field(default_factory=dict)
     first_seen: float | None = None
     last_seen: float | None = None
+    rules: Rules | None = None
+    """The rules the log is classified with: rule stubs guess their category from them."""
+    unmatched: dict[tuple[str | None, str | None, str], UnmatchedTemplate] = field(default_factory=dict)
+    unmatched_not_listed: int = 0
+    """Unmatched replies past the MAX_TEMPLATES templates listed."""
+    _unmatched_codes: set[tuple[str | None, str | None]] = field(default_factory=set)
 
     def add(self, event: Event) -> None:
         d = event.delivery
@@ -188,6 +237,8 @@ class Report:
         verdict, reply = event.verdict, event.reply
         if verdict is None:
             return
+        if verdict.reason == UNMATCHED_REASON and reply is not None:
+            self._add_unmatched(reply, when)
         if not event.is_rejection:
             self.connection_scope_replies += 1
             return
@@ -197,12 +248,38 @@ class Report:
         key = (verdict.category, verdict.reason, code, enhanced)
         summary = self.reasons.get(key)
         if summary is None:
-            example = redact(reply.text)[:300] if reply else ""
+            example = shorten(redact(reply.text), EXAMPLE_CHARS) if reply else ""
             summary = self.reasons[key] = ReasonSummary(*key, verdict.severity, example=example)
         summary.count += 1
         if when is not None:
             summary.first_seen = when if summary.first_seen is None else min(summary.first_seen, when)
             summary.last_seen = when if summary.last_seen is None else max(summary.last_seen, when)
+
+    def _add_unmatched(self, reply: Reply, when: float | None) -> None:
+        code, enhanced = code_label(reply.code), enhanced_label(reply.enhanced_code)
+        full = len(self.unmatched) >= MAX_TEMPLATES
+        if full and (code, enhanced) not in self._unmatched_codes:
+            self.unmatched_not_listed += 1  # no listed template has these codes: spare making its template
+            return
+        shape = template(reply.text)
+        key = (code, enhanced, shape)
+        found = self.unmatched.get(key)
+        if found is None:
+            if full:
+                self.unmatched_not_listed += 1
+                return
+            self._unmatched_codes.add((code, enhanced))
+            stub = rule_stub(self.rules, code, enhanced, shape) if self.rules is not None else None
+            found = self.unmatched[key] = UnmatchedTemplate(
+                code, enhanced, shape, stub, shorten(redact(reply.text), EXAMPLE_CHARS)
+            )
+        found.count += 1
+        if when is not None:
+            found.first_seen = when if found.first_seen is None else min(found.first_seen, when)
+            found.last_seen = when if found.last_seen is None else max(found.last_seen, when)
+
+    def sorted_unmatched(self) -> list[UnmatchedTemplate]:
+        return sorted(self.unmatched.values(), key=lambda u: (-u.count, u.code or "", u.template))
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -228,6 +305,8 @@ class Report:
             ],
             "connection_errors": self.connection_errors,
             "connection_scope_replies": self.connection_scope_replies,
+            "unmatched_replies": [u.as_json() for u in self.sorted_unmatched()],
+            "unmatched_replies_not_listed": self.unmatched_not_listed,
             "skipped_lines": self.skipped,
         }
 
@@ -274,6 +353,21 @@ class Report:
                     continue
                 seen.add(s.reason)
                 w(f"  {s.reason}: {s.example or '(the MTA logged no reply text)'}")
+        if self.unmatched:
+            w("")
+            w(
+                "Google refusals no rule matched, by template (has Gmail reworded something? check the category and"
+            )
+            w("add the rule to your own rules file, --rules.file)")
+            for u in self.sorted_unmatched():
+                w(
+                    f"  {u.count:>8}  {u.code or '-':<4} {u.enhanced_code or '-':<8}"
+                    f"  {_iso(u.first_seen) or '-'} .. {_iso(u.last_seen) or '-'}"
+                )
+                w(f"            {u.template}")
+                w(f"            {u.rule or '(nothing to match on: no codes and no fixed words)'}")
+            if self.unmatched_not_listed:
+                w(f"  {self.unmatched_not_listed:>8}  more, of templates past the first {MAX_TEMPLATES}")
         if self.connection_errors:
             w("")
             w("Deferrals without a reply from Google (connection errors)")
@@ -318,24 +412,27 @@ class _Progress:
 
 def build_report(paths: Sequence[str], analyser: Analyser) -> Report:
     """Read the files in order (oldest first) and summarise; memory stays bounded whatever their size."""
-    report = Report(files=list(paths))
+    report = Report(files=list(paths), rules=analyser.rules)
     progress = _Progress(paths)
     analyse_block = analyser.analyse_block
     skipped = report.skipped
     for path in paths:
         with _open(path) as stream:
-            raw = getattr(stream, "fileobj", None) or stream
             last_pos = 0
-            for block in read_blocks(stream):
-                count, results = analyse_block(block)
+            blocks = read_blocks(stream)
+            while True:
+                block = next(blocks, None)
+                count, results = analyse_block(block) if block is not None else analyser.flush()
                 report.lines += count
                 for result in results:
                     if isinstance(result, Skipped):
                         skipped[result.reason] = skipped.get(result.reason, 0) + 1
                     else:
                         report.add(result)
-                if progress.enabled:
-                    pos = raw.tell()
+                if block is None:
+                    break
+                if progress.enabled:  # where the file is read up to, compressed or not
+                    pos = os.lseek(stream.fileno(), 0, os.SEEK_CUR)
                     progress.update(pos - last_pos)
                     last_pos = pos
     progress.finish()
@@ -349,7 +446,7 @@ def run_report(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
         return 2
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
+    except READ_ERRORS as err:
         print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
         return 1
     if args.format == "json":

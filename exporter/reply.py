@@ -4,6 +4,9 @@ MTAs flatten Gmail's multi-line replies in different ways; all of them are undon
 Postfix joins lines with a space and keeps every `550-5.7.26 ` prefix, SASL warnings join with `?`,
 Exim joins with the two characters `\\n`, OpenSMTPD drops the `550-` prefix of later lines and glues a
 multi-digit enhanced code to the previous word (`fails5.7.26 to pass`), Sendmail keeps the first line only.
+Mail libraries print the enhanced code alone at the start of each line (Python's smtplib, Go), or drop the
+basic code altogether (.NET); Node-RED shows line breaks as `↵`. Replies from before Google's `- gsmtp`
+marker end with Gmail's session id alone, which goes too.
 """
 
 from __future__ import annotations
@@ -14,13 +17,16 @@ from collections.abc import Callable
 from typing import Final
 
 from exporter.events import Reply
+from exporter.google import is_session_id
 
 # A reply starts with a basic code, then '-' (more lines follow) or ' ' (last line) or its end.
 _START: Final = re.compile(r"\s*['\"]?([2-5]\d\d)(?:[ -]|$)")
+_LONE_ENHANCED: Final = re.compile(r"\s*['\"]?([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _ENHANCED: Final = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _MASKED: Final = re.compile(r"[xX#*]\.[xX#*]{1,3}\.[xX#*]{1,3}(?![\w.])")
-# Line joins: Exim's literal backslash-n (also \r\n), real newlines, and Postfix's '?' before the next code.
-_JOINS: Final = re.compile(r"\\r\\n|\\n|\\r|[\r\n]+|\?(?=[2-5]\d\d[ -])")
+# Line joins: Exim's literal backslash-n (also \r\n), real newlines with the indentation of a folded line, and
+# Postfix's '?' before the next code.
+_JOINS: Final = re.compile(r"\\r\\n|\\n|\\r|[\r\n\u21b5]+[ \t]*|\?(?=[2-5]\d\d[ -])")
 _QUESTION_JOIN: Final = re.compile(r"\?[2-5]\d\d[ -]")
 _SESSION_ID: Final = re.compile(r"(?=[\w.-]*\d)[\w.-]{6,100}")
 """Google's session id: always holds a digit (a last word without one is reply text)."""
@@ -47,7 +53,13 @@ def normalise(raw: str) -> Reply:
 def _normalise_body(text: str, marked: bool) -> Reply:
     # Each substitution only where its trigger occurs: a reply new to the cache (a log of distinct fake
     # replies) then costs a few substring searches instead of a regex pass per shape.
-    if "\\" in text or "\r" in text or "\n" in text or ("?" in text and _QUESTION_JOIN.search(text)):
+    if (
+        "\\" in text
+        or "\r" in text
+        or "\n" in text
+        or "\u21b5" in text
+        or ("?" in text and _QUESTION_JOIN.search(text))
+    ):
         text = _JOINS.sub(" ", text)
     origin = "gsmtp"
     end = text.rstrip()
@@ -55,6 +67,10 @@ def _normalise_body(text: str, marked: bool) -> Reply:
         # The note can only open after the last ')' but one: search from there, not from every '('.
         cut = text.rfind(")", 0, len(end) - 1) + 1
         text = text[:cut] + _MTA_NOTE.sub("", text[cut:])
+    if not marked:
+        before, _, last = text.rstrip().rpartition(" ")
+        if before and is_session_id(last.rstrip(".")):
+            text = before
     if "gcdp" in text.lower():
         stripped = _GCDP.sub(" ", text)
         if stripped != text:
@@ -76,6 +92,14 @@ def _normalise_body(text: str, marked: bool) -> Reply:
             text = _strip_prefixes(rest[masked.end() :], code, masked.group(0))
         else:
             text = _strip_prefixes(rest, code, None, multiline=text[start.end() - 1] == "-")
+    elif lone := _LONE_ENHANCED.match(text):
+        # Only the enhanced code: each line may start with it again ('5.7.8 … at\n5.7.8  https://…').
+        enhanced = f"{lone.group(1)}.{int(lone.group(2))}.{int(lone.group(3))}"
+        rest = text[lone.end() :]
+        matched = lone.group(0).lstrip(" '\"")
+        if matched in rest:
+            rest = _drop(rest, matched, _not_after_digit_or_dot, _not_before_digit_or_dot)
+        text = rest
     text = " ".join(text.split())
     return Reply(code=code, enhanced_code=enhanced, text=text, origin=origin, marked=marked)
 
@@ -179,6 +203,7 @@ def squeeze(text: str) -> str:
 
     Matching in this form makes phrases indifferent to case, punctuation, wrapping, doubled spaces and
     OpenSMTPD's glued lines ('message islikely unsolicited')."""
-    if text.isascii():  # nearly every reply: one C pass deletes what the regex would, 15x faster
+    # Nearly every reply is ASCII: one C pass (bytes.translate) deletes what the regex would.
+    if text.isascii():
         return text.lower().encode("ascii").translate(None, _NOT_ALNUM_ASCII).decode("ascii")
     return _NOT_ALNUM.sub("", text.lower())

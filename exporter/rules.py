@@ -19,8 +19,10 @@ found through an index by code and enhanced code, so rules for other codes cost 
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -29,36 +31,18 @@ from typing import Final, cast
 import yaml
 
 from exporter import yamlfile
-from exporter.errors import ConfigError
+from exporter.categories import CATEGORIES as CATEGORIES  # re-exported: stages import it from here
+from exporter.errors import ConfigError, did_you_mean
 from exporter.events import Reply, Verdict
+from exporter.labels import REASON_SHAPE
+from exporter.redact import MASK
 from exporter.reply import squeeze
-
-CATEGORIES: Final = (
-    "authentication",
-    "rate_limit",
-    "reputation",
-    "spam",
-    "ptr",
-    "tls",
-    "recipient",
-    "mailbox_full",
-    "message",
-    "sending_limit",
-    "policy",
-    "smtp_auth",
-    "relay",
-    "protocol",
-    "temporary",
-    "unclassified",
-)
-"""The closed category list that dashboards, alerts and `classify` output share."""
 
 UNMATCHED_REASON: Final = "unknown"
 """Reason of a Google refusal that no rule matches (category unclassified)."""
 NO_REPLY_REASON: Final = "no_reply_logged"
 """Reason of a refusal the MTA logged without Google's reply (old Sendmail's stat=Service unavailable)."""
 
-_REASON: Final = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _CODE: Final = re.compile(r"[245]\d\d|[245]xx")
 _ENHANCED: Final = re.compile(r"[245]\.\d{1,3}\.\d{1,3}|[245]\.\d{1,3}\.\*|[245]\.\*")
 _RULE_KEYS: Final = ("reason", "category", "code", "enhanced_code", "origin", "phrases", "comment")
@@ -171,6 +155,20 @@ class Rules:
                 return rule
         return None
 
+    def guess_category(self, code: str | None, enhanced: str | None) -> str:
+        """The category most rules for this enhanced code give, whatever the words (for a rule stub); by the
+        code's class when no rule names the enhanced code."""
+        found = Counter(
+            rule.category
+            for rule in self.rules
+            if rule.category != "unclassified"
+            and (rule.enhanced or rule.enhanced_prefixes)
+            and rule.admits(code, enhanced, "gsmtp")
+        )
+        if found:
+            return found.most_common(1)[0][0]
+        return "temporary" if (code or enhanced or "5").startswith("4") else "policy"
+
     def classify(self, reply: Reply | None, *, fallback_severity: str = "permanent") -> Verdict:
         """Category, reason and severity of a refusal; `reply` None means the MTA did not log Google's words."""
         if reply is None:
@@ -212,6 +210,44 @@ def _index(rules: Sequence[Rule]) -> dict[str | None, list[int]]:
     return index
 
 
+def rule_stub(rules: Rules, code: str | None, enhanced: str | None, template: str) -> str | None:
+    """A rule in this file's syntax, ready to paste under `rules:` of a user's rules file, that matches the replies
+    of a template (see redact.template) no rule matches: their codes and the template's first runs of fixed
+    words. The category is guessed from the rules for the same codes (a comment says so); None when the template
+    gives nothing to match on."""
+    phrases = _stub_phrases(template)
+    conditions = []
+    if code is not None:
+        conditions.append(f"code: [{code}]")
+    if enhanced is not None:
+        conditions.append(f"enhanced_code: [{enhanced}]")
+    if phrases:
+        conditions.append(f"phrases: [{', '.join(map(json.dumps, phrases))}]")
+    if not conditions:
+        return None
+    codes = (enhanced or code or "").replace(".", "_")
+    words = re.findall(r"[a-z]+", " ".join(phrases).lower())[:4]
+    reason = "_".join(["gmail", *filter(None, [codes, *words])])[:63].rstrip("_")
+    category = rules.guess_category(code, enhanced)
+    return (
+        f"- {{reason: {reason}, category: {category}, {', '.join(conditions)}}}  # category guessed: check it"
+    )
+
+
+def _stub_phrases(template: str) -> list[str]:
+    """The first two runs of fixed words in a template that say something (8 letters or more; the first is what
+    Sendmail's first line keeps), else the longest run; each cut at a word to at most 60 characters."""
+    runs = [run.strip(_NOT_PHRASE_ENDS) for run in MASK.split(template)]
+    runs = [run for run in runs if len(squeeze(run)) >= 3]
+    chosen = [run for run in runs if len(squeeze(run)) >= 8][:2]
+    if not chosen and runs:
+        chosen = [max(runs, key=lambda r: len(squeeze(r)))]
+    return [run if len(run) <= 60 else run[:60].rsplit(" ", 1)[0].strip(_NOT_PHRASE_ENDS) for run in chosen]
+
+
+_NOT_PHRASE_ENDS: Final = " .,;:()[]'\""
+
+
 def severity_of(reply: Reply, fallback: str) -> str:
     """'temporary' for a 4xx reply, 'permanent' for 5xx: the reply's own code, not what the MTA made of it."""
     first = reply.code[0] if reply.code else reply.enhanced_code[0] if reply.enhanced_code else ""
@@ -231,14 +267,26 @@ def load_rules(user_files: Sequence[str] = (), *, builtin: str | None = None) ->
     """User rule files (in order) then the built-in file; raises ConfigError naming file, line and key."""
     builtin = builtin or builtin_rules_path()
     rules: list[Rule] = []
-    disabled: set[str] = set()
+    disabled: list[tuple[str, str, int]] = []
     user_rules: list[Rule] = []
     for path in user_files:
         file_rules, file_disabled = _parse_file(path, MAX_RULES - len(user_rules))
         user_rules.extend(file_rules)
-        disabled |= file_disabled
+        disabled.extend((reason, path, line) for reason, line in file_disabled)
     builtin_rules, _ = _parse_file(builtin, MAX_RULES)
-    rules = user_rules + [r for r in builtin_rules if r.reason not in disabled]
+    builtin_reasons = {r.reason for r in builtin_rules}
+    for reason, path, line in disabled:
+        if reason not in builtin_reasons:
+            # A mistyped name would disable nothing, silently.
+            raise ConfigError(
+                path,
+                line,
+                "disable",
+                f"{reason!r} is not a reason in the bundled rules"
+                + (did_you_mean(reason, sorted(builtin_reasons)) or f" (they are listed in {builtin})"),
+            )
+    dropped = {reason for reason, _, _ in disabled}
+    rules = user_rules + [r for r in builtin_rules if r.reason not in dropped]
     _check_reason_categories(rules)
     return Rules(rules, [*user_files, builtin])
 
@@ -258,8 +306,8 @@ def _check_reason_categories(rules: Sequence[Rule]) -> None:
             )
 
 
-def _parse_file(path: str, room: int) -> tuple[list[Rule], set[str]]:
-    """The rules and disabled reasons of one file, which may hold `room` rules at most."""
+def _parse_file(path: str, room: int) -> tuple[list[Rule], list[tuple[str, int]]]:
+    """The rules and disabled reasons (with their lines) of one file, which may hold `room` rules at most."""
     try:
         size = os.stat(path).st_size
     except OSError:
@@ -267,7 +315,7 @@ def _parse_file(path: str, room: int) -> tuple[list[Rule], set[str]]:
     if size > MAX_FILE_BYTES:
         raise ConfigError(path, None, None, f"{size} bytes; a rules file may have {MAX_FILE_BYTES} at most")
     rules: list[Rule] = []
-    disabled: set[str] = set()
+    disabled: list[tuple[str, int]] = []
     try:
         with open(path, encoding="utf-8") as handle:
             reader = _NodeReader(yaml.parse(handle, Loader=yamlfile._FAST_LOADER))
@@ -284,7 +332,10 @@ def _parse_file(path: str, room: int) -> tuple[list[Rule], set[str]]:
                             )
                         rules.append(_parse_rule(path, item))
                 else:
-                    disabled.update(yamlfile.scalar(path, item, "disable") for item in items)
+                    disabled.extend(
+                        (yamlfile.scalar(path, item, "disable").strip(), yamlfile.line_of(item))
+                        for item in items
+                    )
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         raise _unusable(path) from None
     return rules, disabled
@@ -301,7 +352,7 @@ def _unusable(path: str) -> ConfigError:
 
 class _NodeReader:
     """A rules file's YAML nodes, composed from the parser's events one rule at a time: the whole tree of a large
-    file takes about forty times its size, and the rules are checked one by one anyway."""
+    file takes many times its size in memory, and the rules are checked one by one anyway."""
 
     def __init__(self, events: Iterator[yaml.Event]) -> None:
         self._events = events
@@ -408,22 +459,22 @@ def _parse_rule(path: str, node: yaml.Node) -> Rule:
     reason = text("reason")
     if not reason:
         raise ConfigError(path, line, "reason", "every rule needs a reason (snake_case, e.g. dmarc_policy)")
-    if not _REASON.fullmatch(reason):
+    if not REASON_SHAPE.fullmatch(reason):
         raise ConfigError(
             path,
             yamlfile.line_of(fields["reason"][1]),
             "reason",
-            f"{reason!r} is not snake_case (a-z, 0-9, _)",
+            f"{reason!r} is not snake_case (a-z, 0-9, _, from a letter on, at most 63 characters)",
         )
     category = text("category")
     if category is None:
         raise ConfigError(path, line, "category", f"missing; one of: {', '.join(CATEGORIES)}")
-    if category not in CATEGORIES or category == "unclassified":
+    if category not in CATEGORIES:
         raise ConfigError(
             path,
             yamlfile.line_of(fields["category"][1]),
             "category",
-            f"{category!r} is not a category; one of: {', '.join(CATEGORIES[:-1])}",
+            f"{category!r} is not a category; one of: {', '.join(CATEGORIES)}",
         )
 
     codes: set[str] = set()

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from exporter.sources.identity import open_regular
 from exporter.sources.position import Position, position_from_json
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ class Snapshot:
     memory: dict[str, dict[str, Any]] = field(default_factory=dict)
     write_errors: int = 0
     """Failed writes of the state file so far (gmail_exporter_state_write_errors_total)."""
+    google_domains: Any = None
+    """Recipient domains seen delivered to Google (the queue reader's GoogleDomains.state()); checked by its owner,
+    and a bad value there costs only itself, not the positions and counters."""
 
 
 Validator = Callable[[Snapshot], None]
@@ -98,7 +102,23 @@ def parse(data: Any) -> tuple[int, Snapshot]:
         if version == 1:
             raw = _upgrade_v1_position(raw)
         positions[key] = position_from_json(raw, f"positions[{key!r}]")
-    return sequence, Snapshot(positions=positions, metrics=metrics, memory=memory, write_errors=write_errors)
+    return sequence, Snapshot(
+        positions=positions,
+        metrics=metrics,
+        memory=memory,
+        write_errors=write_errors,
+        google_domains=data.get("google_domains"),
+    )
+
+
+def _read_regular(path: str) -> bytes:
+    """The contents of a state file; raises OSError for a FIFO, device or directory (never opened for reading, a
+    FIFO would block) and ValueError for a file larger than any state file, both without reading them."""
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_STATE_BYTES:
+            raise ValueError(f"{size} bytes, larger than {MAX_STATE_BYTES}")
+        return f.read(MAX_STATE_BYTES + 1)
 
 
 class StateFile:
@@ -109,6 +129,21 @@ class StateFile:
         self.generations = (path, f"{path}.1")
         self._sequence = 0
         self._lock_fd: int | None = None
+        self._trimmed = False
+
+    def owns(self, path: str) -> bool:
+        """Whether `path` is one of this state file's own files (its generations, its lock, one set aside, the
+        temporary file of a write): never a log, whatever a glob matches."""
+        mine = os.path.realpath(self.path)
+        real = os.path.realpath(path)
+        directory, name = os.path.split(real)
+        if real == mine:
+            return True
+        if directory != os.path.dirname(mine):
+            return False
+        return name.startswith(f"{os.path.basename(mine)}.") or (
+            name.startswith(".state-") and name.endswith(".tmp")
+        )
 
     def lock(self) -> None:
         """Takes the exclusive lock for the life of the process; raises StateLocked when another process has it.
@@ -118,10 +153,11 @@ class StateFile:
         try:
             os.makedirs(directory, exist_ok=True)
             # Held read-only: a descriptor open for writing would keep the state filesystem from being remounted.
-            fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # Non-blocking: a FIFO at the lock path would otherwise wait for a writer for ever.
+            fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
         except OSError as err:
             try:
-                fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
             except OSError:
                 log.warning("cannot create the lock file %s (%s): two exporters on this state file would not be "
                             "noticed", lock_path, err.strerror or err)  # fmt: skip
@@ -141,8 +177,14 @@ class StateFile:
                 ) from err
             log.warning("cannot lock %s (%s); going on unlocked", lock_path, err.strerror or err)
             return
-        with contextlib.suppress(OSError), open(lock_path, "w") as f:
-            f.write(f"{os.getpid()}\n")
+        with contextlib.suppress(OSError):  # who holds the lock, for the message of the next one to try
+            pid_fd = os.open(
+                lock_path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            )
+            try:
+                os.write(pid_fd, f"{os.getpid()}\n".encode())
+            finally:
+                os.close(pid_fd)
         self._lock_fd = fd
 
     def unlock(self) -> None:
@@ -156,10 +198,7 @@ class StateFile:
         found: list[tuple[int, str, Snapshot]] = []
         for path in self.generations:
             try:
-                with open(path, "rb") as f:
-                    raw = f.read(MAX_STATE_BYTES + 1)
-                if len(raw) > MAX_STATE_BYTES:
-                    raise ValueError(f"larger than {MAX_STATE_BYTES} bytes")
+                raw = _read_regular(path)
                 sequence, snapshot = parse(json.loads(raw))
                 validate(snapshot)
             except FileNotFoundError:
@@ -191,6 +230,49 @@ class StateFile:
             return
         log.error("state file %s is unusable (%s); moved to %s", path, why, aside)
 
+    def _payload(self, snapshot: Snapshot, sequence: int) -> bytes:
+        """The JSON of a snapshot, never larger than load() accepts: join memory grows with the number of busy logs
+        (about 1.3 MB each with sender domains on), so past MAX_STATE_BYTES the largest memories are left out (a
+        restart then misses those logs' joins) rather than writing a file the next start must set aside whole."""
+
+        def encode(memory: dict[str, dict[str, Any]]) -> bytes:
+            return json.dumps(
+                {
+                    "version": STATE_VERSION,
+                    "sequence": sequence,
+                    "written_at": time.time(),
+                    "positions": {key: p.to_json() for key, p in snapshot.positions.items()},
+                    "metrics": snapshot.metrics,
+                    "memory": memory,
+                    "state_write_errors": snapshot.write_errors,
+                    "google_domains": snapshot.google_domains,
+                },
+                separators=(",", ":"),
+            ).encode()
+
+        payload = encode(snapshot.memory)
+        if len(payload) <= MAX_STATE_BYTES:
+            return payload
+        sizes = sorted((len(json.dumps(m, separators=(",", ":"))), k) for k, m in snapshot.memory.items())
+        room = MAX_STATE_BYTES - len(encode({})) - 64 * len(sizes)
+        kept: dict[str, dict[str, Any]] = {}
+        for size, key in sizes:
+            if size > room:
+                break
+            kept[key] = snapshot.memory[key]
+            room -= size
+        payload = encode(kept)
+        if len(payload) > MAX_STATE_BYTES:
+            raise OSError(
+                errno.EFBIG, f"the state is larger than {MAX_STATE_BYTES} bytes even without join memory"
+            )
+        if not self._trimmed:
+            log.warning("the join memory of %d of %d sources is left out of the state file to keep it under %d "
+                        "bytes; after a restart their earlier lines are not joined", len(sizes) - len(kept),
+                        len(sizes), MAX_STATE_BYTES)  # fmt: skip
+            self._trimmed = True
+        return payload
+
     def save(self, snapshot: Snapshot) -> None:
         """Writes the snapshot: temp file in the same directory, fsync, the newest state renamed to the previous
         generation, the temp file renamed to the newest, fsync of the directory. Raises OSError (disk full,
@@ -198,18 +280,7 @@ class StateFile:
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
         sequence = self._sequence + 1
-        payload = json.dumps(
-            {
-                "version": STATE_VERSION,
-                "sequence": sequence,
-                "written_at": time.time(),
-                "positions": {key: p.to_json() for key, p in snapshot.positions.items()},
-                "metrics": snapshot.metrics,
-                "memory": snapshot.memory,
-                "state_write_errors": snapshot.write_errors,
-            },
-            separators=(",", ":"),
-        ).encode()
+        payload = self._payload(snapshot, sequence)
         fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".tmp", dir=directory)
         try:
             with os.fdopen(fd, "wb") as f:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import gzip
-import html
 import io
 import logging
 import ssl
-import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Final
@@ -15,8 +13,10 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from exporter.config import WebConfig
+from exporter import landing
+from exporter.config import DEFAULT_RUNBOOK_URL, WebConfig
 from exporter.metrics import Metrics
+from exporter.queue.reader import QueueSnapshot
 from exporter.sources import SourceStatus
 from exporter.webconfig import WebSecurity
 from exporter.webserver import ConnectionServer, Limits
@@ -24,15 +24,6 @@ from exporter.webserver import ConnectionServer, Limits
 log = logging.getLogger(__name__)
 
 RELOAD_PATH: Final = "/-/reload"
-
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#1d2733;max-width:1100px}
-h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.6em}
-table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #dde3ea}
-th{background:#f2f5f8}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.muted{color:#66717d}.zero{color:#a0a8b0}code{font-size:.95em}td.t{white-space:nowrap}
-#categories{width:auto;min-width:28em}th.n{text-align:right}
-"""
 
 
 class App:
@@ -50,6 +41,8 @@ class App:
         healthy: Callable[[], str | None] = lambda: None,
         telemetry_path: str,
         security: WebSecurity,
+        queue: Callable[[], QueueSnapshot] | None = None,
+        runbook_url: str = DEFAULT_RUNBOOK_URL,
     ) -> None:
         self.version = version
         self.metrics = metrics
@@ -61,6 +54,9 @@ class App:
         self.reload = reload
         self.telemetry_path = telemetry_path
         self.security = security
+        self.queue = queue
+        """The queue reader's latest snapshot; None when the reader is off."""
+        self.runbook_url = runbook_url
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -105,6 +101,12 @@ class Handler(BaseHTTPRequestHandler):
         self._send(401, b"Unauthorized\n", **{"WWW-Authenticate": 'Basic realm="gmail-rejection-exporter"'})
         return False
 
+    def _page_policy(self) -> dict[str, str]:
+        """The page's own Content-Security-Policy, unless the web config sets one."""
+        if "Content-Security-Policy" in self.server.app.security.headers:
+            return {}
+        return {"Content-Security-Policy": landing.CONTENT_SECURITY_POLICY}
+
     def _path(self) -> str:
         return self.path.split("?", 1)[0]
 
@@ -126,7 +128,17 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._send(200, body, content_type)
         elif path == "/":
-            self._send(200, render_landing(app).encode(), "text/html; charset=utf-8")
+            page = landing.render(
+                version=app.version,
+                metrics=app.metrics,
+                statuses=app.statuses(),
+                queue=app.queue,
+                runbook_url=app.runbook_url,
+                telemetry_path=app.telemetry_path,
+            )
+            self._send(200, page.encode(), "text/html; charset=utf-8", **self._page_policy())
+        elif path == landing.STYLESHEET_PATH:
+            self._send(200, landing.CSS.encode(), "text/css; charset=utf-8", **self._page_policy())
         elif path == "/-/healthy":
             problem = app.healthy()
             if problem is None:
@@ -206,61 +218,3 @@ def serve(host: str, port: int, app: App, settings: WebConfig | None = None) -> 
 def stop(server: Server) -> None:
     """Stops serving and closes the socket and every connection."""
     server.stop()
-
-
-def _age(then: float, now: float) -> str:
-    if then <= 0:
-        return "never"
-    seconds = max(0, int(now - then))
-    if seconds < 120:
-        return f"{seconds} s ago"
-    if seconds < 7200:
-        return f"{seconds // 60} min ago"
-    return f"{seconds // 3600} h ago"
-
-
-def render_landing(app: App) -> str:
-    """The landing page: plain HTML a person can read, no JavaScript."""
-    now = time.time()
-    statuses = app.statuses()
-    with app.metrics.lock:
-        categories = app.metrics.by_category()
-        recent = app.metrics.recent()[::-1]
-        consecutive = app.metrics.consecutive
-    e = html.escape
-    source_rows = "".join(
-        f"<tr><td><code>{e(s.name)}</code></td><td class='state {e(s.state)}'>{e(s.state.replace('_', ' '))}"
-        f"{': ' + e(s.detail) if s.detail and s.state != 'open' else ''}</td><td class=n>{s.offset}</td><td class=n>{s.size}</td><td class=n>{max(0, s.size - s.offset)}</td>"
-        f"<td>{_age(s.last_read, now)}</td></tr>"
-        for s in statuses
-    )
-    total = sum(categories.values())
-    category_rows = "".join(
-        f"<tr class='{'zero' if count == 0 else ''}'><td>{e(name)}</td><td class=n>{int(count)}</td></tr>"
-        for name, count in sorted(categories.items(), key=lambda item: (-item[1], item[0]))
-    )
-    recent_rows = "".join(
-        f"<tr><td class=t>{e(time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(r.timestamp)))}</td>"
-        f"<td>{e(r.category)}</td><td>{e(r.reason)}</td><td class=t>{e(r.code)} {e(r.enhanced_code)}</td>"
-        f"<td>{e(r.text)}</td></tr>"
-        for r in recent
-    )
-    recent_rows = recent_rows or "<tr><td colspan=5 class=muted>No rejection yet.</td></tr>"
-    metrics_link = e(app.telemetry_path)
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Gmail rejection exporter</title>
-<style>{_CSS}</style></head><body>
-<h1>Gmail rejection exporter</h1>
-<p class=muted>Version {e(app.version)} · <a href="{metrics_link}">Metrics</a> ·
-<a href="/-/healthy">Health</a> · <a href="/-/ready">Readiness</a></p>
-<h2>Sources</h2>
-<table id=sources><tr><th>Source</th><th>State</th><th>Read up to (bytes)</th><th>Size (bytes)</th>
-<th>Behind (bytes)</th><th>Last line</th></tr>{source_rows}</table>
-<h2>Rejections by category</h2>
-<p>{int(total)} rejections since counting began; {consecutive} since the last accepted delivery.</p>
-<table id=categories><tr><th>Category</th><th class=n>Rejections</th></tr>{category_rows}</table>
-<h2>Latest rejections</h2>
-<table id=recent><tr><th>Time (UTC, log)</th><th>Category</th><th>Reason</th><th>Code</th><th>Reply</th></tr>
-{recent_rows}</table>
-</body></html>
-"""

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from daemon_harness import NOBODY
 from fixtures.gmail_lookalike import Reply, load_replies
 
 TESTS = Path(__file__).resolve().parent
@@ -35,3 +39,15 @@ def load_corpus() -> list[CorpusReply]:
 
 CORPUS = load_corpus()
 REFUSALS = [r for r in CORPUS if r.category]
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory the unprivileged user nobody can enter and write (pytest's own is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="gre-fault-"))
+    path.chmod(0o755)
+    os.chown(path, NOBODY, NOBODY)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

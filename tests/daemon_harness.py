@@ -121,6 +121,8 @@ class Exporter:
             f"127.0.0.1:{self.port}",
             "--state.file",
             str(self.state_file),
+            # No queue listing unless a test asks for one: the machine's own MTA is not the test's.
+            *(() if "--queue.mta" in self.args else ("--queue.mta", "none")),
             *self.args,
         ]
 
@@ -217,6 +219,48 @@ class Exporter:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
+
+
+NOBODY = 65534
+
+
+def as_nobody(command: list[str]) -> list[str]:
+    """`command` run as the unprivileged user nobody: root reads every file whatever its mode, a service user
+    does not."""
+    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command]
+
+
+class UnprivilegedExporter(Exporter):
+    """The exporter run as nobody (its files must be in a directory nobody can enter: see the shared_dir
+    fixture)."""
+
+    def command(self) -> list[str]:
+        return as_nobody(super().command())
+
+
+def _sigterm(exporter: Exporter) -> None:
+    assert exporter.stop() == 0
+
+
+def _kill9(exporter: Exporter) -> None:
+    exporter.kill9()
+
+
+STOPS: dict[str, Callable[[Exporter], None]] = {"SIGTERM": _sigterm, "kill -9": _kill9}
+"""The two ways an exporter ends: SIGTERM (it writes its state and exits 0) and kill -9 (the state is what the
+last periodic write left). For @pytest.mark.parametrize("stop", STOPS.values(), ids=STOPS.keys())."""
+
+
+def fake_journalctl(tmp_path: Path, script: str, **env: str) -> dict[str, str]:
+    """Installs `script` (Python source; {python} and {message}, a Postfix delivery's message, are filled in) as
+    journalctl in a directory of its own; the environment that puts it first on PATH, with `env` added."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    message = sent_lines(0, 1).split(": ", 1)[1].strip()
+    fake = bin_dir / "journalctl"
+    fake.write_text(script.format(python=sys.executable, message=message))
+    fake.chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}", **env}
 
 
 def run_exporter(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:

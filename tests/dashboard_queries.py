@@ -29,10 +29,16 @@ def load_dashboard(path: Path = DASHBOARD) -> dict[str, Any]:
     return data
 
 
+def rows(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """The row panels that group the others."""
+    return [panel for panel in dashboard["panels"] if panel["type"] == "row"]
+
+
 def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """All panels, including those nested in collapsed rows."""
+    """All panels that show data, including those nested in collapsed rows; not the rows themselves."""
     for panel in dashboard["panels"]:
-        yield panel
+        if panel["type"] != "row":
+            yield panel
         yield from panel.get("panels", [])
 
 
@@ -54,15 +60,23 @@ def dashboard_queries(
     instance: str | list[str],
     datasource: str,
     *,
+    sender_domain: str | list[str] | None = None,
     rate_interval: str = "1m",
     time_range: str = "5m",
     dashboard: Path = DASHBOARD,
 ) -> list[DashboardQuery]:
-    """Every target expression of the dashboard with $job, $instance, ${datasource}, $__rate_interval and $__range
-    replaced. job and instance are plain label values (not regular expressions); a list selects several."""
+    """Every target expression of the dashboard with $job, $instance, $sender_domain, ${datasource},
+    $__rate_interval and $__range replaced. job, instance and sender_domain are plain label values (not regular
+    expressions); a list selects several; no sender_domain is the variable's All, which also matches series
+    without the label."""
     variables = {
         "job": regex_value([job] if isinstance(job, str) else job),
         "instance": regex_value([instance] if isinstance(instance, str) else instance),
+        "sender_domain": (
+            ".*"
+            if sender_domain is None
+            else regex_value([sender_domain] if isinstance(sender_domain, str) else sender_domain)
+        ),
         "datasource": datasource,
         "__rate_interval": rate_interval,
         "__range": time_range,

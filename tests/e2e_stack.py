@@ -199,6 +199,15 @@ def threshold(alert: str, param: str, source: Path = RULES) -> float:
     raise KeyError((alert, param))
 
 
+def runbook_url(source: Path = RULES) -> str:
+    """The runbook address the rules file sets once (the url label of gmail_alert_runbook_info)."""
+    for group in yaml.safe_load(source.read_text())["groups"]:
+        for rule in group["rules"]:
+            if rule.get("record") == "gmail_alert_runbook_info":
+                return str(rule["labels"]["url"])
+    raise KeyError("gmail_alert_runbook_info")
+
+
 def alertmanager_for_test(
     url_for: Callable[[str], str], timings: Mapping[str, str], source: Path = ALERTMANAGER_CONFIG
 ) -> dict[str, Any]:

@@ -1,12 +1,25 @@
-"""Helpers shared by the tests: a recording sink for sources, a clock and wake-up that tests drive."""
+"""Helpers shared by the tests: a recording sink for sources, a clock and wake-up that tests drive, the daemon run
+in the test's own process (to inject faults into its parts), a small filesystem to fill or make read-only."""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from exporter.sources.position import Position
+import pytest
+from daemon_harness import free_port, parse_metrics
+
+if TYPE_CHECKING:
+    from exporter.sources import Source
+    from exporter.sources.position import Position
 
 
 class RecordingSink:
@@ -44,6 +57,11 @@ class RecordingSink:
 
     def error(self, source: str) -> None:
         self.errors += 1
+
+    def wait_started(self, timeout: float = 10.0) -> None:
+        """Waits until a source has recorded where following began (its file is open and read)."""
+        with self.changed:
+            assert self.changed.wait_for(lambda: self.starts, timeout), "the file was never opened"
 
     def wait_for(self, line: bytes, timeout: float) -> float:
         """When `line` arrived; fails after `timeout` seconds without it."""
@@ -93,3 +111,91 @@ class FakeWake:
 
     def clear(self) -> None:
         self.is_set = False
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs mounted at `where` (created): easy to fill, and to remount read-only
+    (`remount(where, "ro")`). Skips the test where mounting is not allowed."""
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs (needs root): {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def remount(where: Path, mode: str) -> None:
+    """Remounts a small_tmpfs read-only ("ro") or writable ("rw")."""
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(where)], check=True)
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+class InProcessDaemon:
+    """The `run` command's daemon in a thread of the test process, on a free loopback port, so a test can inject a
+    fault into one of its parts; stopped as by SIGTERM when the `with` block ends."""
+
+    def __init__(self, *args: str) -> None:
+        from exporter.cli import build_parser
+        from exporter.daemon import Daemon
+
+        self.port = free_port()
+        parsed = build_parser("run").parse_args(
+            ["run", "--web.listen-address", f"127.0.0.1:{self.port}", *args]
+        )
+        self.daemon = Daemon(parsed)
+        self.thread = threading.Thread(target=self.daemon.run, name="daemon", daemon=True)
+
+    def __enter__(self) -> InProcessDaemon:
+        self.thread.start()
+        wait_until(lambda: self.get("/-/ready")[0] == 200, "the daemon ready")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.daemon.stop()
+        self.thread.join(15)
+        assert not self.thread.is_alive(), "the daemon did not stop"
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+        except OSError:
+            return 0, b""
+
+    def value(self, name: str, **labels: str) -> float:
+        """Sum of the samples of `name` whose labels include `labels`."""
+        status, body = self.get("/metrics")
+        assert status == 200, body
+        wanted = set(labels.items())
+        return sum(v for (n, ls), v in parse_metrics(body.decode()).items() if n == name and wanted <= ls)
+
+
+@contextlib.contextmanager
+def running(source: Source) -> Iterator[None]:
+    """`source` reading in a thread of its own until the block ends; then stopped, and its thread must end."""
+    stop = threading.Event()
+    thread = threading.Thread(target=source.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        source.stop_waking()
+        thread.join(10)
+        assert not thread.is_alive(), "the source did not stop"

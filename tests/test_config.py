@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,14 @@ from exporter import config
         (
             "log:\n  paths: [a]\nweb:\n  max_connections: many\n",
             ":4: web.max_connections: must be an integer",
+        ),
+        (
+            "log:\n  paths: [a]\nweb:\n  runbook_url: javascript:alert(1)\n",
+            ":4: web.runbook_url: must be an http:// or https:// URL",
+        ),
+        (
+            "log:\n  paths: [a]\nweb:\n  runbook_url: 'https://wiki.example.com/a\"><script>'\n",
+            ":4: web.runbook_url: must be an http:// or https:// URL",
         ),
     ],
 )
@@ -87,7 +96,7 @@ def test_valid_config_checks_ok(tmp_path: Path) -> None:
     config.write_text(
         "log:\n  paths: [/var/log/mail.log]\n  format: auto\njournal:\n  enabled: false\n"
         "web:\n  listen_address: ':9791'\n  telemetry_path: /metrics\n  config_file: null\n"
-        "  read_timeout: 1m30s\n  max_connections: 64\n"
+        "  read_timeout: 1m30s\n  max_connections: 64\n  runbook_url: https://wiki.example.com/runbook\n"
         "rules:\n  files: []\ngoogle:\n  hosts: []\nmetrics:\n  sender_domains: [example.com]\n"
     )
     result = run_exporter("check-config", "--config.file", str(config))
@@ -182,3 +191,62 @@ def test_queue_settings_from_file_and_flags(tmp_path: Path) -> None:
 )
 def test_prometheus_durations(text: str, seconds: float) -> None:
     assert config.parse_duration(text) == seconds
+
+
+def test_check_config_takes_the_file_as_its_argument(tmp_path: Path) -> None:
+    path = tmp_path / "exporter.yml"
+    path.write_text("log:\n  paths: [/var/log/mail.log]\n")
+    result = run_exporter("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{path}: OK")
+    bad = tmp_path / "bad.yml"
+    bad.write_text("log:\n  pahts: [/var/log/mail.log]\n")
+    result = run_exporter("check-config", str(bad))
+    assert result.returncode == 2
+    assert f"{bad}:2: log.pahts: unknown key" in result.stderr
+    result = run_exporter("check-config", str(path), "--config.file", str(bad))
+    assert (result.returncode, result.stderr) == (
+        2,
+        "gmail-rejection-exporter: give the config file once: FILE or --config.file\n",
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["clasify", "x.log"], "gmail-rejection-exporter: error: unknown command 'clasify' (did you mean classify?)"),
+        (["check-rule"], "gmail-rejection-exporter: error: unknown command 'check-rule' (did you mean check-rules?)"),
+        (["mail.log"], "gmail-rejection-exporter: error: unknown command 'mail.log' (commands: run, classify, "
+                       "report, check-config, check-rules, healthcheck, demo; a log to follow goes after --log.path)"),
+        (["--log.pth", "x"], "gmail-rejection-exporter run: error: unrecognized arguments: --log.pth "
+                             "(did you mean --log.path?) x"),
+        (["check-config", "--log.path", "x", "--web.listen-adress=:1"], "gmail-rejection-exporter check-config: "
+         "error: unrecognized arguments: --web.listen-adress=:1 (did you mean --web.listen-address?)"),
+        (["report", "--formt", "x.log"], "gmail-rejection-exporter report: error: unrecognized arguments: --formt "
+                                         "(did you mean --format?)"),
+        (["run", "--zzz"], "gmail-rejection-exporter run: error: unrecognized arguments: --zzz"),
+    ],
+)  # fmt: skip
+def test_a_mistyped_command_or_flag_gets_a_did_you_mean(args: list[str], error: str) -> None:
+    result = run_exporter(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("usage: gmail-rejection-exporter")
+    assert result.stderr.splitlines()[-1] == error
+
+
+def test_a_port_in_use_names_the_flag_that_moves_it(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_exporter(
+            "--log.path", str(tmp_path / "mail.log"), "--state.file", str(tmp_path / "state.json"),
+            "--web.listen-address", f"127.0.0.1:{port}",
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].endswith(
+        f"ERROR exporter: cannot listen on 127.0.0.1:{port}: Address already in use; another process listens "
+        "there (another exporter?): stop it, or pick a free port with --web.listen-address (web.listen_address "
+        "in the config file)"
+    )

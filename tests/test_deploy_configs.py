@@ -70,19 +70,27 @@ def test_amtool_check_config_accepts_the_example() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
     assert " - 6 receivers" in result.stdout
-    assert " - 2 inhibit rules" in result.stdout
+    assert " - 6 inhibit rules" in result.stdout
 
 
 EXPECTED_RECEIVERS = {
     "GmailAuthenticationRejectionSpike": ["postmaster-pager", "dns-admins"],
+    "GmailAuthenticationRejectionSustained": ["postmaster-pager", "dns-admins"],
+    "GmailSenderDomainAuthenticationRejections": ["postmaster-pager", "dns-admins"],
     "GmailRateLimitSpike": ["bulk-sending"],
+    "GmailRateLimitSustained": ["bulk-sending"],
+    "GmailSpamRejections": ["bulk-sending"],
     "GmailReputationBlock": ["postmaster-pager", "bulk-sending"],
     "GmailPTRRejections": ["postmaster-pager", "mail-infrastructure"],
     "GmailTLSRejections": ["mail-infrastructure"],
     "GmailRejectionRatioHigh": ["postmaster-pager"],
+    "GmailInstanceRejectionRatioHigh": ["postmaster-pager"],
+    "GmailDeferralRatioHigh": ["postmaster"],
     "GmailNothingGetsThrough": ["postmaster-pager"],
+    "GmailUnreachable": ["postmaster-pager", "mail-infrastructure"],
     "GmailRejectionExporterDown": ["exporter-maintainers"],
     "GmailRejectionExporterLogNotAdvancing": ["exporter-maintainers"],
+    "GmailRejectionExporterSourceDown": ["exporter-maintainers"],
     "GmailRejectionExporterSkippedLines": ["exporter-maintainers"],
     "GmailUnclassifiedRejections": ["exporter-maintainers"],
     "GmailRejectionExporterConfigReloadFailed": ["exporter-maintainers"],
@@ -107,4 +115,6 @@ def test_queue_backlog_goes_where_its_dominant_category_goes() -> None:
 
 
 def test_categories_without_an_alert_of_their_own_go_to_the_postmaster() -> None:
-    assert receivers_for({"alertname": "Custom", "category": "spam", "severity": "warning"}) == ["postmaster"]
+    assert receivers_for({"alertname": "Custom", "category": "policy", "severity": "warning"}) == [
+        "postmaster"
+    ]

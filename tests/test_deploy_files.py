@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import fnmatch
+import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,8 @@ SYSTEMD_CONFIG = DEPLOY / "systemd" / "config.yml"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 PORT = 9791
 EXPORTER = "gmail-rejection-exporter"
+INSTALLED_BINARY = "/opt/gmail-rejection-exporter/bin/gmail-rejection-exporter"
+"""Where README's install puts the exporter (a venv made from the wheel of `make dist`)."""
 
 API_VERSIONS = {
     "ConfigMap": "v1",
@@ -51,7 +57,7 @@ def exporter_container(workload: dict[str, Any]) -> dict[str, Any]:
 
 def test_every_yaml_file_under_deploy_parses() -> None:
     paths = sorted(DEPLOY.rglob("*.yml"))
-    assert len(paths) == 13
+    assert len(paths) == 15
     for path in paths:
         assert [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None], path
 
@@ -69,12 +75,13 @@ def test_exporter_containers_expose_the_metrics_port_and_run_unprivileged(kind: 
     workload = only(kind)
     container = exporter_container(workload)
     assert container["ports"] == [{"name": "metrics", "containerPort": PORT}]
-    assert container["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "metrics"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": "metrics"}
     security = container["securityContext"]
+    # What Pod Security's "restricted" level asks of a container.
     assert security["runAsNonRoot"] is True and security["runAsUser"] == 10001
     assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
     assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
     assert mounts["/var/lib/gmail-rejection-exporter"].get("readOnly") is not True
     assert all(
@@ -95,10 +102,44 @@ def test_sidecar_shares_the_log_volume_with_the_mta() -> None:
     assert {"name": "maillog", "emptyDir": {}} in pod["volumes"]
 
 
+def test_sidecar_never_takes_the_mta_out_of_its_service() -> None:
+    # A pod is in its Services only while every container is ready; the exporter is not ready while it reads
+    # what was logged during a restart.
+    pod = only("Deployment")["spec"]["template"]["spec"]
+    exporter = exporter_container(only("Deployment"))
+    assert "readinessProbe" not in exporter and "startupProbe" not in exporter
+    assert exporter["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
+    assert [c["name"] for c in pod["containers"]] == ["postfix", EXPORTER]
+    assert "readinessProbe" in only("DaemonSet")["spec"]["template"]["spec"]["containers"][0]  # in no Service
+
+
+def test_sidecar_log_in_the_emptydir_is_rotated_and_old_generations_deleted() -> None:
+    (mta,) = [
+        c for c in only("Deployment")["spec"]["template"]["spec"]["containers"] if c["name"] != EXPORTER
+    ]
+    command = mta["command"]
+    assert command[:2] == ["/bin/sh", "-c"]
+    script = command[2]
+    # Rename rotation by Postfix itself (postlogd reopens), in a loop beside Postfix in the foreground.
+    assert re.search(r"while sleep \d+; do\s+postfix logrotate\s", script)
+    assert "find /var/log/mail -name 'mail.log.*' -mtime +7 -delete" in script
+    assert script.rstrip().endswith("exec postfix start-fg")
+    shell = shutil.which("sh")
+    if shell is not None:
+        syntax = subprocess.run([shell, "-n", "-c", script], capture_output=True, text=True, timeout=60)
+        assert syntax.returncode == 0, syntax.stderr
+
+
 def test_daemonset_reads_the_host_log_directory() -> None:
     volumes = {v["name"]: v for v in only("DaemonSet")["spec"]["template"]["spec"]["volumes"]}
     assert volumes["varlog"]["hostPath"] == {"path": "/var/log", "type": "Directory"}
     assert volumes["state"]["hostPath"]["path"] == "/var/lib/gmail-rejection-exporter"
+
+
+def test_daemonset_says_which_pod_security_level_its_host_paths_need() -> None:
+    text = (KUBERNETES / "daemonset.yml").read_text()
+    assert "kubectl label namespace mail-monitoring pod-security.kubernetes.io/enforce=privileged" in text
+    assert '"privileged" level (baseline and restricted forbid them' in text
 
 
 def test_service_and_monitors_select_the_exporter_on_its_port() -> None:
@@ -146,6 +187,20 @@ def test_configmap_and_systemd_config_have_the_same_keys_and_port() -> None:
     }
 
 
+def test_configs_name_the_journal_unit_postfix_logs_from_as_readme_does() -> None:
+    readme_units = re.findall(r"--journal\.unit (\S+)", (ROOT / "README.md").read_text())
+    assert readme_units == ["postfix@-.service"]
+    for config in (
+        yaml.safe_load(SYSTEMD_CONFIG.read_text()),
+        yaml.safe_load(only("ConfigMap")["data"]["config.yml"]),
+    ):
+        assert config["journal"]["units"] == readme_units
+    wrapper = Path("/lib/systemd/system/postfix.service")
+    if wrapper.exists() and Path("/lib/systemd/system/postfix@.service").exists():
+        # Debian's postfix.service only starts the instances: the daemons (and their log lines) are postfix@-'s.
+        assert re.search(r"^ExecStart=/bin/true$", wrapper.read_text(), re.MULTILINE)
+
+
 def test_prometheusrule_is_the_output_of_its_generator() -> None:
     result = subprocess.run(
         [sys.executable, str(KUBERNETES / "make-prometheusrule.py")],
@@ -160,15 +215,89 @@ def test_prometheusrule_is_the_output_of_its_generator() -> None:
     assert only("PrometheusRule")["spec"] == rules
 
 
+def dockerfile_instruction(name: str) -> str:
+    """The (last) instruction `name` of the final stage, continuation lines joined."""
+    final_stage = re.split(r"^FROM ", DOCKERFILE.read_text(), flags=re.MULTILINE)[-1]
+    joined = final_stage.replace("\\\n", " ")
+    return re.findall(rf"^{name} (.*)$", joined, re.MULTILINE)[-1]
+
+
 def test_dockerfile_is_small_non_root_with_state_volume_and_healthcheck() -> None:
     text = DOCKERFILE.read_text()
     assert re.findall(r"^FROM (\S+)", text, re.MULTILINE) == ["python:3.11-slim", "python:3.11-slim"]
-    assert re.search(r"^USER 10001:10001$", text, re.MULTILINE)
-    assert re.search(r"^VOLUME /var/lib/gmail-rejection-exporter$", text, re.MULTILINE)
-    assert re.search(rf"^EXPOSE {PORT}$", text, re.MULTILINE)
-    healthcheck = re.search(r"^HEALTHCHECK .*?\n(.*)$", text, re.MULTILINE)
-    assert healthcheck and f"urllib.request.urlopen('http://127.0.0.1:{PORT}/-/healthy'" in healthcheck[1]
+    # Group adm (GID 4): a host's /var/log/mail.log is root:adm 0640.
+    assert dockerfile_instruction("USER") == "10001:4"
+    assert re.search(r"useradd --system --uid 10001 --gid adm ", text)
+    assert dockerfile_instruction("VOLUME") == "/var/lib/gmail-rejection-exporter"
+    assert dockerfile_instruction("EXPOSE") == str(PORT)
     assert "--no-cache-dir" in text
+
+
+def test_dockerfile_health_check_reads_the_config_that_run_reads() -> None:
+    config = "/etc/gmail-rejection-exporter/config.yml"
+    assert dockerfile_instruction("COPY") == f"deploy/systemd/config.yml {config}"
+    assert json.loads(dockerfile_instruction("CMD")) == ["run", f"--config.file={config}"]
+    assert json.loads(dockerfile_instruction("ENTRYPOINT")) == [EXPORTER]
+    health = dockerfile_instruction("HEALTHCHECK")
+    options, _, command = health.partition(" CMD ")
+    assert json.loads(command) == [EXPORTER, "healthcheck", f"--config.file={config}"]
+    assert "127.0.0.1" not in health and str(PORT) not in health
+    assert re.fullmatch(r"(--\S+=\S+\s*)+", options.strip())
+    image_config = yaml.safe_load(SYSTEMD_CONFIG.read_text())
+    assert image_config["state"]["file"].startswith(dockerfile_instruction("VOLUME") + "/")
+
+
+def docker_context() -> list[str]:
+    """The tracked files .dockerignore lets into the build context (its patterns: last match wins, a pattern
+    that matches a directory matches what is in it)."""
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip()[:1] not in ("", "#")
+    ]
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()
+    sent = []
+    for path in tracked:
+        parents = [str(Path(*Path(path).parts[: i + 1])) for i in range(len(Path(path).parts))]
+        included = True
+        for pattern in patterns:
+            exception = pattern.startswith("!")
+            if any(fnmatch.fnmatchcase(p, pattern.lstrip("!")) for p in parents):
+                included = exception
+        if included:
+            sent.append(path)
+    return sent
+
+
+def test_the_build_context_holds_what_the_image_copies_and_nothing_else(tmp_path: Path) -> None:
+    sent = docker_context()
+    assert not [
+        p for p in sent if p.startswith(("tests/", "bench/", "grafana/", ".ci/", "deploy/kubernetes/"))
+    ]
+    copied = re.findall(r"^COPY (?!--from)(.*) \S+$", DOCKERFILE.read_text(), re.MULTILINE)
+    for sources in copied:
+        for source in sources.split():
+            assert any(p == source or p.startswith(source.rstrip("/") + "/") for p in sent), source
+    # The build stage's `pip wheel .`, on exactly that context (without the dependencies: no download).
+    context = tmp_path / "context"
+    for path in sent:
+        target = context / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / path).is_symlink():
+            target.symlink_to(os.readlink(ROOT / path))
+        else:
+            shutil.copy2(ROOT / path, target)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir",
+         str(tmp_path / "wheels"), str(context)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = (tmp_path / "wheels").glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert archive.read("exporter/data/rules.yml") == (ROOT / "config" / "rules.yml").read_bytes()
 
 
 def unit_settings() -> dict[str, list[str]]:
@@ -214,26 +343,43 @@ def test_systemd_unit_is_hardened() -> None:
     got, wanted = bound.stdout.split()
     assert got == wanted, "the unit's LimitNOFILE lowers the default connection bound"
     (exec_start,) = settings["ExecStart"]
-    assert exec_start.split()[1:] == ["run", "--config.file=/etc/gmail-rejection-exporter/config.yml"]
+    assert exec_start.split() == [
+        INSTALLED_BINARY,
+        "run",
+        "--config.file=/etc/gmail-rejection-exporter/config.yml",
+    ]
 
 
+needs_systemd_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
+)
+
+
+def systemd_verify(path: Path) -> subprocess.CompletedProcess[str]:
+    """`systemd-analyze verify` of a unit file."""
+    return subprocess.run(
+        ["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def unit_with_binary(directory: Path, binary: str) -> Path:
+    """A copy of the unit in `directory` whose ExecStart runs `binary` (its arguments and every other line
+    unchanged)."""
+    copy = directory / UNIT.name
+    copy.write_text(
+        re.sub(r"^ExecStart=\S+", f"ExecStart={binary}", UNIT.read_text(), count=1, flags=re.MULTILINE)
+    )
+    return copy
+
+
+@needs_systemd_analyze
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed")
-
-    def verify(path: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [analyze, "verify", str(path)], capture_output=True, text=True, timeout=60, check=False
-        )
-
-    # The exporter is not installed where the unit expects it: verify a copy whose ExecStart is /bin/true (every
-    # other line unchanged), and check that the original's only complaint is that missing binary.
-    copy = tmp_path / UNIT.name
-    copy.write_text(re.sub(r"^ExecStart=.*$", "ExecStart=/bin/true", UNIT.read_text(), flags=re.MULTILINE))
-    result = verify(copy)
+    # The exporter is not installed where the unit expects it (tests/test_install.py verifies the unit with a
+    # freshly installed one): verify a copy whose ExecStart is /bin/true, and check that the original's only
+    # complaint is that missing binary.
+    result = systemd_verify(unit_with_binary(tmp_path, "/bin/true"))
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
-    original = verify(UNIT)
+    original = systemd_verify(UNIT)
     (exec_start,) = unit_settings()["ExecStart"]
     binary = exec_start.split()[0]
     if Path(binary).exists():

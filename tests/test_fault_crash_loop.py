@@ -13,16 +13,15 @@ import http.client
 import json
 import os
 import random
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from daemon_harness import Exporter, parse_metrics
 from fault_load import Totals, as_dict, exporter_totals
 from fault_rotation import Rotator, Writer
+from support import remount, small_tmpfs
 
 
 class Scraper:
@@ -139,23 +138,6 @@ def test_kill_9_twenty_times_under_load(tmp_path: Path) -> None:
     _crash_loop(tmp_path, kills=20)
 
 
-@contextlib.contextmanager
-def _small_tmpfs(where: Path) -> Iterator[Path]:
-    where.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs (needs root): {mounted.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 def _fill(directory: Path) -> Path:
     """Fills a filesystem to the last block; returns the filler file."""
     filler = directory / "filler"
@@ -175,7 +157,7 @@ def _fill(directory: Path) -> Path:
 def _write_trouble(tmp_path: Path, break_it: object, repair: object, symptom: str, failures: int) -> None:
     log = tmp_path / "mail.log"
     log.touch()
-    with _small_tmpfs(tmp_path / "state") as state_dir:
+    with small_tmpfs(tmp_path / "state") as state_dir:
         state = state_dir / "state.json"
         writer = Writer(log, lines_per_block=20, pause=0.02)
         with Exporter(tmp_path, "--log.path", str(log), state_file=state) as exporter:
@@ -235,13 +217,10 @@ def test_disk_full_keeps_serving_and_writes_again_when_space_returns(tmp_path: P
 
 
 def test_read_only_state_directory_keeps_serving_and_writes_again_when_writable(tmp_path: Path) -> None:
-    def remount(mode: str) -> None:
-        subprocess.run(["mount", "-o", f"remount,{mode}", str(tmp_path / "state")], check=True)
-
     _write_trouble(
         tmp_path,
-        lambda d: remount("ro"),
-        lambda d: remount("rw"),
+        lambda d: remount(d, "ro"),
+        lambda d: remount(d, "rw"),
         "[Errno 30] Read-only file system",
         failures=1,
     )

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_harness import Exporter, append, bounced, sent_lines
-
-NOBODY = 65534
+from daemon_harness import (
+    NOBODY,
+    Exporter,
+    UnprivilegedExporter,
+    append,
+    bounced,
+    fake_journalctl,
+    sent_lines,
+)
 
 
 def test_log_missing_at_start_is_reported_once_and_read_when_it_appears(tmp_path: Path) -> None:
@@ -57,26 +60,6 @@ def test_log_replaced_by_a_directory_then_by_a_file_again(tmp_path: Path) -> Non
     )
     assert output.count("is not a regular file") == 1
     assert f"{log}: opened" in output
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory the unprivileged user can enter (pytest's own is private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="gre-fault-"))
-    path.chmod(0o755)
-    os.chown(path, NOBODY, NOBODY)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-class UnprivilegedExporter(Exporter):
-    """The exporter run as nobody: root reads every file whatever its mode, a service user does not."""
-
-    def command(self) -> list[str]:
-        setpriv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-        return [*setpriv, *super().command()]
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
@@ -123,13 +106,7 @@ time.sleep(3600)
 
 
 def test_journalctl_failing_is_retried_with_backoff_and_recovers(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    message = sent_lines(0, 1).split(": ", 1)[1].strip()
-    fake = bin_dir / "journalctl"
-    fake.write_text(FLAKY_JOURNALCTL.format(python=sys.executable, message=message))
-    fake.chmod(0o755)
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_RUNS": str(tmp_path / "runs")}
+    env = fake_journalctl(tmp_path, FLAKY_JOURNALCTL, FAKE_RUNS=str(tmp_path / "runs"))
     with Exporter(tmp_path, "--journal", env=env) as exporter:
         exporter.wait_for("gmail_deliveries_total", 5, status="sent", timeout=15)
         assert exporter.value("gmail_exporter_source_errors_total", source="journal") == 2

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import json
+import lzma
 import subprocess
 import sys
 from pathlib import Path
 
 from conftest import REPO
+
+from exporter import config
+from exporter.cli import build_parser
 
 LOGS = REPO / "tests" / "fixtures" / "logs"
 CLASSIFY_KEYS = {
@@ -164,3 +169,78 @@ def test_classify_with_a_bad_user_rules_file_exits_2(tmp_path: Path) -> None:
     done = run("classify", "--rules.file", str(bad), stdin=b"")
     assert done.returncode == 2
     assert f"{bad}:2: category:" in done.stderr.decode()
+
+
+def test_report_reads_gzip_bzip2_and_xz_by_their_content_whatever_their_name(tmp_path: Path) -> None:
+    log = NOISE + DMARC_LINE + NOISE
+    files = {
+        "mail.log.1.gz": gzip.compress(log),
+        "mail.log.2": bz2.compress(log),  # logrotate with compress and no compressext
+        "mail.log.3.bz2": lzma.compress(log),  # named wrongly: the content decides
+        "mail.log.4.gz": log,  # a plain file that only looks compressed by name
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    done = run("report", "--format", "json", *(str(tmp_path / name) for name in files))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["lines"], report["rejections_by_category"]) == (12, {"authentication": 4})
+    assert [o["line"] for o in classify(*(str(tmp_path / name) for name in files))] == [2, 2, 2, 2]
+
+
+def test_a_damaged_compressed_file_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    damaged = tmp_path / "mail.log.1.xz"
+    damaged.write_bytes(lzma.compress(DMARC_LINE * 100)[:-20])
+    for command in ("report", "classify"):
+        done = run(command, str(damaged))
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.decode().startswith("gmail-rejection-exporter: "), done.stderr
+        assert b"Traceback" not in done.stderr
+
+
+def test_offline_commands_check_the_shared_flags_as_run_does() -> None:
+    for command in ("classify", "report"):
+        done = run(command, "--log.format", "qmail", "-")
+        assert done.returncode == 2
+        assert done.stderr.decode().strip() == (
+            "gmail-rejection-exporter: command line: log.format: must be one of "
+            "auto, postfix, sendmail, opensmtpd, exim, generic"
+        )
+        done = run(command, "--google.host", "relay example", "-")
+        assert done.returncode == 2
+        assert "command line: google.hosts: must be host names" in done.stderr.decode()
+
+
+def test_google_host_flag_names_a_relay_for_every_command(tmp_path: Path) -> None:
+    line = DMARC_LINE.replace(b"gmail-smtp-in.l.google.com", b"Relay.Example.NET").replace(b" - gsmtp", b"")
+    assert classify(stdin=line) == []
+    (obj,) = classify("--google.host", "relay.example.net", stdin=line)
+    assert (obj["google_host"], obj["reason"]) == ("relay.example.net", "dmarc_policy")
+    log = tmp_path / "mail.log"
+    log.write_bytes(line)
+    for command in ("run", "check-config"):
+        parsed = build_parser(command).parse_args(
+            [command, "--google.host", "Relay.Example.NET", "--log.path", str(log)]
+        )
+        assert config.load(parsed).google_hosts == ("relay.example.net",)
+    done = run("check-config", "--google.host", "relay.example.net", "--log.path", str(log))
+    assert done.returncode == 0, done.stderr
+
+
+def test_report_marks_a_cut_example_reply_with_an_ellipsis(tmp_path: Path) -> None:
+    sentence = b"550-5.7.26 Please contact the administrator of example.org if this was legitimate mail. "
+    long_line = DMARC_LINE.replace(b"550 5.7.26 q16si", sentence * 6 + b"550 5.7.26 q16si", 1)
+    examples = {}
+    for name, line in (("short", DMARC_LINE), ("long", long_line)):
+        log = tmp_path / f"{name}.log"
+        log.write_bytes(line)
+        done = run("report", "--format", "json", str(log))
+        assert done.returncode == 0, done.stderr
+        (row,) = json.loads(done.stdout)["rejections"]
+        examples[name] = row["example"]
+    assert examples["short"] == (
+        "Unauthenticated email from example.org is not accepted due to domain's DMARC policy."
+    )
+    assert len(examples["long"]) <= 300 and examples["long"].endswith("…")
+    assert examples["long"][:-1] in (examples["short"] + " " + "Please contact the administrator of "
+                                     "example.org if this was legitimate mail. " * 6)  # fmt: skip

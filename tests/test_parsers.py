@@ -3,10 +3,14 @@ relay prefixes, ISO timestamps, upper-case hosts, lines that only look like Goog
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
+from exporter import mta
 from exporter.analyse import Analyser, Skipped
 from exporter.events import Event
 from exporter.rules import load_rules
@@ -315,3 +319,25 @@ def test_sender_join_by_queue_id_is_opt_in() -> None:
     event = a.analyse(("Nov 29 21:32:49 mx1 " + POSTFIX_OUTCOME).encode())
     assert isinstance(event, Event) and event.delivery.sender == "example.org"
     assert analyse("Nov 29 21:32:49 mx1 " + POSTFIX_OUTCOME).delivery.sender is None
+
+
+def test_every_mta_module_declares_its_format_and_is_registered() -> None:
+    package = Path(mta.__file__).parent
+    modules = sorted(p.stem for p in package.glob("*.py") if p.stem not in ("__init__", "common"))
+    assert sorted(mta.NAMES) == modules
+    assert mta.NAMES[-1] == "generic"  # the fallback claims every line: asked last
+    assert [f.name for f in mta.formats()] == list(mta.NAMES)
+    assert [f.name for f in mta.formats("exim")] == ["exim"]
+    assert ("auto", *mta.NAMES) == mta.FORMATS
+
+
+def test_reading_the_format_list_imports_no_parser() -> None:
+    code = (
+        "import sys, exporter.config; "
+        "print(sorted(m for m in sys.modules if m.startswith('exporter.mta.') and m != 'exporter.mta.common' "
+        "or m == 'exporter.analyse'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

@@ -5,13 +5,12 @@ with its real inotify watch shows that a wake-up reaches the reader and that a s
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import FakeClock, FakeWake, RecordingSink
+from support import FakeClock, FakeWake, RecordingSink, running
 
 from exporter.sources.files import FileSource
 from exporter.sources.pacer import Pacer, Timing
@@ -67,16 +66,9 @@ def following(tmp_path: Path) -> Iterator[tuple[FileSource, RecordingSink, Path]
     log.write_bytes(b"")
     sink = RecordingSink()
     source = FileSource([str(log)], sink, max_line_bytes=32768, timing=Timing(poll=3600.0, quiet=3600.0))
-    stop = threading.Event()
-    thread = threading.Thread(target=source.run, args=(stop,), daemon=True)
-    thread.start()
-    with sink.changed:
-        assert sink.changed.wait_for(lambda: sink.starts, 10), "the file was never opened"
-    yield source, sink, log
-    stop.set()
-    source.stop_waking()
-    thread.join(10)
-    assert not thread.is_alive()
+    with running(source):
+        sink.wait_started()
+        yield source, sink, log
 
 
 def append(log: Path, line: bytes) -> None:
@@ -105,12 +97,8 @@ def test_a_log_directory_deleted_and_created_again_is_watched_again(tmp_path: Pa
     source = FileSource(
         [str(log)], sink, max_line_bytes=32768, timing=Timing(poll=0.2, quiet=3600.0, drain_grace=0.0)
     )
-    stop = threading.Event()
-    thread = threading.Thread(target=source.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        with sink.changed:
-            assert sink.changed.wait_for(lambda: sink.starts, 10)
+    with running(source):
+        sink.wait_started()
         append(log, b"before")
         sink.wait_for(b"before", 20)
         log.unlink()
@@ -127,7 +115,3 @@ def test_a_log_directory_deleted_and_created_again_is_watched_again(tmp_path: Pa
         append(log, b"second after")
         sink.wait_for(b"second after", 20)
         assert sink.seen == {b"before": 1, b"first after": 1, b"second after": 1}
-    finally:
-        stop.set()
-        source.stop_waking()
-        thread.join(10)

@@ -4,17 +4,22 @@ state file edited by hand or damaged on disk raises ValueError here, never a hal
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Final
 
 from exporter.events import STATUSES
 from exporter.labels import OTHER
 from exporter.metrics.store import (
+    MAX_REASON_SUMMARIES,
     RECENT_REJECTIONS,
     RECENT_TEXT_CHARS,
     REJECTION_LABELS,
     Metrics,
+    ReasonSummary,
     RecentRejection,
+    queue_id_of,
 )
+from exporter.redact import shorten
 from exporter.sources import ROTATION_KINDS
 
 MAX_SOURCES: Final = 10_000
@@ -38,15 +43,21 @@ def dump(metrics: Metrics) -> dict[str, Any]:
         "connection_errors": dict(metrics.connection_errors),
         "last_rejection": dict(metrics.last_rejection),
         "last_delivery": metrics.last_delivery,
+        "last_sent": metrics.last_sent,
         "consecutive": metrics.consecutive,
+        "counting_since": metrics.counting_since,
         "lines": dict(metrics.lines),
         "bytes": dict(metrics.bytes),
         "skipped": [[k[0], k[1], v] for k, v in metrics.skipped.items()],
         "rotations": [[k[0], k[1], v] for k, v in metrics.rotations.items()],
         "source_errors": dict(metrics.source_errors),
         "recent": [
-            [r.timestamp, r.category, r.reason, r.code, r.enhanced_code, r.text]
+            [r.timestamp, r.category, r.reason, r.code, r.enhanced_code, r.text, r.queue_id]
             for r in metrics.recent_rejections
+        ],
+        "reasons": [
+            [c, r, s.count, s.first, s.last, s.code, s.enhanced_code, s.text, s.queue_id]
+            for (c, r), s in metrics.reasons.items()
         ],
     }
 
@@ -143,17 +154,24 @@ def restore(metrics: Metrics, data: Any) -> None:
     lines, nbytes, errors = _map(data, "lines"), _map(data, "bytes"), _map(data, "source_errors")
     skipped = _triples(data, "skipped", metrics.skip_reasons)
     rotations = _triples(data, "rotations", ROTATION_KINDS)
+    last_sent = seen_at(_number(data.get("last_sent", 0.0), "metrics.last_sent"))
+    # Absent from a state file written before it was kept: unknown (0). Ahead of the clock: counting began
+    # while the clock was wrong, so now is the best guess.
+    counting_since = min(now, _number(data.get("counting_since", 0.0), "metrics.counting_since"))
     recent = []
     for i, item in enumerate(_list(data, "recent")[-RECENT_REJECTIONS:]):
         where = f"metrics.recent[{i}]"
-        if not isinstance(item, list) or len(item) != 6:
-            raise ValueError(f"{where}: expected 6 fields, got {str(item)[:80]}")
-        fields = [_text(x, where) for x in item[1:6]]
+        # 6 fields: written before the queue id was kept.
+        if not isinstance(item, list) or len(item) not in (6, 7):
+            raise ValueError(f"{where}: expected 7 fields, got {str(item)[:80]}")
+        fields = [_text(x, where) for x in item[1:]]
         category, reason, code, enhanced, _, _ = metrics.rejection_labels(
             fields[0], fields[1], "temporary", fields[2], fields[3], "gsmtp"
         )
+        queue_id = queue_id_of(fields[5]) if len(fields) > 5 else ""
         recent.append(RecentRejection(seen_at(_number(item[0], where)), category, reason, code, enhanced,
-                                      fields[4][:RECENT_TEXT_CHARS]))  # fmt: skip
+                                      shorten(fields[4], RECENT_TEXT_CHARS), queue_id))  # fmt: skip
+    reasons = _reasons(metrics, data, seen_at)
 
     # Everything checked: apply.
     for key, value in deliveries.items():
@@ -165,10 +183,37 @@ def restore(metrics: Metrics, data: Any) -> None:
         metrics.connection_errors[kind] = metrics.connection_errors.get(kind, 0.0) + value
     metrics.last_rejection.update(last_rejection)
     metrics.last_delivery = last_delivery
+    metrics.last_sent = last_sent
     metrics.consecutive = consecutive
+    metrics.counting_since = counting_since
     metrics.lines.update(lines)
     metrics.bytes.update(nbytes)
     metrics.source_errors.update(errors)
     metrics.skipped.update(skipped)
     metrics.rotations.update(rotations)
     metrics.recent_rejections.extend(recent)
+    for (category, reason), summary in reasons:
+        metrics.summarise(category, reason, summary)
+
+
+def _reasons(
+    metrics: Metrics, data: dict[str, Any], seen_at: Callable[[float], float]
+) -> list[tuple[tuple[str, str], ReasonSummary]]:
+    """The saved per-reason summaries, checked and bounded (the most recently seen ones when too many)."""
+    found = []
+    for i, item in enumerate(_list(data, "reasons")):
+        where = f"metrics.reasons[{i}]"
+        if not isinstance(item, list) or len(item) != 9:
+            raise ValueError(f"{where}: expected 9 fields, got {str(item)[:80]}")
+        category, reason, code, enhanced, _, _ = metrics.rejection_labels(
+            _text(item[0], where), _text(item[1], where), "temporary", _text(item[5], where),
+            _text(item[6], where), "gsmtp",
+        )  # fmt: skip
+        count, first, last = (_number(x, where) for x in item[2:5])
+        if first > last:
+            raise ValueError(f"{where}: first seen {first} after last seen {last}")
+        summary = ReasonSummary(count, seen_at(first), seen_at(last), code, enhanced,
+                                shorten(_text(item[7], where), RECENT_TEXT_CHARS), queue_id_of(_text(item[8], where)))  # fmt: skip
+        found.append(((category, reason), summary))
+    found.sort(key=lambda pair: pair[1].last)
+    return found[-MAX_REASON_SUMMARIES:]

@@ -16,20 +16,23 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from exporter.events import CONNECTION_ERROR_KINDS, STATUSES, Event
-from exporter.labels import NONE, OTHER, code_label, enhanced_label
-from exporter.redact import redact
+from exporter.labels import NONE, OTHER, REASON_SHAPE, code_label, enhanced_label
+from exporter.redact import redact, shorten
 from exporter.sources import ROTATION_KINDS
 
 MAX_REJECTION_SERIES: Final = 1000
 """Distinct gmail_rejections_total series before reason, code and enhanced_code fold into "other"."""
 RECENT_REJECTIONS: Final = 20
 RECENT_TEXT_CHARS: Final = 500
+MAX_REASON_SUMMARIES: Final = 100
+"""Distinct (category, reason) pairs summarised for the landing page; past it the one seen longest ago goes."""
 LABEL_CACHE_SIZE: Final = 4096
 """Raw (verdict, reply codes) combinations whose label values are remembered, to skip the checks."""
 SEVERITIES: Final = ("temporary", "permanent")
 ORIGINS: Final = ("gsmtp", "gcdp")
 
-_REASON = re.compile(r"[a-z0-9_]{1,64}")
+_QUEUE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
+"""Postfix, Exim, Sendmail and OpenSMTPD queue ids; nothing with an @ or a space (an address, free text)."""
 REJECTION_LABELS: Final = ("category", "reason", "code", "enhanced_code", "severity", "origin")
 
 Clock = Callable[[], float]
@@ -39,6 +42,11 @@ def _pick(value: str | None, pattern: re.Pattern[str]) -> str:
     if value is None:
         return NONE
     return value if pattern.fullmatch(value) else OTHER
+
+
+def queue_id_of(value: str | None) -> str:
+    """The queue id to show, or "" when there is none or it does not look like one."""
+    return value if value is not None and _QUEUE_ID.fullmatch(value) else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,22 @@ class RecentRejection:
     code: str
     enhanced_code: str
     text: str
+    queue_id: str = ""
+    """The MTA's queue id, to find the message in the log ("" when the line has none)."""
+
+
+@dataclass(slots=True)
+class ReasonSummary:
+    """The landing page's line about one (category, reason): how often, from when to when, and its latest
+    rejection (reply text as logged, redacted when it leaves the store)."""
+
+    count: float
+    first: float
+    last: float
+    code: str
+    enhanced_code: str
+    text: str
+    queue_id: str
 
 
 class Metrics:
@@ -79,7 +103,12 @@ class Metrics:
         self.connection_errors: dict[str, float] = dict.fromkeys(CONNECTION_ERROR_KINDS, 0.0)
         self.last_rejection: dict[str, float] = dict.fromkeys(self.categories, 0.0)
         self.last_delivery = 0.0
+        self.last_sent = 0.0
+        """Log time of the latest accepted delivery (0: none yet)."""
         self.consecutive = 0
+        self.counting_since = clock()
+        """When counting began: this start, or the first start whose counters the state file carries on
+        (0: unknown, a state file written before this was kept)."""
         self.lines: dict[str, float] = {}
         self.bytes: dict[str, float] = {}
         self.skipped: dict[tuple[str, str], float] = {}
@@ -90,6 +119,8 @@ class Metrics:
         self.recent_rejections: deque[RecentRejection] = deque(maxlen=RECENT_REJECTIONS)
         """Reply texts as logged: redacted when they leave the store (redacting every event would cost more
         than the rest of counting)."""
+        self.reasons: dict[tuple[str, str], ReasonSummary] = {}
+        """(category, reason) -> its summary, at most MAX_REASON_SUMMARIES."""
         self.zero_delivery_series()
 
     @property
@@ -155,6 +186,8 @@ class Metrics:
                 self.last_delivery = when
             if status == "sent":
                 self.consecutive = 0
+                if when > self.last_sent:
+                    self.last_sent = when
         verdict = event.verdict
         if verdict is None:
             return
@@ -178,8 +211,26 @@ class Metrics:
         self.consecutive += 1
         if when > self.last_rejection.get(category, 0.0):
             self.last_rejection[category] = when
-        text = reply.text[:RECENT_TEXT_CHARS] if reply is not None else ""
-        self.recent_rejections.append(RecentRejection(when, category, reason, code, enhanced, text))
+        text = shorten(reply.text, RECENT_TEXT_CHARS) if reply is not None else ""
+        queue_id = queue_id_of(delivery.queue_id)
+        self.recent_rejections.append(RecentRejection(when, category, reason, code, enhanced, text, queue_id))
+        self.summarise(category, reason, ReasonSummary(1.0, when, when, code, enhanced, text, queue_id))
+
+    def summarise(self, category: str, reason: str, seen: ReasonSummary) -> None:
+        """Adds rejections to their reason's summary; the latest keeps its reply as the example."""
+        key = (category, reason)
+        summary = self.reasons.get(key)
+        if summary is None:
+            if len(self.reasons) >= MAX_REASON_SUMMARIES:
+                del self.reasons[min(self.reasons, key=lambda k: self.reasons[k].last)]
+            self.reasons[key] = seen
+            return
+        summary.count += seen.count
+        summary.first = min(summary.first, seen.first)
+        if seen.last >= summary.last:
+            summary.last = seen.last
+            summary.code, summary.enhanced_code = seen.code, seen.enhanced_code
+            summary.text, summary.queue_id = seen.text, seen.queue_id
 
     def count_rejection(self, labels: tuple[str, ...], sender: tuple[str, ...], value: float) -> None:
         """Adds to a rejection series, folding a new one into "other" past MAX_REJECTION_SERIES."""
@@ -201,7 +252,7 @@ class Metrics:
         """Label values of a rejection, each from a closed list or checked against its shape."""
         return (
             category if category in self._category_set else "unclassified",
-            _pick(reason, _REASON),
+            _pick(reason, REASON_SHAPE),
             code_label(code) or NONE,
             enhanced_label(enhanced) or NONE,
             severity if severity in SEVERITIES else OTHER,
@@ -226,6 +277,11 @@ class Metrics:
     def recent(self) -> list[RecentRejection]:
         """The latest rejections, oldest first, reply texts redacted (caller holds the lock)."""
         return [replace(r, text=redact(r.text)) for r in self.recent_rejections]
+
+    def reason_summaries(self) -> list[tuple[str, str, ReasonSummary]]:
+        """(category, reason, summary) latest first, reply texts redacted (caller holds the lock)."""
+        found = sorted(self.reasons.items(), key=lambda item: item[1].last, reverse=True)
+        return [(c, r, replace(s, text=redact(s.text))) for (c, r), s in found]
 
     def by_category(self) -> dict[str, float]:
         """Rejections per category (caller holds the lock)."""

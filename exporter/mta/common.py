@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from exporter.events import Delivery
@@ -76,6 +78,8 @@ class Context:
         """MTA session id -> relay address."""
         self.last_replies = BoundedMap(1000)
         """relay address -> the last reply refused there before any recipient."""
+        self.nearby_google: str | None = None
+        """A Google host that free text named just before the entry being parsed (the analyser sets it)."""
         self.line = b""
 
     def time(self) -> float | None:
@@ -112,6 +116,21 @@ class Context:
             m.update(staged[name])
         if clock is not None:
             self.clock.restore(clock)
+
+
+@dataclass(frozen=True, slots=True)
+class LogFormat:
+    """What an MTA module declares about its log lines (each module's FORMAT)."""
+
+    name: str
+    """The `log.format` value that forces it."""
+    claims: Callable[[str], bool]
+    """A cheap test whether a line is this MTA's own: auto-detection gives the line to the first format that
+    claims it, and to no other, even when its parser finds no delivery in it."""
+    parse: Callable[[str, Context], Delivery | None]
+    """The Delivery a line records, or None."""
+    never_a_delivery: Callable[[bytes, Context], bool] | None = None
+    """A cheaper byte-level test, run before decoding, for lines of this MTA that never record a delivery."""
 
 
 def connection_delivery(
@@ -159,7 +178,14 @@ _ERROR_KINDS: Final = (
     ("ssl", "tls"),
     ("handshake", "tls"),
     ("certificate", "tls"),
+    ("etimedout", "timeout"),
+    ("econnrefused", "refused"),
+    ("econnreset", "lost_connection"),
     ("name service error", "dns"),
+    ("enotfound", "dns"),
+    ("no such host", "dns"),
+    ("name or service not known", "dns"),
+    ("name resolution", "dns"),
     ("host not found", "dns"),
     ("domain name not found", "dns"),
     ("no mx", "dns"),

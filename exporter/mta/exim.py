@@ -6,13 +6,23 @@ import re
 from typing import Final
 
 from exporter.events import Delivery
-from exporter.mta.common import REPLY_START, Context, connection_delivery, connection_error_kind, domain_of
+from exporter.mta.common import (
+    REPLY_START,
+    Context,
+    LogFormat,
+    connection_delivery,
+    connection_error_kind,
+    domain_of,
+)
 
 # Message ids: 6-6-2 base62 (Exim < 4.97) or 6-11-4 (4.97 and later).
-LINE: Final = re.compile(
+_LINE: Final = re.compile(
     r"(?:^|\s)([0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}) (\*\*|==|=>|->|<=|H=)\s?"
 )
 _HOST: Final = re.compile(r"(?:^|\s)H=([^\s\[]{1,255})(?: \([^)]{0,255}\))? \[[^\]]{1,64}\]")
+# Exim before 4.80 named the host inside the error: '…after RCPT TO:<a@b>: host gmail-smtp-in.l.google.com
+# [209.85.x.x]: 550-5.1.1 …'.
+_ERROR_HOST: Final = re.compile(r"host ([^\s\[]{1,255})(?: \[[^\]]{1,64}\])?:?\s*")
 # 'after RCPT TO:<a@b>:', 'after MAIL FROM:<a@b> SIZE=123:', 'after end of data:', 'after initial connection:'
 _SMTP_ERROR: Final = re.compile(
     r"SMTP error from remote mail server after (?:[^:<]{0,100}:<[^>]{0,512}>[^:]{0,100}|[^:]{0,200}):\s*"
@@ -23,9 +33,14 @@ _TRAILER: Final = re.compile(r"(?:\s+(?:DT|QT|ST|RT)=\S{1,40})+\s*$")
 _DEFER: Final = re.compile(r"\sdefer \((-?\d+)\)(?::\s*(.*))?")
 
 
+def claims(line: str) -> bool:
+    """True for a mainlog line about a message (it names the message id and a delivery flag)."""
+    return _LINE.search(line) is not None
+
+
 def parse(line: str, ctx: Context) -> Delivery | None:
     """A Delivery for an Exim mainlog line about Google, else None."""
-    m = LINE.search(line)
+    m = _LINE.search(line)
     if m is None:
         return None
     message_id, flag = m.group(1), m.group(2)
@@ -40,7 +55,7 @@ def parse(line: str, ctx: Context) -> Delivery | None:
 
     address, _, fields = rest.partition(" ")
     host_match = _HOST.search(fields)
-    host = ctx.google.canonical(host_match.group(1)) if host_match else None
+    host = ctx.google.canonical(host_match.group(1)) if host_match else _error_host(fields, ctx)
     reply = _reply(fields)
     if host is None and not (reply and "gsmtp" in reply.lower()):
         return None
@@ -98,11 +113,22 @@ def _host_line(rest: str, message_id: str, ctx: Context) -> Delivery | None:
     )
 
 
+def _error_host(fields: str, ctx: Context) -> str | None:
+    """The Google host an older Exim names inside its 'SMTP error from remote mail server' text."""
+    error = _SMTP_ERROR.search(fields)
+    named = _ERROR_HOST.match(fields, error.end()) if error is not None else None
+    return ctx.google.canonical(named.group(1)) if named is not None else None
+
+
 def _reply(fields: str) -> str | None:
     """The remote reply in a delivery line: after 'SMTP error from remote mail server after …:', or quoted in
     Exim's own words ('Remote host closed connection in response to HELO … (EHLO response was: 421-4.7.0 …)')."""
     error = _SMTP_ERROR.search(fields)
     if error is not None:
-        return _TRAILER.sub("", fields[error.end() :])
+        named = _ERROR_HOST.match(fields, error.end())
+        return _TRAILER.sub("", fields[named.end() if named is not None else error.end() :])
     start = REPLY_START.search(fields)
     return fields[start.start() :] if start is not None else None
+
+
+FORMAT: Final = LogFormat("exim", claims, parse)

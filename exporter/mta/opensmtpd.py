@@ -12,11 +12,19 @@ import re
 from typing import Final
 
 from exporter.events import Delivery
-from exporter.mta.common import REPLY_START, Context, connection_delivery, connection_error_kind, domain_of
+from exporter.mta.common import (
+    REPLY_START,
+    Context,
+    LogFormat,
+    connection_delivery,
+    connection_error_kind,
+    domain_of,
+)
 
-TAG: Final = re.compile(
+_TAG: Final = re.compile(
     r"smtpd\[\d+\]:\s+(?:(\w{16}) mta delivery |relay: (Ok|TempFail|PermFail|Loop) for (\w+): )"
 )
+_LINE: Final = re.compile(r"smtpd\[\d+\]:\s+(?:\w{16} |relay: |smtp-(?:in|out): |info: |warn: |debug: )")
 _SESSION: Final = re.compile(r"smtpd\[\d+\]:\s+(\w{16}) mta (connecting|error) ")
 _CONNECTING: Final = re.compile(r"address=\w+://\[?([^\s\]]{1,64}?)\]?(?::\d+)? host=([^\s]{1,255})")
 _NO_REPLY: Final = "network error on destination mxs"
@@ -25,9 +33,14 @@ _RELAY_HOST: Final = re.compile(r"\(([^)\s]{1,255})\)")
 _RESULTS: Final = {"Ok": "sent", "TempFail": "deferred", "PermFail": "bounced", "Loop": "bounced"}
 
 
+def claims(line: str) -> bool:
+    """True for OpenSMTPD's lines: a session's or envelope's, the routing and informational ones."""
+    return "smtpd[" in line and _LINE.search(line) is not None
+
+
 def parse(line: str, ctx: Context) -> Delivery | None:
     """A Delivery for an OpenSMTPD line about Google, else None."""
-    tag = TAG.search(line)
+    tag = _TAG.search(line)
     if tag is None:
         session_line = _SESSION.search(line)
         return _session(session_line, line, ctx) if session_line else None
@@ -92,8 +105,15 @@ def _session(match: re.Match[str], line: str, ctx: Context) -> Delivery | None:
         return None
     address = ctx.sessions.get(session)
     start = REPLY_START.search(body)
-    if address is None or start is None:
+    if start is None:
         return None
     reply = body[start.start() :]
+    if address is None:  # a session whose start was not read: only Google's marker says it was Google
+        return (
+            connection_delivery("opensmtpd", ctx, session, None, reply) if "gsmtp" in reply.lower() else None
+        )
     ctx.last_replies.remember(address, reply)
     return connection_delivery("opensmtpd", ctx, session, ctx.addresses.get(address), reply)
+
+
+FORMAT: Final = LogFormat("opensmtpd", claims, parse)

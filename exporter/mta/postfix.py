@@ -6,7 +6,15 @@ import re
 from typing import Final
 
 from exporter.events import Delivery
-from exporter.mta.common import GMAIL_DOMAINS, Context, connection_delivery, connection_error_kind, domain_of
+from exporter.mta.common import (
+    GMAIL_DOMAINS,
+    REPLY_START,
+    Context,
+    LogFormat,
+    connection_delivery,
+    connection_error_kind,
+    domain_of,
+)
 
 # Services whose lines can concern a delivery to Google; any syslog_name may stand before the slash.
 _SERVICES: Final = ("/smtp[", "/lmtp[", "/error[", "/qmgr[")
@@ -26,10 +34,11 @@ _CONNECT_PHRASES: Final = ("connect to ", "conversation with ", "lost connection
 _FROM: Final = re.compile(r"from=<([^>]{0,512})>")
 
 
-_RECEIVING: Final = rb"smtpd|cleanup|postscreen|pickup|anvil|dnsblog"
-"""Services that receive mail: on an MX most lines naming Google are mail *from* Google's servers."""
-_NEVER_DELIVERIES: Final = re.compile(rb"/(?:" + _RECEIVING + rb")\[")
-_SERVICE_TAGS: Final = re.compile(rb"/(?:(qmgr)|" + _RECEIVING + rb")\[")
+_NOT_DELIVERING: Final = rb"smtpd|cleanup|postscreen|pickup|anvil|dnsblog|bounce"
+"""Services that never deliver: those that receive mail (on an MX most lines naming Google are mail *from*
+Google's servers) and the one that writes our own delivery notices."""
+_NEVER_DELIVERIES: Final = re.compile(rb"/(?:" + _NOT_DELIVERING + rb")\[")
+_SERVICE_TAGS: Final = re.compile(rb"/(?:(qmgr)|" + _NOT_DELIVERING + rb")\[")
 
 
 TAG_WITHIN: Final = 512
@@ -37,7 +46,7 @@ TAG_WITHIN: Final = 512
 never deep inside the text (a long line is not searched whole for it)."""
 
 
-def never_a_delivery(line: bytes, *, track_senders: bool) -> bool:
+def never_a_delivery(line: bytes, ctx: Context) -> bool:
     """A cheap byte-level test: True for Postfix lines that cannot record a delivery to Google."""
     # One regex search instead of a substring search per service: this runs for every line naming Google.
     tag = _SERVICE_TAGS.search(line, 0, TAG_WITHIN)
@@ -45,7 +54,7 @@ def never_a_delivery(line: bytes, *, track_senders: bool) -> bool:
         return False
     if tag.group(1) is None or _NEVER_DELIVERIES.search(line, tag.end(), TAG_WITHIN) is not None:
         return True
-    return not track_senders and b"status=expired" not in line
+    return not ctx.track_senders and b"status=expired" not in line
 
 
 def _said(text: str) -> re.Match[str] | None:
@@ -156,6 +165,10 @@ def _outcome(body: str, recipient: str, queue_id: str | None, ctx: Context) -> D
         reply = detail[said.end() :]
     elif detail[:3].isdigit():
         reply = detail  # lmtp/error and some smtp lines log the reply bare
+    elif (start := REPLY_START.search(detail)) is not None:
+        reply = detail[
+            start.start() :
+        ]  # a host name that was stripped or mangled ('host[] said: 450-4.2.1 …')
     elif status == "deferred":
         error = connection_error_kind(detail)
     return Delivery(
@@ -215,3 +228,6 @@ def _qmgr(body: str, queue_id: str | None, ctx: Context) -> Delivery | None:
             ctx.senders.remember(queue_id, domain or "")
         return None
     return None
+
+
+FORMAT: Final = LogFormat("postfix", claims, parse, never_a_delivery)

@@ -6,9 +6,17 @@ import re
 from typing import Final
 
 from exporter.events import Delivery
-from exporter.mta.common import REPLY_START, Context, connection_delivery, connection_error_kind, domain_of
+from exporter.mta.common import (
+    REPLY_START,
+    Context,
+    LogFormat,
+    connection_delivery,
+    connection_error_kind,
+    domain_of,
+)
 
-TAG: Final = re.compile(r"(?:sendmail|sm-mta|sm-msp-queue)\[\d+\]:\s+(\w{6,20}):\s+")
+_PROGRAMS: Final = ("sendmail[", "sm-mta[", "sm-msp-queue[")
+_TAG: Final = re.compile(r"(?:sendmail|sm-mta|sm-msp-queue)\[\d+\]:\s+(\w{6,20}):\s+")
 _RELAY: Final = re.compile(r"(?:^|, )relay=([^\s,\[]{1,255})")
 _DSN: Final = re.compile(r", dsn=(\d\.\d{1,3}\.\d{1,3})")
 _REPLY: Final = re.compile(r", reply=(.*?)(?=, stat=)")
@@ -16,9 +24,14 @@ _STAT: Final = re.compile(r", stat=(.*)$")
 _FROM: Final = re.compile(r"from=<?([^,>\s]{0,512})")
 
 
+def claims(line: str) -> bool:
+    """True for a line Sendmail's programs wrote."""
+    return any(program in line for program in _PROGRAMS)
+
+
 def parse(line: str, ctx: Context) -> Delivery | None:
     """A Delivery for a Sendmail line about Google, else None."""
-    tag = TAG.search(line)
+    tag = _TAG.search(line)
     if tag is None:
         return None
     queue_id = tag.group(1)
@@ -91,3 +104,6 @@ def _host_reply(body: str, queue_id: str, ctx: Context) -> Delivery | None:
     if host is None or start is None:
         return None
     return connection_delivery("sendmail", ctx, queue_id, host, rest[start.start() :])
+
+
+FORMAT: Final = LogFormat("sendmail", claims, parse)

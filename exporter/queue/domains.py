@@ -12,8 +12,8 @@ from exporter.events import Delivery
 from exporter.queue.shared import GMAIL_DOMAINS
 
 MAX_DOMAINS: Final = 10_000
-"""Domains remembered, least recently seen dropped first: about 1 MB of memory and 250 kB of state file at most,
-whatever the log holds."""
+"""Domains remembered, least recently seen dropped first: memory and the state file stay bounded whatever the log
+holds."""
 STATE_VERSION: Final = 1
 _DOMAIN: Final = re.compile(r"(?=.{1,253}\Z)[a-z0-9](?:[a-z0-9-]{0,62}\.)+[a-z0-9-]{1,63}")
 

@@ -8,6 +8,8 @@ counters saved with it (exactly once across restarts).
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -72,6 +74,9 @@ class SourceStatus:
     """Unix time at which the last line was read."""
     finished: bool = False
     """True when the source ended (standard input closed)."""
+    failed: str = ""
+    """Why the source's reader is not running (it failed unexpectedly and waits to start again); empty while it
+    runs. The exporter is not healthy while a source has one."""
     resumed: bool = True
     """False while a source restarted from a saved position reads what was logged while the exporter was down:
     its counters are then below what was served before the restart, so they are not served yet."""
@@ -88,3 +93,12 @@ class Source(Protocol):
 
     def stop_waking(self) -> None:
         """Wakes the source's loops so that a set `stop` is seen at once."""
+
+
+def join(threads: Sequence[threading.Thread], timeout: float) -> list[str]:
+    """Waits up to `timeout` seconds in all for the threads to end (a stuck one must not hold up shutdown once per
+    thread); the names of those still running."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return [thread.name for thread in threads if thread.is_alive()]

@@ -2,7 +2,8 @@
 
 The saved file is found again by inode (or, for a copy or a compressed generation, by its first bytes) among the
 log's name, its rotated generations (beside the file a symbolic link leads to) and, for a symbolic link re-pointed
-meanwhile, the generations beside the file the link pointed to. It is read from the saved offset, then every newer generation oldest first, then the live file.
+meanwhile, the generations beside the file the link pointed to. It is read from the saved offset, then every newer
+generation oldest first, then the live file.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 
+from exporter.compressed import COMPRESSED_SUFFIXES, READ_ERRORS, damaged
 from exporter.sources import generations
-from exporter.sources.identity import ABSENT, UNREADABLE, FileId, fingerprint, head, matches, open_generation
+from exporter.sources.identity import ABSENT, FileId, fingerprint, head, matches, open_generation
 from exporter.sources.position import FilePosition
 from exporter.sources.reader import Reader, line_end_before, open_plain, open_saved
 
@@ -137,9 +139,14 @@ class Backlog:
         """Reads `path`, where `saved` was found, from the saved offset to its end, after finishing the previous
         file. A plain file stays open as the previous one; a compressed one (the MTA let go of it) is finished, its
         unterminated last line counting as a line. With `main`, the position stays `main` with this file as the one
-        being drained."""
+        being drained. A compressed file whose data is damaged is read up to the damage; the rest of it is skipped,
+        never retried for ever."""
         self.let_go()
-        reader = open_saved(path, saved, self._max_line_bytes)
+        try:
+            reader = open_saved(path, saved, self._max_line_bytes)
+        except READ_ERRORS as err:
+            self._skip_damaged(path, err)
+            return
 
         def position() -> FilePosition:
             return reader.position() if main is None else replace(main, draining=reader.position())
@@ -147,11 +154,23 @@ class Backlog:
         self._previous = (reader, position)
         try:
             self._read_to_end(reader, position)
+        except READ_ERRORS as err:
+            self.close()
+            if reader.plain:
+                raise
+            self._skip_damaged(path, err)
+            return
         except BaseException:
             self.close()
             raise
         if not reader.plain:
             self.let_go()
+
+    def _skip_damaged(self, path: str, err: BaseException) -> None:
+        """Logs a compressed file whose data is damaged (it will never read); raises `err` for anything else."""
+        if not (path.endswith(COMPRESSED_SUFFIXES) and damaged(err)):
+            raise err
+        log.warning("%s: %s is damaged (%s); the rest of it cannot be read", self.name, path, err)
 
     def resume(self, saved: FilePosition) -> Reader | None:
         """Reads the backlog and returns the live file opened where reading goes on (None when the name cannot be
@@ -231,7 +250,7 @@ class Backlog:
                 path = os.path.join(directory, newer)
                 try:
                     first = _first_bytes(path)
-                except UNREADABLE:
+                except READ_ERRORS:
                     continue
                 if first and fingerprint(first) not in consumed and not self._same_as_live(first):
                     return path, first

@@ -27,13 +27,14 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from exporter.sources import Sink, SourceStatus
+from exporter.compressed import READ_ERRORS
+from exporter.sources import Sink, SourceStatus, join
 from exporter.sources.backlog import Backlog
-from exporter.sources.generations import oldest_first
-from exporter.sources.identity import ABSENT, UNREADABLE, matches, open_generation
+from exporter.sources.generations import oldest_first, rotated
+from exporter.sources.identity import ABSENT, NotRegularFile, matches, open_generation
 from exporter.sources.pacer import DEFAULT_TIMING, Pacer, Timing, Wake, new_wake
 from exporter.sources.position import FilePosition
-from exporter.sources.reader import NotRegularFile, Reader, open_plain
+from exporter.sources.reader import Reader, open_plain
 from exporter.sources.watch import DirectoryWatch
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,9 @@ STATE_MISSING: Final = "missing"
 STATE_PERMISSION_DENIED: Final = "permission_denied"
 STATE_NOT_REGULAR: Final = "not_regular_file"
 STATE_ERROR: Final = "error"
-FILE_STATES: Final = (STATE_OPEN, STATE_MISSING, STATE_PERMISSION_DENIED, STATE_NOT_REGULAR, STATE_ERROR)
+
+STOP_SECONDS: Final = 4.0
+"""How long stopping waits for the reader threads, in all (less than the daemon waits for the source)."""
 
 PERMISSION_HINT: Final = (
     "; the exporter's user needs read access (on Debian and Ubuntu, mail logs are root:adm 0640: add the user to "
@@ -91,6 +94,8 @@ class FollowedFile:
         self._opened = False
         self._delivered: FilePosition | None = None
         """The position of the last block delivered: where a reader that failed starts again."""
+        self._listening: set[str] = set()
+        """The directories whose inotify events wake this reader."""
         self.changes = 0
         """Bumped whenever something is read or a rotation is seen: how a loop tells a look that found news from
         one that did not."""
@@ -204,19 +209,13 @@ class FollowedFile:
         backlog = Backlog(self.path, self._max_line_bytes, self._deliver, stop)
         try:
             live = backlog.resume(saved)
-        except (PermissionError, NotRegularFile) as err:
-            # Retried at the next look, from what was delivered by then (the backlog may be partly read).
+        except OSError as err:
+            # Retried at the next look, from what was delivered by then (the backlog may be partly read). Reading
+            # the file from its start instead would count again every line before the saved offset.
             backlog.close()
             self._saved = self._delivered or saved
             self._cannot_open(err)
             return False
-        except UNREADABLE as err:
-            backlog.close()
-            log.error(
-                "%s: cannot resume from the saved position (%s); reading from the start", self.path, err
-            )
-            self._saved = None
-            return self._open_live(offset_at_end=False)
         self._saved = None
         self._adopt(backlog.previous)
         if live is None:
@@ -284,7 +283,7 @@ class FollowedFile:
         self._read(live, stop)
         try:
             st = os.stat(self.path)
-        except FileNotFoundError:
+        except OSError:  # gone, or no longer a name that leads to a file (a symlink loop): read what is open
             self._on_missing(live, now)
             return
         fd = live.file.fileno()
@@ -317,7 +316,14 @@ class FollowedFile:
         if size >= live.offset and live.continuous():
             return False
         keep = live.intact_until(size)
-        if keep > 0:
+        if 0 < keep <= live.offset - len(live.tail):
+            # The cut is before the bytes kept of what was read: where it was cannot be told, so the file is taken
+            # to hold only old lines now. Lines already appended after the cut are not counted.
+            log.warning("%s: cut to %d bytes, more than %d bytes before where it was read; reading on at its "
+                        "end (lines written after the cut and before this look, if any, are not counted)",
+                        self.path, size, len(live.tail))  # fmt: skip
+            live.restart_at(min(keep, live.consumed), self._max_line_bytes)
+        elif keep > 0:
             log.info("%s: truncated to %d bytes; reading on from the last line still there", self.path, size)
             live.restart_at(min(keep, live.consumed), self._max_line_bytes)
             self._moved()
@@ -350,7 +356,7 @@ class FollowedFile:
         )
         try:
             backlog.drain_newer(old.position(), {old.ident.fingerprint}, skipped=True)
-        except UNREADABLE as err:
+        except READ_ERRORS as err:
             log.warning("%s: cannot read a rotated file skipped between two looks: %s", self.path, err)
         newest = backlog.previous
         if newest is not old:  # the backlog finished `old` when it read a newer generation
@@ -381,26 +387,52 @@ class FollowedFile:
                 )
                 while not stop.is_set() and (data := copy.read_chunk()):
                     self._deliver(copy, copy.splitter.feed(data), copy.position)
-        except UNREADABLE as err:
+        except READ_ERRORS as err:
             log.warning("%s: cannot read the end of the truncated file from %s: %s", self.path, found, err)
             return
         live.offset, live.consumed = copy.offset, copy.consumed
 
     def run(self, stop: threading.Event, wake: Wake, pacer: Pacer, watch: DirectoryWatch | None) -> None:
         """The reader loop: looks at every wake-up and at the safety net's pace until `stop` is set."""
+        self._watched(watch, wake)
         self.start(stop)
+        self.status.failed = ""
         while not stop.is_set():
-            trusted = watch is not None and watch.covers(self.directory) and self.settled
+            trusted = self._watched(watch, wake) and self.settled
             woke = wake.wait(pacer.timeout(trusted))
             if woke:  # a wake-up after the wait timed out stays set: it was not seen, so it is not lost
                 wake.clear()
             if stop.is_set():
                 break
-            if watch is not None and not watch.covers(self.directory):
-                watch.ensure(self.directory)
+            self._watched(watch, wake)
             before = self.changes
             self.look(stop)
             pacer.looked(woke=woke, news=self.changes != before, trusted=trusted, wake=wake)
+
+    def _directories(self) -> set[str]:
+        """The directories whose changes concern this file: the name's, and the real file's when the name is a
+        symbolic link (an append to its target is announced in the target's directory only)."""
+        found = {self.directory}
+        for reader in (self._live, self._old):
+            if reader is not None and reader.path:
+                found.add(os.path.dirname(reader.path))
+        return found
+
+    def _watched(self, watch: DirectoryWatch | None, wake: Wake) -> bool:
+        """Has inotify watch every directory that concerns this file (again, after one was deleted and created
+        again); True when all of them are watched."""
+        if watch is None:
+            return False
+        covered = True
+        for directory in self._directories():
+            if directory not in self._listening:
+                self._listening.add(directory)
+                watch.listen(directory, wake.set)
+                wake.set()  # what changed there before the watch began is looked at now
+            elif not watch.covers(directory):
+                watch.ensure(directory)
+            covered = covered and watch.covers(directory)
+        return covered
 
     def supervise(
         self, stop: threading.Event, wake: Wake, pacer: Pacer, watch: DirectoryWatch | None
@@ -408,19 +440,38 @@ class FollowedFile:
         """Runs the reader loop; an unexpected error (a bug, an odd filesystem) is logged and counted, the state
         says so, and the loop starts again from the last position delivered after a growing pause. A reader never
         dies silently."""
+        try:
+            self._supervise(stop, wake, pacer, watch)
+        finally:
+            if not stop.is_set():
+                self.status.failed = self.status.failed or "reader thread ended"
+
+    def _supervise(
+        self, stop: threading.Event, wake: Wake, pacer: Pacer, watch: DirectoryWatch | None
+    ) -> None:
         pause = self._timing.retry[0]
         while not stop.is_set():
             try:
                 self.run(stop, wake, pacer, watch)
                 return
-            except Exception as err:  # any failure must stay visible and be retried, never end the thread
+            except OSError as err:  # the file or its filesystem failing (an I/O error): the source's trouble
+                why = err.strerror or str(err)
+                if (STATE_ERROR, why) != (self.status.state, self.status.detail):
+                    log.warning(
+                        "%s: %s; reading on from the last line counted in %.0f s", self.path, why, pause
+                    )
+                self._set_state(STATE_ERROR, why)
+            except Exception as err:  # a bug: never silent, never healthy, and retried
                 log.exception("%s: reader failed; starting it again in %.0f s", self.path, pause)
-                self._set_state(STATE_ERROR, f"reader failed: {err}")
-                self._sink.error(self.path)
-                self._saved = self._delivered or self._saved
-                self.close()
-                stop.wait(pause)
-                pause = min(pause * 2, self._timing.retry[1])
+                self.status.failed = f"reader failed: {err}"
+                self._set_state(STATE_ERROR, self.status.failed)
+            self._sink.error(self.path)
+            # Where the failed reader was: a fresh reader that opened the log at its end and failed before its first
+            # line goes on from there, not from the end again (the lines written meanwhile would be skipped).
+            self._saved = self._delivered or self.position() or self._saved
+            self.close()
+            stop.wait(pause)
+            pause = min(pause * 2, self._timing.retry[1])
 
     def close(self) -> None:
         for reader in (self._old, self._live):
@@ -444,8 +495,13 @@ class FileSource:
         timing: Timing = DEFAULT_TIMING,
         clock: Callable[[], float] = time.monotonic,
         watch: bool = True,
+        exclude: Callable[[str], bool] = lambda path: False,
     ) -> None:
         self._patterns = patterns
+        self._exclude = exclude
+        """Names a glob may match that are not logs (the exporter's own state files)."""
+        self._passed_over: set[str] = set()
+        """Names not followed, each logged once."""
         self._sink = sink
         self._max_line_bytes = max_line_bytes
         self._from_beginning = from_beginning
@@ -459,18 +515,53 @@ class FileSource:
         self._scan_wake = new_wake()
         self._stop: threading.Event | None = None
         self._lock = threading.Lock()
-        for pattern in patterns:
-            if not glob.has_magic(pattern):
-                self._add(pattern, at_start=True)
-        for path in self._expand():
-            self._add(path, at_start=True)
+        self._scan(at_start=True)
 
     def _expand(self) -> list[str]:
         found: list[str] = []
         for pattern in self._patterns:
             if glob.has_magic(pattern):
-                found.extend(sorted(p for p in glob.glob(pattern) if os.path.isfile(p)))
+                found.extend(
+                    sorted(p for p in glob.glob(pattern) if os.path.isfile(p) and not self._exclude(p))
+                )
         return found
+
+    def _scan(self, *, at_start: bool) -> list[FollowedFile]:
+        """Follows the paths and the globs' matches not followed yet, except names of a file already followed and
+        rotated generations of a followed name (followed on their own, the file rotated into one would be read
+        again); returns the files added."""
+        paths = [p for p in self._patterns if not glob.has_magic(p)] + self._expand()
+        with self._lock:
+            followed = {os.path.realpath(path): path for path in self._files}
+            names = [*self._files, *paths]
+        added = []
+        for path in dict.fromkeys(paths):
+            if path in self._files:
+                continue
+            same = followed.get(os.path.realpath(path))
+            directory, base = os.path.split(path)
+            older = next(
+                (
+                    n
+                    for n in names
+                    if os.path.dirname(n) == directory and rotated(os.path.basename(n), [base])
+                ),
+                None,
+            )
+            if same is not None or older is not None:
+                if path not in self._passed_over:
+                    self._passed_over.add(path)
+                    if same is not None:
+                        log.warning("%s is the file %s names; following it once", path, same)
+                    else:
+                        log.info("%s is a rotated generation of %s: read as its backlog, not followed on its own",
+                                 path, older)  # fmt: skip
+                continue
+            new = self._add(path, at_start=at_start)
+            if new is not None:
+                followed[os.path.realpath(path)] = path
+                added.append(new)
+        return added
 
     def _add(self, path: str, *, at_start: bool) -> FollowedFile | None:
         with self._lock:
@@ -500,8 +591,6 @@ class FileSource:
 
     def _start_reader(self, followed: FollowedFile, stop: threading.Event) -> None:
         wake = self._wakes[followed.path]
-        if self.watch is not None:
-            self.watch.listen(followed.directory, wake.set)
         thread = threading.Thread(
             target=followed.supervise,
             args=(stop, wake, Pacer(self._timing, self._clock), self.watch),
@@ -531,15 +620,15 @@ class FileSource:
                 woke = self._scan_wake.wait(pacer.timeout(self.watch is not None))
                 if woke:
                     self._scan_wake.clear()
-                for path in self._expand():
-                    added = self._add(path, at_start=False)
-                    if added is not None and not stop.is_set():
+                for added in self._scan(at_start=False):
+                    if not stop.is_set():
                         self._start_reader(added, stop)
         finally:
             for wake in self._wakes.values():
                 wake.set()
-            for thread in self._threads:
-                thread.join(5.0)
+            for name in join(self._threads, STOP_SECONDS):
+                log.warning("%s did not stop within %.0f s (a read that does not return); stopping without it",
+                            name, STOP_SECONDS)  # fmt: skip
             if self.watch is not None:
                 self.watch.stop()
 

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
-from exporter.sources.identity import COMPRESSED
+from exporter.compressed import COMPRESSED_SUFFIXES
 
 SEPARATORS: Final = ".-_"
 """What stands between a log's name and its rotation suffix: mail.log.1, mail.log-20261129, mail.log_1."""
@@ -34,7 +34,7 @@ def age(base: str, name: str) -> tuple[int, int, str]:
     """Sort key of a rotated generation, older first: name.3 < name.2 < name.1, and name-20261128 <
     name-20261129 (a compression suffix does not count)."""
     rest = name[len(base) :]
-    for suffix in COMPRESSED:
+    for suffix in COMPRESSED_SUFFIXES:
         rest = rest.removesuffix(suffix)
     numbered = _NUMBERED.fullmatch(rest)
     if numbered:

@@ -3,19 +3,16 @@ rename, a copy and compression (a rotated `mail.log.2.gz` holds the bytes `mail.
 
 from __future__ import annotations
 
-import bz2
-import gzip
+import errno
 import hashlib
-import lzma
 import os
 import stat
 from dataclasses import dataclass
-from typing import IO, Final, cast
+from typing import IO, Final
+
+from exporter.compressed import DECOMPRESSING, READ_ERRORS, decompressing
 
 FINGERPRINT_BYTES: Final = 256
-COMPRESSED: Final = (".gz", ".bz2", ".xz")
-UNREADABLE: Final = (OSError, EOFError, lzma.LZMAError)
-"""What reading a rotated file can raise: a truncated or corrupt compressed file raises more than OSError."""
 
 
 def fingerprint(head: bytes) -> str:
@@ -44,15 +41,28 @@ ABSENT: Final = FileId(0, 0, fingerprint(b""), 0)
 it, so a restart reads the log from its start once it appears, as the exporter that began would have."""
 
 
+class NotRegularFile(OSError):
+    """A log path names a FIFO, a device, a socket or a directory: reading it could block or never end."""
+
+
+def open_regular(path: str) -> IO[bytes]:
+    """A regular file opened for reading, unbuffered; raises NotRegularFile for anything else, without blocking (a
+    FIFO opened for reading would wait for a writer)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file", path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def open_generation(path: str) -> IO[bytes]:
-    """A log file or a rotated generation of it for reading, decompressed when its name says it is compressed."""
-    if path.endswith(".gz"):
-        return cast(IO[bytes], gzip.open(path, "rb"))
-    if path.endswith(".bz2"):
-        return cast(IO[bytes], bz2.open(path, "rb"))
-    if path.endswith(".xz"):
-        return cast(IO[bytes], lzma.open(path, "rb"))
-    return open(path, "rb", buffering=0)
+    """A log file or a rotated generation of it for reading, decompressed when it is compressed. Raises
+    NotRegularFile for a FIFO or device named like a generation: it is never opened for reading."""
+    return decompressing(open_regular(path))
 
 
 def head(f: IO[bytes], n: int = FINGERPRINT_BYTES) -> bytes:
@@ -62,7 +72,7 @@ def head(f: IO[bytes], n: int = FINGERPRINT_BYTES) -> bytes:
         fd = f.fileno()
     except (OSError, ValueError, AttributeError):
         fd = -1
-    if fd >= 0 and not isinstance(f, gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile):
+    if fd >= 0 and not isinstance(f, DECOMPRESSING):
         return os.pread(fd, n, 0)
     f.seek(0)
     return f.read(n)
@@ -83,7 +93,7 @@ def matches(path: str, ident: FileId) -> bool:
     try:
         with open_generation(path) as f:
             first = head(f, ident.fingerprint_len)
-    except UNREADABLE:
+    except READ_ERRORS:
         return False
     return len(first) == ident.fingerprint_len and fingerprint(first) == ident.fingerprint
 

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import os
-import stat
 import time
 from dataclasses import dataclass, field
 from typing import IO, Final
 
+from exporter.compressed import COMPRESSED_SUFFIXES
 from exporter.sources.identity import (
-    COMPRESSED,
     FINGERPRINT_BYTES,
     FileId,
     fingerprint,
     head,
     identify,
     open_generation,
+    open_regular,
 )
 from exporter.sources.lines import BlockSplitter
 from exporter.sources.position import FilePosition
@@ -27,10 +27,6 @@ from one truncated to nothing: the lines still in the file up to where it was cu
 TAIL_CHECK_BYTES: Final = 64
 """How many of the bytes just before the read offset are compared at each read to notice that a file was cut and
 written again past the offset between two looks."""
-
-
-class NotRegularFile(OSError):
-    """A log path names a FIFO, a device, a socket or a directory: reading it could block or never end."""
 
 
 @dataclass
@@ -130,19 +126,15 @@ def _common_prefix(a: bytes, b: bytes) -> int:
 def open_plain(path: str, offset: int, max_line_bytes: int, *, discarding: bool = False) -> Reader:
     """Opens a plain file at `offset`; raises NotRegularFile for anything but a regular file, without blocking (a
     FIFO opened for reading would wait for a writer)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    f = open_regular(path)
+    fd = f.fileno()
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise NotRegularFile(0, "not a regular file", path)
-        os.set_blocking(fd, True)
-        f = os.fdopen(fd, "rb", buffering=0)
+        ident = identify(f)
+        f.seek(offset)
+        tail = os.pread(fd, min(offset, TAIL_BYTES), offset - min(offset, TAIL_BYTES)) if offset else b""
     except BaseException:
-        os.close(fd)
+        f.close()
         raise
-    ident = identify(f)
-    f.seek(offset)
-    tail = os.pread(fd, min(offset, TAIL_BYTES), offset - min(offset, TAIL_BYTES)) if offset else b""
     splitter = BlockSplitter(max_line_bytes, discarding=discarding)
     return Reader(f, ident, splitter, offset, offset, True, os.path.realpath(path), tail=tail)
 
@@ -150,7 +142,7 @@ def open_plain(path: str, offset: int, max_line_bytes: int, *, discarding: bool 
 def open_saved(path: str, saved: FilePosition, max_line_bytes: int) -> Reader:
     """Opens the file a saved position was found in again, at its offset, keeping the identity it was saved under
     (a copy or a compressed generation has another inode)."""
-    if path.endswith(COMPRESSED):
+    if path.endswith(COMPRESSED_SUFFIXES):
         f = open_generation(path)
         f.seek(saved.offset)
         splitter = BlockSplitter(max_line_bytes, discarding=saved.discarding)
