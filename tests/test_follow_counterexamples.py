@@ -194,3 +194,26 @@ def test_the_old_target_of_a_re_pointed_link_is_read_after_its_last_rotation(wor
     world.append(1)
     exporter.look()
     assert (exporter.sent(), exporter.lines()) == (1, 1)
+
+
+def test_a_former_link_targets_rotated_file_being_drained_at_a_kill_is_found_compressed(
+    worlds: Worlds,
+) -> None:
+    world, clock = worlds(link=True)
+    first = Exporter(world, clock)
+    world.append(1)
+    first.look()
+    first.stop()
+    world.rotate_rename()
+    world.append(1)
+    world.append_split(5)  # the MTA's last, unterminated line in targets/t0/mail.log.1
+    world.repoint()  # a new container: the link leads to targets/t1, and the MTA writes there
+    world.reopen()
+    second = Exporter(world, clock)  # reads t0/mail.log.1 and drains it: its last line is held
+    assert (second.sent(), second.lines()) == (2, 2)
+    second.flush()
+    second.kill()
+    (rotated,) = world.compressible()
+    world.compress(rotated)  # targets/t0/mail.log.1.gz, beside the link's former target
+    third = Exporter(world, clock)  # finds it and reads the unterminated line, once (free text: held back)
+    assert (third.sent(), third.lines(), third.held_lines()) == (2, 2, 1)

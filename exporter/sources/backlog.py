@@ -80,10 +80,14 @@ class Backlog:
 
     def _candidates(self, saved: FilePosition) -> list[str]:
         """Where a saved file may be now: the name, its generations, then where it was found when saved and the
-        generations beside that (the target of a symbolic link re-pointed while the exporter was down)."""
+        generations beside that (the target of a symbolic link re-pointed while the exporter was down), and, when it
+        was found as a generation, that family's generations (compressed or shifted since)."""
         found = [path for live in self._families for path in (live, *generations.siblings(live))]
         if saved.path:
             found.append(saved.path)
+            base = generations.family(saved.path)
+            if base is not None:
+                found.extend(generations.siblings(base))
         return list(dict.fromkeys(found))
 
     def locate(self, saved: FilePosition) -> str | None:
