@@ -160,7 +160,7 @@ class World:
             for f in self.files
             if f.path is not None
             and f is not self.writer_file
-            and f is not self.live()
+            and _GENERATION.fullmatch(f.path[len(f.origin) :])
             and not f.path.endswith(".gz")
         ]
 
@@ -459,3 +459,11 @@ class Exporter:
 
     def lines(self) -> float:
         return self.value("gmail_exporter_lines_total", source=self.world.name)
+
+    def held_lines(self) -> int:
+        """Lines of free text (an unterminated last line) the analyser holds back until the block that may continue
+        their entry: delivered, not counted yet."""
+        ingest = self.daemon.ingest
+        assert ingest is not None
+        held = str(ingest.snapshot().memory.get(self.world.name, {}).get("held", ""))
+        return held.count("\n") + 1 if held else 0
