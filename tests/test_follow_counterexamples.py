@@ -217,3 +217,49 @@ def test_a_former_link_targets_rotated_file_being_drained_at_a_kill_is_found_com
     world.compress(rotated)  # targets/t0/mail.log.1.gz, beside the link's former target
     third = Exporter(world, clock)  # finds it and reads the unterminated line, once (free text: held back)
     assert (third.sent(), third.lines(), third.held_lines()) == (2, 2, 1)
+
+
+def test_restart_does_not_take_the_saved_file_for_the_drained_file_it_shares_first_bytes_with(
+    worlds: Worlds,
+) -> None:
+    world, clock = worlds()
+    first = Exporter(world, clock)
+    world.append_split(1)  # the log's first byte: the fingerprint of the file being drained is that one byte
+    first.look()
+    world.rotate_rename()
+    first.look()  # mail.log.1 is being drained
+    world.reopen()
+    world.append(2)  # lines 1 and 2, in the new mail.log, which begins with the same byte
+    first.look()
+    first.flush()
+    first.kill()
+    (drained,) = [f for f in world.files if f.path is not None and f.path.endswith(".1")]
+    assert drained.path is not None
+    world._unlink(drained.path)  # logrotate removed the oldest generation: its half line is lost
+    drained.path = None
+    world.rotate_rename()  # the saved file is mail.log.1 now, where the drained file was
+    world.reopen()
+    second = Exporter(world, clock)
+    assert (second.sent(), second.lines()) == (2, 2)
+
+
+def test_a_drained_file_found_by_its_first_bytes_is_looked_for_in_its_own_family_first(
+    worlds: Worlds,
+) -> None:
+    world, clock = worlds(link=True)
+    Exporter(world, clock).stop()
+    world.append_split(1)  # all targets/t0/mail.log will hold: its fingerprint is this one byte
+    world.rotate_rename()
+    world.repoint()
+    world.reopen()
+    second = Exporter(world, clock)  # drains targets/t0/mail.log.1
+    second.flush()
+    second.kill()
+    for _ in range(2):  # the new target rotated twice: two more files that begin with that byte
+        world.append(1)
+        world.rotate_rename()
+        world.reopen()
+    (drained,) = [f for f in world.compressible() if f.path is not None and "/t0/" in f.path]
+    world.compress(drained)
+    third = Exporter(world, clock)
+    assert (third.sent(), third.lines() + third.held_lines()) == (2, 3)

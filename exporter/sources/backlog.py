@@ -79,19 +79,20 @@ class Backlog:
             self._previous = None
 
     def _candidates(self, saved: FilePosition) -> list[str]:
-        """Where a saved file may be now: the name, its generations, then where it was found when saved and the
-        generations beside that (the target of a symbolic link re-pointed while the exporter was down), and, when it
-        was found as a generation, that family's generations (compressed or shifted since)."""
-        found = [path for live in self._families for path in (live, *generations.siblings(live))]
+        """Where a saved file may be now, likeliest first (a copy or a compressed generation is found by its first
+        bytes, which a short fingerprint shares with other files): where it was found when saved and the generations
+        of its family (compressed or shifted since), then the name, the file it leads to and their generations (a
+        symbolic link re-pointed while the exporter was down)."""
+        found = []
         if saved.path:
             found.append(saved.path)
-            base = generations.family(saved.path)
-            if base is not None:
-                found.extend(generations.siblings(base))
+            found.extend(generations.siblings(generations.family(saved.path) or saved.path))
+        found.extend(path for live in self._families for path in (live, *generations.siblings(live)))
         return list(dict.fromkeys(found))
 
-    def locate(self, saved: FilePosition) -> str | None:
-        """Where the file of a saved position is now, or None when it is gone."""
+    def locate(self, saved: FilePosition, *, other: FileId | None = None) -> str | None:
+        """Where the file of a saved position is now, or None when it is gone. `other`: a file known to be another
+        one (the main file of a position whose drained file is looked for), never taken for it."""
         ident = saved.ident
         at_name = self._at_name()
         by_fingerprint = None
@@ -102,6 +103,8 @@ class Backlog:
                 continue
             # The live file (by its name or the path a symbolic link leads to) shorter than the saved offset was
             # truncated: a copy of what was read is looked for among the generations (copytruncate).
+            if other is not None and other.same_inode(st):
+                continue
             live = at_name is not None and (st.st_dev, st.st_ino) == (at_name.st_dev, at_name.st_ino)
             fits = not live or st.st_size >= saved.offset
             if fits and ident.same_inode(st) and (ident.fingerprint_len == 0 or matches(candidate, ident)):
@@ -182,7 +185,7 @@ class Backlog:
         main = replace(saved, draining=None)
         self._families = self._families_of(saved.path)
         if saved.draining is not None:
-            found = self.locate(saved.draining)
+            found = self.locate(saved.draining, other=main.ident)
             if found is None:
                 log.warning(
                     "%s: a rotated file being drained at shutdown is gone; its tail is lost", self.name
