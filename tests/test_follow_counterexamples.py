@@ -263,3 +263,14 @@ def test_a_drained_file_found_by_its_first_bytes_is_looked_for_in_its_own_family
     world.compress(drained)
     third = Exporter(world, clock)
     assert (third.sent(), third.lines() + third.held_lines()) == (2, 3)
+
+
+def test_restart_of_a_symlinked_log_resumes_in_the_file_the_link_leads_to(worlds: Worlds) -> None:
+    world, clock = worlds(link=True)
+    first = Exporter(world, clock)
+    world.append(2)
+    first.look()
+    first.stop()  # saved: the link's target, by its own path
+    world.append(1)
+    second = Exporter(world, clock)
+    assert (second.sent(), second.lines()) == (3, 3)

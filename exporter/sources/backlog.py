@@ -108,7 +108,7 @@ class Backlog:
             live = at_name is not None and (st.st_dev, st.st_ino) == (at_name.st_dev, at_name.st_ino)
             fits = not live or st.st_size >= saved.offset
             if fits and ident.same_inode(st) and (ident.fingerprint_len == 0 or matches(candidate, ident)):
-                return candidate
+                return self.name if live else candidate  # the live file, by whichever path it was found
             if by_fingerprint is None and not live and matches(candidate, ident):
                 by_fingerprint = candidate
         return by_fingerprint
