@@ -53,6 +53,7 @@ from exporter.sources.files import FileSource, FollowedFile
 from exporter.sources.identity import FINGERPRINT_BYTES, FileId
 from exporter.sources.pacer import DEFAULT_TIMING
 from exporter.sources.position import FilePosition
+from exporter.sources.reader import TAIL_BYTES
 from exporter.state import StateFile, parse
 
 GRACE_PASSED: Final = DEFAULT_TIMING.drain_grace + 1.0
@@ -304,7 +305,8 @@ class World:
 
     def cuts(self) -> range:
         """How many lines a cut to a middle offset may keep: at least the first FINGERPRINT_BYTES (the first bytes
-        unchanged), at least one line less than the log holds."""
+        unchanged), at least one line less than the log holds. The limit *Far cut* (docs/reliability.md) is not
+        reached: a log stays shorter than the TAIL_BYTES the reader keeps (`truncate` checks)."""
         live = self.live()
         if live is None or self.pending_in_live():
             return range(0)
@@ -320,6 +322,7 @@ class World:
         """Cuts the log after its first `keep` lines (one of `cuts()`)."""
         live = self.live()
         assert live is not None and keep in self.cuts()
+        assert os.path.getsize(self.real()) < TAIL_BYTES
         os.truncate(self.real(), sum(len(line(n)) for n in live.lines[:keep]))
         del live.lines[keep:]
         live.cut_unsaved, live.cut_seen, live.written_after_cut = True, False, False
