@@ -88,6 +88,8 @@ class Daemon:
         self._reload_lock = threading.Lock()
         self._sources: list[Source] = []
         self._threads: list[threading.Thread] = []
+        self._started_up = False
+        """Set once every source resumed and where each began following was saved: ready from then on while healthy."""
         self.config: Config | None = None
         self.server: web.Server | None = None
         self.checkpointer: Checkpointer | None = None
@@ -389,8 +391,13 @@ class Daemon:
         statuses = self.statuses()
         if not statuses or self.healthy() is not None:
             return False
-        started = all(s.state != "opening" and s.resumed for s in statuses)
-        return started and self.checkpointer is not None and self.checkpointer.caught_up()
+        if (
+            self._started_up
+        ):  # later starts (a late file, a new glob match) are saved too, but never flap readiness
+            return True
+        started = all(s.state != "opening" and s.started and s.resumed for s in statuses)
+        self._started_up = started and self.checkpointer is not None and self.checkpointer.caught_up()
+        return self._started_up
 
     # -- reload --
 

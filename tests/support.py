@@ -168,8 +168,11 @@ class InProcessDaemon:
         from exporter.daemon import Daemon
 
         self.port = free_port()
+        queue = (
+            () if "--queue.mta" in args else ("--queue.mta", "none")
+        )  # this machine's MTA is not the test's
         parsed = build_parser("run").parse_args(
-            ["run", "--web.listen-address", f"127.0.0.1:{self.port}", *args]
+            ["run", "--web.listen-address", f"127.0.0.1:{self.port}", *queue, *args]
         )
         self.daemon = Daemon(parsed)
         self.thread = threading.Thread(target=self.daemon.run, name="daemon", daemon=True)

@@ -12,6 +12,7 @@ from daemon_harness import append, sent_lines
 from support import InProcessDaemon, wait_until
 
 from exporter.daemon import Daemon
+from exporter.sources.files import FollowedFile
 
 
 def test_probes_before_the_sources_start_answer_not_ready_and_healthy(
@@ -42,3 +43,33 @@ def test_probes_before_the_sources_start_answer_not_ready_and_healthy(
     finally:
         go_on.set()
         running.__exit__()
+
+
+def test_not_ready_until_the_first_look_has_read_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A followed file is `open` as soon as it is opened, before its first look reads it: ready then, the exporter
+    served a /metrics without the lines it was started to read (seen as 0 of 20 under load)."""
+    log = tmp_path / "mail.log"
+    append(log, sent_lines(0, 20))
+    release = threading.Event()
+    real_look = FollowedFile.look
+
+    def slow_first_look(self: FollowedFile, stop: threading.Event) -> None:
+        release.wait(30)
+        real_look(self, stop)
+
+    monkeypatch.setattr(FollowedFile, "look", slow_first_look)
+    daemon = InProcessDaemon(
+        "--log.path", str(log), "--from-beginning", "--state.file", str(tmp_path / "s.json")
+    )
+    daemon.thread.start()
+    try:
+        wait_until(lambda: [s.state for s in daemon.daemon.statuses()] == ["open"], "the log opened")
+        assert daemon.get("/-/ready")[0] == 503
+        release.set()
+        wait_until(lambda: daemon.get("/-/ready")[0] == 200, "ready")
+        assert daemon.value("gmail_exporter_lines_total", source=str(log)) == 20
+    finally:
+        release.set()
+        daemon.__exit__()

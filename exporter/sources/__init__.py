@@ -85,6 +85,9 @@ class SourceStatus:
     failed: str = ""
     """Why the source's reader is not running (it failed unexpectedly and waits to start again); empty while it
     runs. The exporter is not healthy while a source has one."""
+    started: bool = True
+    """False until a followed file's first look is done and where following began is recorded: before that its
+    first read may not have happened yet, so the exporter is not ready."""
     resumed: bool = True
     """False while a source restarted from a saved position reads what was logged while the exporter was down:
     its counters are then below what was served before the restart, so they are not served yet."""

@@ -81,7 +81,7 @@ class FollowedFile:
     ) -> None:
         self.path = path
         self.directory = os.path.dirname(os.path.abspath(path))
-        self.status = SourceStatus(name=path, resumed=saved is None)
+        self.status = SourceStatus(name=path, started=False, resumed=saved is None)
         self._sink = sink
         self._max_line_bytes = max_line_bytes
         self._start_at_end = start_at_end
@@ -225,6 +225,7 @@ class FollowedFile:
         self.look(stop)
         self._record_start()
         self.status.resumed = True
+        self.status.started = True
 
     def _open(self, stop: threading.Event, *, offset_at_end: bool) -> bool:
         """Opens the live file, first reading the backlog when there is a saved position."""
