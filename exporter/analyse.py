@@ -13,6 +13,7 @@ from exporter.events import Delivery, Event
 from exporter.google import WORDINGS, GoogleHosts
 from exporter.mta import generic
 from exporter.mta.common import Context
+from exporter.mta.containers import Unwrapper
 from exporter.reply import normalise
 from exporter.rules import Rules
 
@@ -100,6 +101,14 @@ class Analyser:
         now: float | None = None,
     ) -> None:
         self._formats = mta.formats(log_format or mta.AUTO)
+        self._unwrapper = Unwrapper(mta.envelope(log_format or mta.AUTO), MAX_LINE_BYTES)
+        self._enveloped = self._unwrapper.only is not None
+        """Whether the stream's lines come in a container runtime's envelope (then every block is unwrapped)."""
+        self._origins: list[int] = []
+        """For each line of an enveloped stream not counted yet (held free text), the number of the file's line
+        where it began (kept only while the caller numbers lines)."""
+        self._counted = 0
+        """The lines counted so far (the sum of the counts returned)."""
         self._byte_tests = tuple(f.never_a_delivery for f in self._formats if f.never_a_delivery is not None)
         self.rules = rules
         google = GoogleHosts(google_hosts)
@@ -139,12 +148,16 @@ class Analyser:
         )
 
     def memory(self) -> dict[str, Any]:
-        """The per-stream memory (queue-id joins, the log's year), JSON-able."""
-        return self._ctx.state()
+        """The per-stream memory (queue-id joins, the log's year, a container's line still in parts), JSON-able."""
+        return {**self._ctx.state(), "containers": self._unwrapper.state()}
 
     def restore_memory(self, data: Any) -> None:
         """Continues from saved memory; raises ValueError when it is not valid (nothing is changed then)."""
+        staged = Unwrapper(self._unwrapper.only, MAX_LINE_BYTES)
+        if isinstance(data, dict) and "containers" in data:
+            staged.restore(data["containers"])
         self._ctx.restore(data)
+        self._unwrapper = staged
 
     def analyse(self, line: bytes) -> Event | Skipped | None:
         """An Event for a line about a delivery to Google, Skipped for a line we refuse, else None: the line on
@@ -183,16 +196,80 @@ class Analyser:
         notice, a stack trace): an entry still open at the end of the block is held back and analysed with the
         next block, or by flush(), so any cut of a stream into blocks gives the same results. `lines_out`, when
         given, receives for each result the index of its (first) line, counted from the first line not counted
-        before."""
+        before.
+
+        Lines in a container runtime's envelope are taken out of it first (see exporter.mta.containers): the count
+        and the line numbers are then those of the file's lines."""
+        if self._enveloped or self._unwrapper.wrapped(blob):
+            found = self._analyse_enveloped(blob, lines_out)
+            if found is not None:
+                return found
+        count, results = self._analyse_plain(blob, lines_out)
+        self._counted += count
+        return count, results
+
+    def _analyse_plain(self, blob: bytes, lines_out: list[int] | None) -> tuple[int, list[Event | Skipped]]:
         if self._held:
             blob = self._held + b"\n" + blob if blob else self._held
             self._held = b""
         return self._analyse_blob(blob, hold=True, lines_out=lines_out)
 
-    def flush(self, lines_out: list[int] | None = None) -> tuple[int, list[Event | Skipped]]:
-        """Analyse what analyse_block() held back: at the end of a file or stream."""
+    def _analyse_enveloped(
+        self, blob: bytes, lines_out: list[int] | None
+    ) -> tuple[int, list[Event | Skipped]] | None:
+        """analyse_block() of a block that may hold enveloped lines; None when it holds none in a stream that had
+        none so far (then it is analysed as plain lines)."""
+        numbered = lines_out is not None
+        unwrapper = self._unwrapper
+        if not self._enveloped:
+            # The first block with an envelope: lines of free text held from before get their numbers now.
+            held = self._held.count(b"\n") + 1 if self._held else 0
+            unwrapper.seen = self._counted + held
+        unwrapped = unwrapper.unwrap(blob, numbered=numbered)
+        if not unwrapped.enveloped and not self._enveloped:
+            return None
+        if not self._enveloped:
+            self._enveloped = True
+            if numbered:
+                self._origins = list(range(self._counted, unwrapper.seen - unwrapped.lines))
+        results: list[Event | Skipped] = [Skipped(reason) for _, reason in unwrapped.damaged]
+        inner: list[int] | None = [] if numbered else None
+        count, found = self._analyse_plain(unwrapped.block, inner)
+        results.extend(found)
+        if lines_out is not None and inner is not None and unwrapped.origins is not None:
+            lines_out.extend(index for index, _ in unwrapped.damaged)
+            self._number(count, unwrapped.origins, inner, lines_out)
+        self._counted += unwrapped.lines
+        return unwrapped.lines, results
+
+    def _number(self, count: int, origins: list[int], inner: list[int], lines_out: list[int]) -> None:
+        """Numbers the results of unwrapped lines by the file's lines they began on, counted from the first line
+        not counted before."""
+        self._origins.extend(origins)
+        taken, self._origins = self._origins[:count], self._origins[count:]
+        lines_out.extend(taken[index] - self._counted for index in inner)
+
+    def flush(
+        self, lines_out: list[int] | None = None, *, end: bool = True
+    ) -> tuple[int, list[Event | Skipped]]:
+        """Analyse what analyse_block() held back: at the end of a file or stream. A container's line still in
+        parts is analysed as it is only at the `end` of the stream (the next file of a rotation may go on with it)."""
+        if self._enveloped and end:
+            unwrapped = self._unwrapper.flush(numbered=lines_out is not None)
+            if unwrapped.block:
+                tail = unwrapped.block[:-1]
+                self._held = self._held + b"\n" + tail if self._held else tail
+                self._origins.extend(unwrapped.origins or ())
         held, self._held = self._held, b""
-        return self._analyse_blob(held, hold=False, lines_out=lines_out)
+        if not self._enveloped:
+            count, results = self._analyse_blob(held, hold=False, lines_out=lines_out)
+            self._counted += count
+            return count, results
+        inner: list[int] | None = [] if lines_out is not None else None
+        count, results = self._analyse_blob(held, hold=False, lines_out=inner)
+        if lines_out is not None and inner is not None:
+            self._number(count, [], inner, lines_out)
+        return 0, results
 
     def prefilter(self, blob: bytes) -> tuple[int, list[tuple[int, int]] | None]:
         """The byte-level prefilter of analyse_block(): the number of lines, and where the lines that can concern

@@ -1,0 +1,218 @@
+"""Container runtimes' log files: the envelope each runtime wraps around a line that a process in a container wrote
+to its stdout or stderr, taken off so that the MTA formats see the line the MTA wrote.
+
+- Docker's json-file driver (`/var/lib/docker/containers/<id>/<id>-json.log`) writes one JSON object a line,
+  `{"log":"<text>\\n","stream":"stdout","time":"<RFC 3339>"}` (an `attrs` object may stand before `time`), with
+  `<`, `>`, `&` and control characters escaped. A line longer than the driver's buffer is split into several
+  objects, all but the last without the final `\\n` in their text.
+- The CRI format of Kubernetes (containerd, CRI-O; `/var/log/pods/<ns>_<pod>_<uid>/<container>/<n>.log`) writes
+  `<RFC 3339 time> <stream> <tags> <text>`, the tags `F` for a full line or `P` for a part that the next lines of
+  the same stream go on with, up to the one tagged `F`.
+
+Parts are joined per stream (stdout and stderr interleave), across blocks, rotations and restarts (the part held
+is saved with the stream's position), and never held longer than the analyser's line limit: a longer line is
+passed on cut, so that the analyser skips it as too long, and the rest of it is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from exporter.mta import ENVELOPES
+
+DOCKER, CRI = ENVELOPES
+
+_DOCKER_STARTS: Final = (b'{"log":', b'{"stream":')
+"""How the json-file driver starts every line (its keys come in a fixed order; `log` is left out when empty).
+A plain log of JSON events starts otherwise, and stays plain text."""
+_CRI: Final = re.compile(
+    rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)) (stdout|stderr) ([A-Z](?::[A-Z])*)(?: |$)"
+)
+_SIGNS: Final = (*_DOCKER_STARTS, b" stdout ", b" stderr ")
+"""One of which a block holds when a line of it can be in a container envelope: a block of plain log lines
+costs a few C-speed searches."""
+_STREAMS: Final = ("stdout", "stderr")
+_OTHER_STREAM: Final = ""
+"""Where parts of a stream that is neither stdout nor stderr are joined (a damaged or hand-written file): the
+memory stays bounded whatever the file names."""
+
+
+def kind_of(line: bytes) -> str | None:
+    """The envelope a line is in, told by its first bytes, or None for a plain line."""
+    if line.startswith(_DOCKER_STARTS):
+        return DOCKER
+    if line[:1].isdigit() and _CRI.match(line) is not None:
+        return CRI
+    return None
+
+
+@dataclass
+class Unwrapped:
+    """What a block of enveloped lines holds."""
+
+    block: bytes
+    """The lines the processes wrote, whole, joined by newlines (with a final newline when there is any line)."""
+    lines: int
+    """How many lines of the file the block had."""
+    damaged: list[tuple[int, str]] = field(default_factory=list)
+    """The index in the block of each line whose envelope could not be read, and why: `too_long` (the source cut
+    it) or `unparseable` (skipped and counted)."""
+    origins: list[int] | None = None
+    """For each line of `block`, the number of the file's line (counted over the stream) where it began."""
+    enveloped: bool = False
+    """Whether any line was in an envelope."""
+
+
+class Unwrapper:
+    """Takes the envelope off the lines of one stream; keeps the parts of lines still to be joined.
+
+    `only` names the one envelope every line must be in (others are damaged); None takes each line's envelope
+    as its first bytes tell, and passes plain lines on as they are."""
+
+    def __init__(self, only: str | None, max_line_bytes: int) -> None:
+        if only is not None and only not in ENVELOPES:
+            raise ValueError(f"unknown container log format {only!r}; one of {', '.join(ENVELOPES)}")
+        self.only = only
+        self._limit = max_line_bytes + 1
+        self._parts: dict[str, bytes] = {}
+        """stream -> the part of a line read so far (shorter than the cut length)."""
+        self._first: dict[str, int] = {}
+        """stream -> the number of the file's line where its held part began."""
+        self._dropping: set[str] = set()
+        """Streams whose line grew too long: the rest of it is dropped up to its last part."""
+        self.seen = 0
+        """The file's lines read so far, over the stream (for line numbers)."""
+
+    def wrapped(self, blob: bytes) -> bool:
+        """Whether a block may hold an enveloped line (else it is passed on as it is)."""
+        if self.only is not None or self._parts or self._dropping:
+            return True
+        return any(sign in blob for sign in _SIGNS)
+
+    def unwrap(self, blob: bytes, *, numbered: bool = False) -> Unwrapped:
+        """The lines inside a block of whole lines (a final newline is allowed)."""
+        lines = blob.split(b"\n") if blob else []
+        if blob.endswith(b"\n"):
+            lines.pop()
+        out: list[bytes] = []
+        damaged: list[tuple[int, str]] = []
+        origins: list[int] | None = [] if numbered else None
+        base = self.seen
+        only = self.only
+        enveloped = False
+        for index, line in enumerate(lines):
+            kind = kind_of(line)
+            if kind is None and only is None:
+                out.append(line)
+                if origins is not None:
+                    origins.append(base + index)
+                continue
+            enveloped = True
+            if len(line) >= self._limit:
+                damaged.append((index, "too_long"))
+                continue
+            found = None
+            if kind == only or only is None:
+                found = self._docker(line) if kind == DOCKER else self._cri(line)
+            if found is None:
+                damaged.append((index, "unparseable"))
+                continue
+            stream, text, whole = found
+            self._join(stream, text, whole, base + index, out, origins)
+        self.seen = base + len(lines)
+        block = b"\n".join(out) + b"\n" if out else b""
+        return Unwrapped(block, len(lines), damaged, origins, enveloped)
+
+    def flush(self, *, numbered: bool = False) -> Unwrapped:
+        """The parts still held as lines of their own (the stream ended before their last part)."""
+        out = [part for part in self._parts.values() if part]
+        origins = [self._first[s] for s, part in self._parts.items() if part] if numbered else None
+        self._parts.clear()
+        self._first.clear()
+        self._dropping.clear()
+        return Unwrapped(b"\n".join(out) + b"\n" if out else b"", 0, [], origins)
+
+    def _docker(self, line: bytes) -> tuple[str, bytes, bool] | None:
+        """(stream, text, whole) of a json-file line, or None when it is not one (a damaged line)."""
+        try:
+            entry = json.loads(line)
+        except ValueError:  # JSONDecodeError, and UnicodeDecodeError of bytes that are not UTF-8
+            return None
+        if not isinstance(entry, dict):
+            return None
+        text = entry.get("log", "")
+        stream = entry.get("stream", "")
+        if not isinstance(text, str) or not isinstance(stream, str):
+            return None
+        whole = text.endswith("\n")
+        # An escaped lone surrogate (\ud800) is no character: it becomes U+FFFD, as the driver writes bad bytes.
+        data = (text[:-1] if whole else text).encode("utf-8", "replace")
+        return stream, data, whole
+
+    def _cri(self, line: bytes) -> tuple[str, bytes, bool] | None:
+        """(stream, text, whole) of a CRI line, or None when it is not one (a damaged line)."""
+        found = _CRI.match(line)
+        if found is None:
+            return None
+        tags = found.group(3).split(b":")
+        return found.group(2).decode(), line[found.end() :], b"P" not in tags
+
+    def _join(
+        self, stream: str, text: bytes, whole: bool, number: int, out: list[bytes], origins: list[int] | None
+    ) -> None:
+        """Adds a part to its stream's line; a whole line goes out, one that grew too long goes out cut."""
+        if stream not in _STREAMS:
+            stream = _OTHER_STREAM
+        if stream in self._dropping:
+            if whole:
+                self._dropping.discard(stream)
+            return
+        held = self._parts.pop(stream, None)
+        first = self._first.pop(stream, number)
+        line = held + text if held else text
+        if len(line) >= self._limit:
+            line = line[: self._limit]
+            if not whole:
+                self._dropping.add(stream)
+            whole = True
+        if not whole:
+            self._parts[stream] = line
+            self._first[stream] = first
+            return
+        if b"\n" in line:  # an escaped newline inside a line: the lines it makes, each from the same line
+            pieces = line.split(b"\n")
+            out.extend(pieces)
+            if origins is not None:
+                origins.extend([first] * len(pieces))
+            return
+        out.append(line)
+        if origins is not None:
+            origins.append(first)
+
+    def state(self) -> dict[str, Any]:
+        """The parts held and the streams dropping a line too long, JSON-able, saved with the stream's position:
+        a line split by a restart is joined as if nothing happened."""
+        return {
+            "parts": {s: p.decode("utf-8", "surrogateescape") for s, p in self._parts.items()},
+            "dropping": sorted(self._dropping),
+        }
+
+    def restore(self, data: Any) -> None:
+        """Continues from a saved state; raises ValueError (and changes nothing) when it is not one."""
+        if not isinstance(data, dict):
+            raise ValueError(f"containers: expected a mapping, got {type(data).__name__}")
+        parts, dropping = data.get("parts", {}), data.get("dropping", [])
+        names = (*_STREAMS, _OTHER_STREAM)
+        if not isinstance(parts, dict) or not all(
+            s in names and isinstance(p, str) and len(p) < self._limit for s, p in parts.items()
+        ):
+            raise ValueError("containers.parts: expected stdout, stderr or '' mapped to a line's start")
+        if not isinstance(dropping, list) or not all(s in names for s in dropping):
+            raise ValueError("containers.dropping: expected a list of stdout, stderr or ''")
+        restored = {s: p.encode("utf-8", "surrogateescape") for s, p in parts.items()}
+        self._parts = {s: p for s, p in restored.items() if p}
+        self._first = {s: self.seen for s in self._parts}
+        self._dropping = set(dropping)

@@ -1,0 +1,62 @@
+"""Writing lines as container runtimes write them: Docker's json-file driver and the CRI format of Kubernetes.
+
+The escaping follows Docker's json-file driver (`<`, `>`, `&` and control characters as \\u00XX, `\\n`, `\\r`,
+invalid UTF-8 as \\ufffd, U+2028 and U+2029 escaped), and lines are cut into parts the way the runtimes cut a long
+line: Docker leaves the final `\\n` off every part but the last, CRI tags every part but the last `P`.
+"""
+
+from __future__ import annotations
+
+TIME = "2026-12-03T13:57:16.123456789Z"
+
+
+def _escaped(text: bytes) -> str:
+    out: list[str] = []
+    for char in text.decode("utf-8", "replace"):
+        code = ord(char)
+        if char in '\\"':
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\r":
+            out.append("\\r")
+        elif code < 0x20 or char in "<>&" or char in "\u2028\u2029":
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def docker_entry(text: bytes, *, stream: str = "stdout", time: str = TIME) -> bytes:
+    """One json-file line (with its newline) for a part of a line; `text` ends with b"\\n" when it is the last."""
+    log = f'"log":"{_escaped(text)}",' if text else ""
+    return f'{{{log}"stream":"{stream}","time":"{time}"}}\n'.encode()
+
+
+def docker(lines: bytes, *, stream: str = "stdout", part: int = 16 * 1024, time: str = TIME) -> bytes:
+    """The json-file lines for the lines a process wrote (each ending with a newline), long ones in parts."""
+    out = []
+    for line in lines.splitlines(keepends=True):
+        body = line.removesuffix(b"\n")
+        pieces = [body[i : i + part] for i in range(0, len(body), part)] or [b""]
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
+            out.append(docker_entry(piece + b"\n" if last else piece, stream=stream, time=time))
+    return b"".join(out)
+
+
+def cri_entry(text: bytes, *, tag: str = "F", stream: str = "stdout", time: str = TIME) -> bytes:
+    """One CRI line (with its newline)."""
+    return f"{time} {stream} {tag} ".encode() + text + b"\n"
+
+
+def cri(lines: bytes, *, stream: str = "stdout", part: int = 16 * 1024, time: str = TIME) -> bytes:
+    """The CRI lines for the lines a process wrote (each ending with a newline), long ones in P parts."""
+    out = []
+    for line in lines.splitlines(keepends=True):
+        body = line.removesuffix(b"\n")
+        pieces = [body[i : i + part] for i in range(0, len(body), part)] or [b""]
+        for i, piece in enumerate(pieces):
+            tag = "F" if i == len(pieces) - 1 else "P"
+            out.append(cri_entry(piece, tag=tag, stream=stream, time=time))
+    return b"".join(out)

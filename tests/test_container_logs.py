@@ -1,0 +1,263 @@
+"""Docker's json-file logs and Kubernetes' CRI logs read as log formats: the envelope taken off each line, parts
+joined per stream, the MTA's line inside recognised as if it had been written to a plain log."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from container_logs import cri, cri_entry, docker, docker_entry
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exporter import mta
+from exporter.analyse import MAX_LINE_BYTES, Analyser, Skipped
+from exporter.events import Event
+from exporter.rules import load_rules
+from exporter.sources import generations
+
+RULES = load_rules([])
+LOGS = REPO / "tests" / "fixtures" / "logs"
+POSTFIX = (LOGS / "postfix.log").read_bytes()
+"""A real Postfix's log: what Postfix in a container writes to its stdout (`maillog_file = /dev/stdout`)."""
+DMARC = (
+    b"Dec  3 13:57:16 mx1 postfix/smtp[9001]: 0F8D71680EE: to=<jane.doe@gmail.com>, relay=gmail-smtp-in.l."
+    b"google.com[192.0.2.7]:25, delay=1, delays=0/0/0/1, dsn=5.7.26, status=bounced (host gmail-smtp-in.l."
+    b"google.com[192.0.2.7] said: 550-5.7.26 Unauthenticated email from example.org is not accepted due to "
+    b"550-5.7.26 domain's DMARC policy. 550 5.7.26 q16si3475662wrs.311 - gsmtp (in reply to end of DATA "
+    b"command))\n"
+)
+NOISE = b"Dec  3 13:57:16 mx1 postfix/smtpd[1]: connect from unknown[192.0.2.1]\n"
+
+
+def results(data: bytes, *, log_format: str | None = None, cuts: list[int] | None = None) -> list[tuple]:
+    """(line number, outcome) of each result, the data read in blocks of whole lines cut after the given lines."""
+    analyser = Analyser(RULES, log_format=log_format, now=1_780_000_000)
+    lines = data.splitlines(keepends=True)
+    bounds = [0, *sorted(set(c for c in (cuts or []) if 0 < c < len(lines))), len(lines)]
+    found: list[tuple] = []
+    seen = 0
+    for start, end in itertools.pairwise(bounds):
+        numbers: list[int] = []
+        count, batch = analyser.analyse_block(b"".join(lines[start:end]), numbers)
+        found += [(seen + n + 1, outcome(r)) for n, r in zip(numbers, batch, strict=True)]
+        seen += count
+    numbers = []
+    count, batch = analyser.flush(numbers)
+    found += [(seen + n + 1, outcome(r)) for n, r in zip(numbers, batch, strict=True)]
+    assert seen + count == len(lines)
+    return sorted(found)  # a damaged envelope's result comes first in its block
+
+
+def outcome(result: Event | Skipped) -> tuple:
+    if isinstance(result, Skipped):
+        return ("skipped", result.reason)
+    d, reply, verdict = result.delivery, result.reply, result.verdict
+    return (d.mta, d.status, d.queue_id, reply.code if reply else None, verdict.reason if verdict else None)
+
+
+def test_a_json_file_log_gives_the_events_of_the_plain_log_on_the_same_lines() -> None:
+    plain = results(POSTFIX)
+    assert len(plain) > 100
+    assert results(docker(POSTFIX)) == plain
+    assert b"\\u003cnews@example.org\\u003e" in docker(POSTFIX)  # what Docker writes for <news@example.org>
+
+
+def test_a_cri_log_gives_the_events_of_the_plain_log_on_the_same_lines() -> None:
+    assert results(cri(POSTFIX)) == results(POSTFIX)
+
+
+def test_cri_parts_are_joined_and_numbered_by_their_first_line() -> None:
+    plain = results(POSTFIX)
+    parted = results(cri(POSTFIX, part=40))
+    assert [o for _, o in parted] == [o for _, o in plain]
+    lines = cri(POSTFIX, part=40).splitlines()
+    for number, _ in parted:  # each result's line is where its MTA line began: after an F, or the first line
+        assert number == 1 or lines[number - 2].split(b" ", 3)[2] == b"F"
+
+
+def test_docker_parts_of_a_long_line_are_joined() -> None:
+    parted = docker(NOISE + DMARC + NOISE, part=len(DMARC) // 4 + 1)
+    assert parted.count(b"\n") == 2 + 4  # the reply line took four json-file lines
+    assert results(parted) == [(2, ("postfix", "bounced", "0F8D71680EE", "550", "dmarc_policy"))]
+
+
+def test_parts_are_joined_per_stream_when_stdout_and_stderr_interleave() -> None:
+    first, rest = DMARC[:120], DMARC[120:-1]
+    data = (
+        cri_entry(first, tag="P", stream="stderr")
+        + cri_entry(NOISE[:-1], stream="stdout")
+        + cri_entry(rest, tag="F", stream="stderr")
+    )
+    assert [o for _, o in results(data)] == [("postfix", "bounced", "0F8D71680EE", "550", "dmarc_policy")]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=60), max_size=6),
+    envelope=st.sampled_from(["docker", "cri"]),
+)
+def test_any_cut_into_blocks_gives_the_same_results(cuts: list[int], envelope: str) -> None:
+    data = (NOISE * 3 + DMARC + NOISE) * 3
+    wrapped = docker(data, part=70) if envelope == "docker" else cri(data, part=70)
+    assert results(wrapped, cuts=cuts) == results(wrapped)
+
+
+def test_escaped_unicode_is_decoded_and_an_escaped_nul_skips_only_its_line() -> None:
+    accented = DMARC.replace(b"jane.doe", "jané.dœ".encode())
+    emoji = DMARC.replace(b"0F8D71680EE", b"0F8D71680EF").replace(b"DMARC policy", "DMARC policy 🙂".encode())
+    lone = docker_entry(DMARC.replace(b"0F8D71680EE", b"0F8D71680E0")).replace(b"mx1", b"mx\\ud800")
+    pair = docker_entry(emoji).replace("🙂".encode(), b"\\ud83d\\ude42")  # as writers that escape all put it
+    lines = [
+        docker_entry(accented),
+        docker_entry(NOISE[:-1] + b"\x00\n"),
+        docker_entry(DMARC.replace(b"gsmtp", b"gsmtp\x00")),
+        pair,
+        lone,  # an escaped lone surrogate, no character: read as U+FFFD
+    ]
+    assert b"\\u0000" in lines[1]
+    assert results(b"".join(lines)) == [
+        (1, ("postfix", "bounced", "0F8D71680EE", "550", "dmarc_policy")),
+        (2, ("skipped", "not_text")),
+        (3, ("skipped", "not_text")),
+        (4, ("postfix", "bounced", "0F8D71680EF", "550", "dmarc_policy")),
+        (5, ("postfix", "bounced", "0F8D71680E0", "550", "dmarc_policy")),
+    ]
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        b'{"log":"Dec  3 13:57:16 mx1 postfix/smtp[9001]: 0F8D7',  # cut by a crash
+        b'{"log":12,"stream":"stdout","time":"2026-12-03T13:57:16Z"}',  # a log that is no text
+        b'{"log":"x\\q","stream":"stdout","time":"2026-12-03T13:57:16Z"}',  # a bad escape
+        b'{"log":"\xff\xfe","stream":"stdout","time":"2026-12-03T13:57:16Z"}',  # bytes that are not UTF-8
+        b'{"stream":["stdout"],"log":"x\\n"}',
+    ],
+)
+def test_a_damaged_json_line_is_skipped_and_counted_and_the_next_line_is_read(damaged: bytes) -> None:
+    data = docker(NOISE) + damaged + b"\n" + docker(DMARC)
+    assert results(data) == [
+        (2, ("skipped", "unparseable")),
+        (3, ("postfix", "bounced", "0F8D71680EE", "550", "dmarc_policy")),
+    ]
+
+
+def test_a_gigantic_line_in_parts_is_skipped_as_too_long_and_the_rest_of_it_dropped() -> None:
+    giant = b"Dec  3 13:57:16 mx1 postfix/smtp[1]: " + b"gsmtp " * (MAX_LINE_BYTES // 3) + b"\n"
+    for wrap in (cri, docker):
+        data = wrap(NOISE + giant + DMARC, part=16 * 1024)
+        assert data.count(b"\n") == 2 + 5
+        assert results(data) == [
+            (2, ("skipped", "too_long")),
+            (7, ("postfix", "bounced", "0F8D71680EE", "550", "dmarc_policy")),
+        ]
+
+
+def test_a_gigantic_json_file_line_cut_by_the_reader_is_skipped_as_too_long() -> None:
+    cut = docker_entry(b"<" * (MAX_LINE_BYTES // 5) + b"\n")[: MAX_LINE_BYTES + 1]  # what the reader hands on
+    assert results(cut + b"\n" + docker(DMARC)) == [
+        (1, ("skipped", "too_long")),
+        (2, ("postfix", "bounced", "0F8D71680EE", "550", "dmarc_policy")),
+    ]
+
+
+def test_a_part_without_its_last_part_at_the_end_of_the_stream_is_analysed_as_it_is() -> None:
+    data = cri_entry(NOISE[:-1]) + cri_entry(DMARC[:-1], tag="P")
+    assert results(data) == [(2, ("postfix", "bounced", "0F8D71680EE", "550", "dmarc_policy"))]
+
+
+def test_a_part_held_is_saved_with_the_memory_and_joined_after_a_restart() -> None:
+    before = Analyser(RULES, now=1_780_000_000)
+    count, found = before.analyse_block(cri_entry(DMARC[:150], tag="P"))
+    assert (count, found) == (1, [])
+    saved = json.loads(json.dumps(before.memory()))
+    after = Analyser(RULES, now=1_780_000_000)
+    after.restore_memory(saved)
+    count, found = after.analyse_block(cri_entry(DMARC[150:-1]))
+    assert count == 1
+    assert [outcome(r) for r in found] == [("postfix", "bounced", "0F8D71680EE", "550", "dmarc_policy")]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"parts": {"stdin": "x"}},
+        {"parts": {"stdout": "x" * (MAX_LINE_BYTES + 1)}},
+        {"parts": {"stdout": 1}},
+        {"dropping": "stdout"},
+        [],
+    ],
+)
+def test_a_bad_saved_part_is_refused_and_changes_nothing(bad: object) -> None:
+    analyser = Analyser(RULES, now=1_780_000_000)
+    analyser.analyse_block(cri_entry(DMARC[:150], tag="P"))
+    memory = analyser.memory()
+    with pytest.raises(ValueError):
+        analyser.restore_memory({**memory, "containers": bad})
+    assert analyser.memory() == memory
+
+
+def test_a_plain_log_of_json_events_is_not_taken_for_docker() -> None:
+    event = b'{"event":"bounce","response":"550-5.7.26 Unauthenticated email is not accepted - gsmtp"}\n'
+    assert [o[0] for _, o in results(event)] == ["generic"]
+
+
+def test_a_named_envelope_requires_it_of_every_line() -> None:
+    data = NOISE + cri(DMARC) + docker(DMARC)
+    assert results(data, log_format="cri") == [
+        (1, ("skipped", "unparseable")),
+        (2, ("postfix", "bounced", "0F8D71680EE", "550", "dmarc_policy")),
+        (3, ("skipped", "unparseable")),
+    ]
+    assert [o for _, o in results(data)] == [("postfix", "bounced", "0F8D71680EE", "550", "dmarc_policy")] * 2
+    assert "docker" in mta.FORMATS and "cri" in mta.FORMATS
+
+
+def test_a_forced_mta_format_reads_its_container_logs_too() -> None:
+    assert [o[0] for _, o in results(cri(DMARC), log_format="postfix")] == ["postfix"]
+
+
+def test_kubernetes_and_docker_rotations_are_generations_in_order() -> None:
+    names = [
+        "0.log", "0.log.20261203-140200", "0.log.20261203-135700.gz", "0.log.20261203-135200.gz",
+        "0.log.20261203-140200.tmp", "1.log",
+    ]  # fmt: skip
+    assert generations.oldest_first("0.log", names) == [
+        "0.log.20261203-135200.gz", "0.log.20261203-135700.gz", "0.log.20261203-140200",
+    ]  # fmt: skip
+    docker_names = ["abc-json.log", "abc-json.log.1", "abc-json.log.3.gz", "abc-json.log.2"]
+    assert generations.oldest_first("abc-json.log", docker_names) == [
+        "abc-json.log.3.gz", "abc-json.log.2", "abc-json.log.1",
+    ]  # fmt: skip
+
+
+def _exporter(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args], capture_output=True, timeout=120, check=False, cwd=REPO
+    )
+
+
+def test_classify_and_report_read_container_logs_and_a_line_split_by_a_rotation(tmp_path: Path) -> None:
+    rotated = tmp_path / "0.log.20261203-135700.gz"
+    live = tmp_path / "0.log"
+    rotated.write_bytes(gzip.compress(cri(NOISE) + cri_entry(DMARC[:150], tag="P")))
+    live.write_bytes(cri_entry(DMARC[150:-1]) + cri(NOISE) + docker(DMARC))
+    done = _exporter("report", "--format", "json", str(rotated), str(live))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["lines"] == 5
+    assert report["deliveries"]["bounced"] == 2
+    # classify numbers each file's lines on its own: the end of the split line is Gmail's reply in free text.
+    done = _exporter("classify", str(live))
+    assert done.returncode == 0, done.stderr
+    assert [(o["line"], o["mta"], o["reason"]) for o in map(json.loads, done.stdout.splitlines())] == [
+        (1, "generic", "dmarc_policy"),
+        (3, "postfix", "dmarc_policy"),
+    ]
