@@ -28,25 +28,83 @@ DOCKER, CRI = ENVELOPES
 _DOCKER_STARTS: Final = (b'{"log":', b'{"stream":')
 """How the json-file driver starts every line (its keys come in a fixed order; `log` is left out when empty).
 A plain log of JSON events starts otherwise, and stays plain text."""
-_CRI: Final = re.compile(
-    rb"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)) (stdout|stderr) ([A-Z](?::[A-Z])*)(?: |$)"
-)
+_CRI_TAGS: Final = re.compile(rb"[A-Z](?::[A-Z])*")
 _SIGNS: Final = (*_DOCKER_STARTS, b" stdout ", b" stderr ")
 """One of which a block holds when a line of it can be in a container envelope: a block of plain log lines
 costs a few C-speed searches."""
 _STREAMS: Final = ("stdout", "stderr")
+_STREAM_NAMES: Final = {b"stdout": "stdout", b"stderr": "stderr"}
 _OTHER_STREAM: Final = ""
 """Where parts of a stream that is neither stdout nor stderr are joined (a damaged or hand-written file): the
 memory stays bounded whatever the file names."""
 
 
-def kind_of(line: bytes) -> str | None:
-    """The envelope a line is in, told by its first bytes, or None for a plain line."""
-    if line.startswith(_DOCKER_STARTS):
-        return DOCKER
-    if line[:1].isdigit() and _CRI.match(line) is not None:
-        return CRI
-    return None
+def cri_fields(line: bytes) -> tuple[str, bytes, bool] | None:
+    """(stream, text, whole) of a CRI line: `<RFC 3339 time> <stdout|stderr> <tags> <text>`; None for any other
+    line. The time is only checked for its shape: the MTA's own line says when."""
+    if not (line[:4].isdigit() and line[4:5] == b"-" and line[10:11] == b"T"):
+        return None
+    fields = line.split(b" ", 3)
+    if len(fields) < 3:
+        return None
+    stamp, stream, tags = fields[0], _STREAM_NAMES.get(fields[1]), fields[2]
+    if stream is None or not (stamp.endswith(b"Z") or stamp[-6:-5] in (b"+", b"-")):
+        return None
+    if tags == b"F":
+        whole = True
+    elif tags == b"P":
+        whole = False
+    elif _CRI_TAGS.fullmatch(tags):
+        whole = b"P" not in tags.split(b":")
+    else:
+        return None
+    return stream, fields[3] if len(fields) == 4 else b"", whole
+
+
+_LOG_START: Final = b'{"log":"'
+_STREAM_KEY: Final = b'","stream":"'
+"""Where the text of a json-file line ends: a quote inside the text is escaped, so the first of these is it."""
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def docker_fields(line: bytes) -> tuple[str, bytes, bool] | None:
+    """(stream, text, whole) of a json-file line, or None when it is not one (a damaged line). The text is
+    decoded on its own when the line has the driver's shape, else the line as JSON."""
+    end = (
+        line.find(_STREAM_KEY, len(_LOG_START))
+        if line.startswith(_LOG_START) and line.endswith(b'"}')
+        else -1
+    )
+    if end >= 0:
+        after = end + len(_STREAM_KEY)
+        stream: object = _STREAM_NAMES.get(line[after : line.find(b'"', after)])
+        raw = line[len(_LOG_START) : end]
+        if stream is not None and b"\\" not in raw and (raw.isascii() or _is_utf8(raw)):
+            return str(stream), raw, False  # no escape, so no final newline: a part
+        try:
+            text: object = json.loads(b'"' + raw + b'"') if stream is not None else None
+        except ValueError:  # JSONDecodeError, and UnicodeDecodeError of bytes that are not UTF-8
+            return None
+    if end < 0 or stream is None:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(entry, dict):
+            return None
+        text, stream = entry.get("log", ""), entry.get("stream", "")
+    if not isinstance(text, str) or not isinstance(stream, str):
+        return None
+    whole = text.endswith("\n")
+    # An escaped lone surrogate (\ud800) is no character: it becomes U+FFFD, as the driver writes bad bytes.
+    return stream, (text[:-1] if whole else text).encode("utf-8", "replace"), whole
 
 
 @dataclass
@@ -103,24 +161,38 @@ class Unwrapper:
         base = self.seen
         only = self.only
         enveloped = False
+        limit, parts, dropping = self._limit, self._parts, self._dropping
         for index, line in enumerate(lines):
-            kind = kind_of(line)
+            found: tuple[str, bytes, bool] | None = None
+            if line.startswith(_DOCKER_STARTS):
+                kind: str | None = DOCKER
+            else:
+                found = cri_fields(line)
+                kind = None if found is None else CRI
             if kind is None and only is None:
                 out.append(line)
                 if origins is not None:
                     origins.append(base + index)
                 continue
             enveloped = True
-            if len(line) >= self._limit:
+            if len(line) >= limit:
                 damaged.append((index, "too_long"))
                 continue
-            found = None
-            if kind == only or only is None:
-                found = self._docker(line) if kind == DOCKER else self._cri(line)
+            if kind == DOCKER and only != CRI:
+                found = docker_fields(line)
+            elif kind != only and only is not None:
+                found = None
             if found is None:
                 damaged.append((index, "unparseable"))
                 continue
             stream, text, whole = found
+            if (
+                whole and not parts and not dropping and b"\n" not in text
+            ):  # most lines: one part, nothing held
+                out.append(text)
+                if origins is not None:
+                    origins.append(base + index)
+                continue
             self._join(stream, text, whole, base + index, out, origins)
         self.seen = base + len(lines)
         block = b"\n".join(out) + b"\n" if out else b""
@@ -134,31 +206,6 @@ class Unwrapper:
         self._first.clear()
         self._dropping.clear()
         return Unwrapped(b"\n".join(out) + b"\n" if out else b"", 0, [], origins)
-
-    def _docker(self, line: bytes) -> tuple[str, bytes, bool] | None:
-        """(stream, text, whole) of a json-file line, or None when it is not one (a damaged line)."""
-        try:
-            entry = json.loads(line)
-        except ValueError:  # JSONDecodeError, and UnicodeDecodeError of bytes that are not UTF-8
-            return None
-        if not isinstance(entry, dict):
-            return None
-        text = entry.get("log", "")
-        stream = entry.get("stream", "")
-        if not isinstance(text, str) or not isinstance(stream, str):
-            return None
-        whole = text.endswith("\n")
-        # An escaped lone surrogate (\ud800) is no character: it becomes U+FFFD, as the driver writes bad bytes.
-        data = (text[:-1] if whole else text).encode("utf-8", "replace")
-        return stream, data, whole
-
-    def _cri(self, line: bytes) -> tuple[str, bytes, bool] | None:
-        """(stream, text, whole) of a CRI line, or None when it is not one (a damaged line)."""
-        found = _CRI.match(line)
-        if found is None:
-            return None
-        tags = found.group(3).split(b":")
-        return found.group(2).decode(), line[found.end() :], b"P" not in tags
 
     def _join(
         self, stream: str, text: bytes, whole: bool, number: int, out: list[bytes], origins: list[int] | None
