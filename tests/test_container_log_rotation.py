@@ -94,3 +94,21 @@ def test_a_damaged_json_line_in_a_followed_log_is_skipped_and_counted(tmp_path: 
         exporter.wait_for("gmail_deliveries_total", 1, status="bounced")
         assert exporter.value("gmail_deliveries_total", status="sent") == 2
         assert exporter.value("gmail_exporter_lines_skipped_total", reason="unparseable") == 1
+
+
+def test_a_glob_over_pod_directories_reads_a_new_pod_and_a_restarted_container_whole(tmp_path: Path) -> None:
+    pods = tmp_path / "pods"
+    first = pods / "mail_postfix-0_7c1d" / "postfix"
+    first.mkdir(parents=True)
+    write(first / "0.log", cri(sent_lines(0, 2).encode()))
+    pattern = str(pods / "mail_*" / "postfix" / "*.log")
+    with Exporter(tmp_path, "--log.path", pattern) as exporter:
+        write(first / "0.log", cri(sent_lines(2, 1).encode()))
+        exporter.wait_for("gmail_deliveries_total", 1, status="sent")
+        second = pods / "mail_postfix-1_9e4a" / "postfix"  # a pod scheduled on the node later
+        second.mkdir(parents=True)
+        write(second / "0.log", cri(sent_lines(3, 2).encode()))
+        write(first / "1.log", cri(bounced(5).encode()))  # the first pod's container restarted
+        exporter.wait_for("gmail_deliveries_total", 3, status="sent", timeout=30)
+        exporter.wait_for("gmail_deliveries_total", 1, status="bounced", timeout=30)
+        assert exporter.value("gmail_exporter_lines_total") == 1 + 2 + 1
