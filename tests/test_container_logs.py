@@ -138,7 +138,7 @@ def test_escaped_unicode_is_decoded_and_an_escaped_nul_skips_only_its_line() -> 
         b'{"log":12,"stream":"stdout","time":"2026-12-03T13:57:16Z"}',  # a log that is no text
         b'{"log":"x\\q","stream":"stdout","time":"2026-12-03T13:57:16Z"}',  # a bad escape
         b'{"log":"\xff\xfe","stream":"stdout","time":"2026-12-03T13:57:16Z"}',  # bytes that are not UTF-8
-        b'{"stream":["stdout"],"log":"x\\n"}',
+        b'{"stream":["stdout"],"log":"x\\n","time":"2026-12-03T13:57:16Z"}',
     ],
 )
 def test_a_damaged_json_line_is_skipped_and_counted_and_the_next_line_is_read(damaged: bytes) -> None:
@@ -207,6 +207,9 @@ def test_a_bad_saved_part_is_refused_and_changes_nothing(bad: object) -> None:
 def test_a_plain_log_of_json_events_is_not_taken_for_docker() -> None:
     event = b'{"event":"bounce","response":"550-5.7.26 Unauthenticated email is not accepted - gsmtp"}\n'
     assert [o[0] for _, o in results(event)] == ["generic"]
+    # An application's own JSON lines that start like the driver's but carry no time: plain text, line by line.
+    own = b'{"log":"550-5.7.26 Unauthenticated email is not accepted - gsmtp","level":"error"}\n'
+    assert [(n, o[0]) for n, o in results(own * 3)] == [(1, "generic"), (2, "generic"), (3, "generic")]
 
 
 def test_a_named_envelope_requires_it_of_every_line() -> None:

@@ -74,9 +74,14 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
+NOT_DOCKER: Final = ("", b"", True)
+"""What docker_fields() says of a JSON object that starts like the driver's but is not one: it has no `time`
+(an application's own JSON log line, read as plain text)."""
+
+
 def docker_fields(line: bytes) -> tuple[str, bytes, bool] | None:
-    """(stream, text, whole) of a json-file line, or None when it is not one (a damaged line). The text is
-    decoded on its own when the line has the driver's shape, else the line as JSON."""
+    """(stream, text, whole) of a json-file line, None when it is a damaged one, NOT_DOCKER when it is another
+    JSON object. The text is decoded on its own when the line has the driver's shape, else the line as JSON."""
     end = (
         line.find(_STREAM_KEY, len(_LOG_START))
         if line.startswith(_LOG_START) and line.endswith(b'"}')
@@ -99,6 +104,8 @@ def docker_fields(line: bytes) -> tuple[str, bytes, bool] | None:
             return None
         if not isinstance(entry, dict):
             return None
+        if "time" not in entry:
+            return NOT_DOCKER
         text, stream = entry.get("log", ""), entry.get("stream", "")
     if not isinstance(text, str) or not isinstance(stream, str):
         return None
@@ -165,7 +172,8 @@ class Unwrapper:
         for index, line in enumerate(lines):
             found: tuple[str, bytes, bool] | None = None
             if line.startswith(_DOCKER_STARTS):
-                kind: str | None = DOCKER
+                found = docker_fields(line)
+                kind: str | None = None if found is NOT_DOCKER else DOCKER
             else:
                 found = cri_fields(line)
                 kind = None if found is None else CRI
@@ -178,17 +186,13 @@ class Unwrapper:
             if len(line) >= limit:
                 damaged.append((index, "too_long"))
                 continue
-            if kind == DOCKER and only != CRI:
-                found = docker_fields(line)
-            elif kind != only and only is not None:
+            if kind != only and only is not None:
                 found = None
             if found is None:
                 damaged.append((index, "unparseable"))
                 continue
             stream, text, whole = found
-            if (
-                whole and not parts and not dropping and b"\n" not in text
-            ):  # most lines: one part, nothing held
+            if whole and not parts and not dropping and b"\n" not in text:  # most lines: nothing to join
                 out.append(text)
                 if origins is not None:
                     origins.append(base + index)
