@@ -16,6 +16,7 @@ from exporter.mta.common import Context
 from exporter.mta.containers import Unwrapper
 from exporter.reply import normalise
 from exporter.rules import Rules
+from exporter.timestamps import log_lead
 
 if TYPE_CHECKING:
     from exporter.config import Config
@@ -33,13 +34,9 @@ SKIP_REASONS: Final = ("too_long", "not_text", "unparseable")
 # long or rare.
 _GOOGLE_MARKERS: Final = (b"oogle", b"gsmtp", b"1e100.net", b"gmail.com")
 _WORDING_MARKERS: Final = tuple(wording.encode() for wording in WORDINGS)
-"""Gmail's wordings mark a line too, but only a line that does not start with a log's timestamp (see _log_lead):
+"""Gmail's wordings mark a line too, but only a line that does not start with a log's timestamp (see timestamps.log_lead):
 a mail log's lines about Google name its host or marker anyway, and a log's blocks of timestamped lines are
 then spared one pass per wording."""
-_MONTHS: Final = frozenset(
-    m.encode() + b" "
-    for m in ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-)
 NEARBY_LINES: Final = 4
 """How many lines after free text that names a Google host a reply without other sign of Google is taken as
 that host's (a telnet session, a DSN's Remote-MTA field before its Diagnostic-Code)."""
@@ -54,18 +51,6 @@ Parser = Callable[[str, Context], Delivery | None]
 
 def _anything(text: str) -> bool:
     return True
-
-
-def _log_lead(blob: bytes, start: int) -> bytes | None:
-    """The start of a log line's timestamp ('Nov ' of syslog, '2026-' of ISO and Exim stamps) if the line at
-    `start` begins with one."""
-    lead = blob[start : start + 4]
-    if lead in _MONTHS:
-        return lead
-    year = blob[start : start + 5]
-    if year[:2] in (b"19", b"20") and year[2:4].isdigit() and year[4:] == b"-":
-        return year
-    return None
 
 
 def _has_long_line(blob: bytes, size: int) -> bool:
@@ -109,6 +94,9 @@ class Analyser:
         where it began (kept only while the caller numbers lines)."""
         self._counted = 0
         """The lines counted so far (the sum of the counts returned)."""
+        self._stamps: dict[int, bytes] = {}
+        """Where a line of the next block analysed starts (held free text first) -> the container runtime's time of
+        it, for lines that have no time of their own."""
         self._byte_tests = tuple(f.never_a_delivery for f in self._formats if f.never_a_delivery is not None)
         self.rules = rules
         google = GoogleHosts(google_hosts)
@@ -168,7 +156,7 @@ class Analyser:
             return Skipped("not_text")
         low = line.lower()
         if not any(marker in low for marker in self._all_markers) and (
-            _log_lead(line, 0) is not None or not any(marker in low for marker in _WORDING_MARKERS)
+            log_lead(line, 0) is not None or not any(marker in low for marker in _WORDING_MARKERS)
         ):
             return None
         self._ctx.nearby_google, self._nearby_left = None, 0
@@ -234,6 +222,9 @@ class Analyser:
                 self._origins = list(range(self._counted, unwrapper.seen - unwrapped.lines))
         results: list[Event | Skipped] = [Skipped(reason) for _, reason in unwrapped.damaged]
         inner: list[int] | None = [] if numbered else None
+        if unwrapped.stamps:
+            shift = len(self._held) + 1 if self._held else 0
+            self._stamps.update((shift + at, stamp) for at, stamp in unwrapped.stamps.items())
         count, found = self._analyse_plain(unwrapped.block, inner)
         results.extend(found)
         if lines_out is not None and inner is not None and unwrapped.origins is not None:
@@ -258,6 +249,8 @@ class Analyser:
             unwrapped = self._unwrapper.flush(numbered=lines_out is not None)
             if unwrapped.block:
                 tail = unwrapped.block[:-1]
+                shift = len(self._held) + 1 if self._held else 0
+                self._stamps.update((shift + at, stamp) for at, stamp in unwrapped.stamps.items())
                 self._held = self._held + b"\n" + tail if self._held else tail
                 self._origins.extend(unwrapped.origins or ())
         held, self._held = self._held, b""
@@ -295,7 +288,7 @@ class Analyser:
                         end = size
                     ends[start] = end
                 at = find(marker, end, size)
-        lead = _log_lead(blob, 0)
+        lead = log_lead(blob, 0)
         if lead is None or blob.count(b"\n" + lead) != count - 1:  # not every line starts with a timestamp
             for marker in _WORDING_MARKERS:
                 at = find(marker, 0, size)
@@ -304,7 +297,7 @@ class Analyser:
                     end = find(b"\n", at, size)
                     if end < 0:
                         end = size
-                    if start not in ends and _log_lead(blob, start) is None:
+                    if start not in ends and log_lead(blob, start) is None:
                         ends[start] = end
                     at = find(marker, end, size)
         return count, sorted(ends.items())
@@ -326,14 +319,19 @@ class Analyser:
             spans = spans[: bisect.bisect_left(spans, (cut, -1))]
         analyse_candidate, append, mark = self._analyse_candidate, results.append, offsets.append
         numbered = lines_out is not None
+        stamps, ctx = self._stamps, self._ctx
         for start, end in spans:
             if start < covered:
                 continue
+            if stamps:
+                ctx.stamp = stamps.get(start)
             found = analyse_candidate(blob[start:end])
             if found is None:
                 continue
             if found.__class__ is str:
                 first, covered = self._entry(blob, start, end, cut, covered)
+                if stamps:
+                    ctx.stamp = stamps.get(first)
                 entry = self._analyse_entry(blob[first:covered], None, candidate=True)
                 if entry is not None:
                     append(entry)
@@ -344,9 +342,12 @@ class Analyser:
                 append(found)  # type: ignore[arg-type]
                 if numbered:
                     mark(start)
+        ctx.stamp = None
         if cut < size:
             self._held = blob[cut:size]
             count -= self._held.count(b"\n") + 1
+        if stamps:  # those of the lines held, from where they start now
+            self._stamps = {at - cut: stamp for at, stamp in stamps.items() if at >= cut}
         if lines_out is not None:
             line, at = 0, 0
             for offset in offsets:
@@ -363,14 +364,23 @@ class Analyser:
         lines = (blob[:-1] if blob.endswith(b"\n") else blob).split(b"\n")
         count, run = 0, 0
         found: list[Event | Skipped] = []
+        stamps, offset, run_offset = self._stamps, 0, 0
+        self._stamps = {}
         for index, line in enumerate([*lines, None]):
             bad = line is not None and (len(line) > MAX_LINE_BYTES or b"\x00" in line)
             if line is not None and not bad:
+                offset += len(line) + 1
                 continue
             if run < index:
                 at: list[int] | None = [] if lines_out is not None else None
                 last = line is None
                 text = b"\n".join(lines[run:index]) + b"\n"  # a final newline: b"\n" is one empty line
+                if stamps:  # those of the run's lines, from where the run starts
+                    self._stamps = {
+                        k - run_offset: v
+                        for k, v in stamps.items()
+                        if run_offset <= k < run_offset + len(text)
+                    }
                 n, results = self._analyse_blob(text, hold=hold and last, lines_out=at)
                 count, found = count + n, found + results
                 if lines_out is not None and at is not None:
@@ -380,7 +390,8 @@ class Analyser:
                 found.append(Skipped("too_long" if len(line) > MAX_LINE_BYTES else "not_text"))
                 if lines_out is not None:
                     lines_out.append(index)
-            run = index + 1
+                offset += len(line) + 1
+            run, run_offset = index + 1, offset
         return count, found
 
     def _open_tail(self, blob: bytes, size: int) -> int:
@@ -457,6 +468,7 @@ class Analyser:
             if not line.strip() or self._claimed(line):  # an MTA's line: its own parser, if it is a candidate
                 at = bisect.bisect_left(spans, (pos, -1))
                 if at < len(spans) and spans[at][0] == pos:
+                    self._ctx.stamp = self._stamps.get(pos) if self._stamps else None
                     found = self._analyse_candidate(line)
                     if found is not None and not isinstance(found, str):
                         results.append(found)
@@ -467,6 +479,7 @@ class Analyser:
             first, covered = pos, self._entry_end(blob, pos, cut)
             entry = blob[first:covered]
             self._nearby_left = max(0, self._nearby_left - entry.count(b"\n") - 1)
+            self._ctx.stamp = self._stamps.get(first) if self._stamps else None
             result = self._analyse_entry(entry, None, candidate=False)
             pos = covered + 1
             if result is not None:

@@ -8,17 +8,19 @@ import itertools
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import REPO
-from container_logs import cri, cri_entry, docker, docker_entry
+from container_logs import TIME, cri, cri_entry, docker, docker_entry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter import mta
 from exporter.analyse import MAX_LINE_BYTES, Analyser, Skipped
 from exporter.events import Event
+from exporter.mta import containers
 from exporter.rules import load_rules
 from exporter.sources import generations
 
@@ -34,6 +36,12 @@ DMARC = (
     b"command))\n"
 )
 NOISE = b"Dec  3 13:57:16 mx1 postfix/smtpd[1]: connect from unknown[192.0.2.1]\n"
+DSN = (
+    b"Final-Recipient: rfc822; jane.doe@gmail.com\n"
+    b"Diagnostic-Code: smtp; 550-5.7.26 Unauthenticated email from example.org is not accepted due to\n"
+    b"    550-5.7.26 domain's DMARC policy. 550 5.7.26 q16si3475662wrs.311 - gsmtp\n"
+)
+"""A bounce notice's fields, printed by an application to its stdout: free text of several lines, no time."""
 
 
 def results(data: bytes, *, log_format: str | None = None, cuts: list[int] | None = None) -> list[tuple]:
@@ -60,6 +68,28 @@ def outcome(result: Event | Skipped) -> tuple:
         return ("skipped", result.reason)
     d, reply, verdict = result.delivery, result.reply, result.verdict
     return (d.mta, d.status, d.queue_id, reply.code if reply else None, verdict.reason if verdict else None)
+
+
+def timed(data: bytes, cuts: list[int] | None = None) -> list[tuple[int, float | None]]:
+    """(line number, time) of each event."""
+    analyser = Analyser(RULES, now=1_780_000_000)
+    lines = data.splitlines(keepends=True)
+    bounds = [0, *sorted(set(c for c in (cuts or []) if 0 < c < len(lines))), len(lines)]
+    found: list[tuple[int, float | None]] = []
+    seen = 0
+    for start, end in [*itertools.pairwise(bounds), (0, 0)]:
+        numbers: list[int] = []
+        if (start, end) == (0, 0):
+            count, batch = analyser.flush(numbers)
+        else:
+            count, batch = analyser.analyse_block(b"".join(lines[start:end]), numbers)
+        found += [
+            (seen + n + 1, r.delivery.timestamp)
+            for n, r in zip(numbers, batch, strict=True)
+            if isinstance(r, Event)
+        ]
+        seen += count
+    return found
 
 
 def test_a_json_file_log_gives_the_events_of_the_plain_log_on_the_same_lines() -> None:
@@ -104,9 +134,14 @@ def test_parts_are_joined_per_stream_when_stdout_and_stderr_interleave() -> None
     envelope=st.sampled_from(["docker", "cri"]),
 )
 def test_any_cut_into_blocks_gives_the_same_results(cuts: list[int], envelope: str) -> None:
-    data = (NOISE * 3 + DMARC + NOISE) * 3
-    wrapped = docker(data, part=70) if envelope == "docker" else cri(data, part=70)
+    data = (NOISE * 3 + DMARC + NOISE + DSN) * 3
+    wrap = docker if envelope == "docker" else cri
+    wrapped = b"".join(
+        wrap(line, part=70, time=f"2026-12-03T13:57:{n:02d}Z") for n, line in enumerate(data.splitlines(True))
+    )
     assert results(wrapped, cuts=cuts) == results(wrapped)
+    assert timed(wrapped, cuts) == timed(wrapped)
+    assert len(timed(wrapped)) == 6 and all(t is not None for _, t in timed(wrapped))
 
 
 def test_escaped_unicode_is_decoded_and_an_escaped_nul_skips_only_its_line() -> None:
@@ -192,6 +227,8 @@ def test_a_part_held_is_saved_with_the_memory_and_joined_after_a_restart() -> No
         {"parts": {"stdout": "x" * (MAX_LINE_BYTES + 1)}},
         {"parts": {"stdout": 1}},
         {"dropping": "stdout"},
+        {"parts": {"stdout": "x"}, "times": {"stdout": 5}},
+        {"parts": {"stdout": "\udfff"}},
         [],
     ],
 )
@@ -264,3 +301,51 @@ def test_classify_and_report_read_container_logs_and_a_line_split_by_a_rotation(
         (1, "generic", "dmarc_policy"),
         (3, "postfix", "dmarc_policy"),
     ]
+
+
+def times(data: bytes) -> list[float | None]:
+    analyser = Analyser(RULES, now=1_780_000_000)
+    _, found = analyser.analyse_block(data)
+    found += analyser.flush()[1]
+    return [r.delivery.timestamp for r in found if isinstance(r, Event)]
+
+
+def test_a_line_without_a_time_of_its_own_has_the_runtimes_time() -> None:
+    bare = DMARC.split(b" mx1 ", 1)[1]  # postfix/smtp[9001]: ... as an MTA logging to stdout without syslog
+    at = 1_796_306_236.123456  # the runtime's 2026-12-03T13:57:16.123456Z
+    for wrap in (cri, docker):
+        data = wrap(bare, time="2026-12-03T13:57:16.123456Z") + wrap(DMARC, time="2026-12-03T20:00:00Z")
+        found = times(data)
+        assert found[0] == pytest.approx(at)
+        assert time.localtime(found[1])[1:6] == (12, 3, 13, 57, 16)  # the MTA's own (local) time wins
+    parted = cri_entry(bare[:50], tag="P", time="2026-12-03T13:57:16.123456Z") + cri_entry(
+        bare[50:-1], time="2026-12-03T13:58:00Z"
+    )
+    assert times(parted) == [pytest.approx(at)]  # a line in parts: when it began
+    assert times(cri_entry(bare[:-1], tag="P", time="2026-12-03T13:57:16.123456Z")) == [pytest.approx(at)]
+
+
+def test_the_time_of_a_part_held_across_a_restart_is_kept() -> None:
+    bare = DMARC.split(b" mx1 ", 1)[1]
+    before = Analyser(RULES, now=1_780_000_000)
+    before.analyse_block(cri_entry(bare[:150], tag="P", time="2026-12-03T13:57:16.5Z"))
+    after = Analyser(RULES, now=1_780_000_000)
+    after.restore_memory(json.loads(json.dumps(before.memory())))
+    _, found = after.analyse_block(cri_entry(bare[150:-1], time="2026-12-03T14:00:00Z"))
+    assert [r.delivery.timestamp for r in found if isinstance(r, Event)] == [1_796_306_236.5]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(
+        st.sampled_from(list('\\"<>&\tu003cen ab\u00e9\u2028\U0001f642\x01')) | st.characters(codec="utf-8"),
+        max_size=40,
+    ),
+    whole=st.booleans(),
+)
+def test_a_json_file_line_gives_back_exactly_the_text_written(text: str, whole: bool) -> None:
+    data = text.replace("\n", " ").encode()
+    line = docker_entry(data + b"\n" if whole else data, stream="stderr").rstrip(b"\n")
+    if not data and not whole:
+        return  # the driver writes no empty part
+    assert containers.docker_fields(line) == ("stderr", data, whole, TIME.encode())

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from exporter.mta import ENVELOPES
+from exporter.timestamps import log_lead
 
 DOCKER, CRI = ENVELOPES
 
@@ -39,9 +40,13 @@ _OTHER_STREAM: Final = ""
 memory stays bounded whatever the file names."""
 
 
-def cri_fields(line: bytes) -> tuple[str, bytes, bool] | None:
-    """(stream, text, whole) of a CRI line: `<RFC 3339 time> <stdout|stderr> <tags> <text>`; None for any other
-    line. The time is only checked for its shape: the MTA's own line says when."""
+Found = tuple[str, bytes, bool, bytes]
+"""What an enveloped line holds: its stream, its text (a line or a part of one), whether the text ends the line,
+and the runtime's time of it."""
+
+
+def cri_fields(line: bytes) -> Found | None:
+    """The fields of a CRI line, `<RFC 3339 time> <stdout|stderr> <tags> <text>`; None for any other line."""
     if not (line[:4].isdigit() and line[4:5] == b"-" and line[10:11] == b"T"):
         return None
     fields = line.split(b" ", 3)
@@ -58,12 +63,20 @@ def cri_fields(line: bytes) -> tuple[str, bytes, bool] | None:
         whole = b"P" not in tags.split(b":")
     else:
         return None
-    return stream, fields[3] if len(fields) == 4 else b"", whole
+    return stream, fields[3] if len(fields) == 4 else b"", whole, stamp
 
 
 _LOG_START: Final = b'{"log":"'
 _STREAM_KEY: Final = b'","stream":"'
 """Where the text of a json-file line ends: a quote inside the text is escaped, so the first of these is it."""
+_TIME_KEY: Final = b'"time":"'
+_COMMON_ESCAPES: Final = (
+    (b"\\u003c", b"<"),
+    (b"\\u003e", b">"),
+    (b"\\u0026", b"&"),
+    (b'\\"', b'"'),
+    (b"\\u0009", b"\t"),
+)
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -74,44 +87,58 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
-NOT_DOCKER: Final = ("", b"", True)
+NOT_DOCKER: Final[Found] = ("", b"", True, b"")
 """What docker_fields() says of a JSON object that starts like the driver's but is not one: it has no `time`
 (an application's own JSON log line, read as plain text)."""
 
 
-def docker_fields(line: bytes) -> tuple[str, bytes, bool] | None:
-    """(stream, text, whole) of a json-file line, None when it is a damaged one, NOT_DOCKER when it is another
-    JSON object. The text is decoded on its own when the line has the driver's shape, else the line as JSON."""
+def docker_fields(line: bytes) -> Found | None:
+    """The fields of a json-file line, None when it is a damaged one, NOT_DOCKER when it is another JSON object.
+    The text is decoded on its own when the line has the driver's shape, else the line as JSON."""
     end = (
         line.find(_STREAM_KEY, len(_LOG_START))
         if line.startswith(_LOG_START) and line.endswith(b'"}')
         else -1
     )
-    if end >= 0:
-        after = end + len(_STREAM_KEY)
-        stream: object = _STREAM_NAMES.get(line[after : line.find(b'"', after)])
+    after = end + len(_STREAM_KEY)
+    stream = _STREAM_NAMES.get(line[after : line.find(b'"', after)]) if end >= 0 else None
+    if stream is not None:
+        at = line.rfind(_TIME_KEY, after)
+        stamp = line[at + len(_TIME_KEY) : -2] if at >= 0 else b""
         raw = line[len(_LOG_START) : end]
-        if stream is not None and b"\\" not in raw and (raw.isascii() or _is_utf8(raw)):
-            return str(stream), raw, False  # no escape, so no final newline: a part
+        whole = raw.endswith(b"\\n")
+        text = raw[:-2] if whole else raw
+        if b"\\" in text:  # what the driver escapes in a mail log's lines, undone at C speed
+            for escaped, char in _COMMON_ESCAPES:
+                text = text.replace(escaped, char)
+        # No backslash left: each one replaced began an escape (the first of an escaped backslash never does).
+        if b"\\" not in text and (text.isascii() or _is_utf8(text)):
+            return stream, text, whole, stamp
         try:
-            text: object = json.loads(b'"' + raw + b'"') if stream is not None else None
+            text = json.loads(b'"' + raw + b'"')
         except ValueError:  # JSONDecodeError, and UnicodeDecodeError of bytes that are not UTF-8
             return None
-    if end < 0 or stream is None:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            return None
-        if not isinstance(entry, dict):
-            return None
-        if "time" not in entry:
-            return NOT_DOCKER
-        text, stream = entry.get("log", ""), entry.get("stream", "")
-    if not isinstance(text, str) or not isinstance(stream, str):
+        return _text(stream, text, stamp)
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict):
+        return None
+    if "time" not in entry:
+        return NOT_DOCKER
+    text, name, time = entry.get("log", ""), entry.get("stream", ""), entry["time"]
+    if not isinstance(name, str) or not isinstance(time, str):
+        return None
+    return _text(name, text, time.encode("utf-8", "replace"))
+
+
+def _text(stream: str, text: object, stamp: bytes) -> Found | None:
+    if not isinstance(text, str):
         return None
     whole = text.endswith("\n")
     # An escaped lone surrogate (\ud800) is no character: it becomes U+FFFD, as the driver writes bad bytes.
-    return stream, (text[:-1] if whole else text).encode("utf-8", "replace"), whole
+    return stream, (text[:-1] if whole else text).encode("utf-8", "replace"), whole, stamp
 
 
 @dataclass
@@ -129,6 +156,9 @@ class Unwrapped:
     """For each line of `block`, the number of the file's line (counted over the stream) where it began."""
     enveloped: bool = False
     """Whether any line was in an envelope."""
+    stamps: dict[int, bytes] = field(default_factory=dict)
+    """Where a line of `block` starts -> the runtime's time of it, for each line that has no time of its own (an
+    MTA that logs to stdout without a syslog prefix)."""
 
 
 class Unwrapper:
@@ -144,8 +174,8 @@ class Unwrapper:
         self._limit = max_line_bytes + 1
         self._parts: dict[str, bytes] = {}
         """stream -> the part of a line read so far (shorter than the cut length)."""
-        self._first: dict[str, int] = {}
-        """stream -> the number of the file's line where its held part began."""
+        self._first: dict[str, tuple[int, bytes]] = {}
+        """stream -> the number of the file's line where its held part began, and the runtime's time of it."""
         self._dropping: set[str] = set()
         """Streams whose line grew too long: the rest of it is dropped up to its last part."""
         self.seen = 0
@@ -163,6 +193,8 @@ class Unwrapper:
         if blob.endswith(b"\n"):
             lines.pop()
         out: list[bytes] = []
+        times: list[bytes] = []
+        """The runtime's time of each line of `out` without a time of its own, else b""."""
         damaged: list[tuple[int, str]] = []
         origins: list[int] | None = [] if numbered else None
         base = self.seen
@@ -170,7 +202,7 @@ class Unwrapper:
         enveloped = False
         limit, parts, dropping = self._limit, self._parts, self._dropping
         for index, line in enumerate(lines):
-            found: tuple[str, bytes, bool] | None = None
+            found: Found | None = None
             if line.startswith(_DOCKER_STARTS):
                 found = docker_fields(line)
                 kind: str | None = None if found is NOT_DOCKER else DOCKER
@@ -179,6 +211,7 @@ class Unwrapper:
                 kind = None if found is None else CRI
             if kind is None and only is None:
                 out.append(line)
+                times.append(b"")
                 if origins is not None:
                     origins.append(base + index)
                 continue
@@ -191,30 +224,40 @@ class Unwrapper:
             if found is None:
                 damaged.append((index, "unparseable"))
                 continue
-            stream, text, whole = found
+            stream, text, whole, stamp = found
             if whole and not parts and not dropping and b"\n" not in text:  # most lines: nothing to join
                 out.append(text)
+                times.append(b"" if log_lead(text, 0) else stamp)
                 if origins is not None:
                     origins.append(base + index)
                 continue
-            self._join(stream, text, whole, base + index, out, origins)
+            self._join(stream, text, whole, (base + index, stamp), out, times, origins)
         self.seen = base + len(lines)
-        block = b"\n".join(out) + b"\n" if out else b""
-        return Unwrapped(block, len(lines), damaged, origins, enveloped)
+        return _unwrapped(out, times, len(lines), damaged, origins, enveloped=enveloped)
 
     def flush(self, *, numbered: bool = False) -> Unwrapped:
         """The parts still held as lines of their own (the stream ended before their last part)."""
-        out = [part for part in self._parts.values() if part]
-        origins = [self._first[s] for s, part in self._parts.items() if part] if numbered else None
+        held = [(part, self._first[s]) for s, part in self._parts.items() if part]
         self._parts.clear()
         self._first.clear()
         self._dropping.clear()
-        return Unwrapped(b"\n".join(out) + b"\n" if out else b"", 0, [], origins)
+        out = [part for part, _ in held]
+        times = [b"" if log_lead(part, 0) else stamp for part, (_, stamp) in held]
+        origins = [number for _, (number, _) in held] if numbered else None
+        return _unwrapped(out, times, 0, [], origins, enveloped=True)
 
     def _join(
-        self, stream: str, text: bytes, whole: bool, number: int, out: list[bytes], origins: list[int] | None
+        self,
+        stream: str,
+        text: bytes,
+        whole: bool,
+        first: tuple[int, bytes],
+        out: list[bytes],
+        times: list[bytes],
+        origins: list[int] | None,
     ) -> None:
-        """Adds a part to its stream's line; a whole line goes out, one that grew too long goes out cut."""
+        """Adds a part to its stream's line; a whole line goes out, one that grew too long goes out cut. `first`:
+        the number of the file's line of this part, and the runtime's time of it."""
         if stream not in _STREAMS:
             stream = _OTHER_STREAM
         if stream in self._dropping:
@@ -222,7 +265,7 @@ class Unwrapper:
                 self._dropping.discard(stream)
             return
         held = self._parts.pop(stream, None)
-        first = self._first.pop(stream, number)
+        first = self._first.pop(stream, first)
         line = held + text if held else text
         if len(line) >= self._limit:
             line = line[: self._limit]
@@ -233,21 +276,22 @@ class Unwrapper:
             self._parts[stream] = line
             self._first[stream] = first
             return
-        if b"\n" in line:  # an escaped newline inside a line: the lines it makes, each from the same line
-            pieces = line.split(b"\n")
-            out.extend(pieces)
-            if origins is not None:
-                origins.extend([first] * len(pieces))
-            return
-        out.append(line)
+        number, stamp = first
+        # An escaped newline inside a line: the lines it makes, each from the same line of the file.
+        pieces = line.split(b"\n") if b"\n" in line else [line]
+        out.extend(pieces)
+        times.extend(b"" if log_lead(piece, 0) else stamp for piece in pieces)
         if origins is not None:
-            origins.append(first)
+            origins.extend([number] * len(pieces))
 
     def state(self) -> dict[str, Any]:
         """The parts held and the streams dropping a line too long, JSON-able, saved with the stream's position:
-        a line split by a restart is joined as if nothing happened."""
+        a line split by a restart is joined as if nothing happened. Empty when there is none."""
+        if not self._parts and not self._dropping:
+            return {}
         return {
             "parts": {s: p.decode("utf-8", "surrogateescape") for s, p in self._parts.items()},
+            "times": {s: t.decode("ascii", "replace") for s, (_, t) in self._first.items()},
             "dropping": sorted(self._dropping),
         }
 
@@ -255,15 +299,44 @@ class Unwrapper:
         """Continues from a saved state; raises ValueError (and changes nothing) when it is not one."""
         if not isinstance(data, dict):
             raise ValueError(f"containers: expected a mapping, got {type(data).__name__}")
-        parts, dropping = data.get("parts", {}), data.get("dropping", [])
+        parts, times, dropping = data.get("parts", {}), data.get("times", {}), data.get("dropping", [])
         names = (*_STREAMS, _OTHER_STREAM)
         if not isinstance(parts, dict) or not all(
-            s in names and isinstance(p, str) and len(p) < self._limit for s, p in parts.items()
+            s in names and isinstance(p, str) for s, p in parts.items()
         ):
             raise ValueError("containers.parts: expected stdout, stderr or '' mapped to a line's start")
+        try:
+            restored = {s: p.encode("utf-8", "surrogateescape") for s, p in parts.items()}
+        except UnicodeEncodeError as err:
+            raise ValueError(f"containers.parts: not a saved line: {err}") from None
+        if any(len(p) >= self._limit for p in restored.values()):
+            raise ValueError(f"containers.parts: a line's start longer than {self._limit - 1} bytes")
+        if not isinstance(times, dict) or not all(
+            s in names and isinstance(t, str) and len(t) <= 64 and t.isascii() for s, t in times.items()
+        ):
+            raise ValueError("containers.times: expected stdout, stderr or '' mapped to a time")
         if not isinstance(dropping, list) or not all(s in names for s in dropping):
             raise ValueError("containers.dropping: expected a list of stdout, stderr or ''")
-        restored = {s: p.encode("utf-8", "surrogateescape") for s, p in parts.items()}
         self._parts = {s: p for s, p in restored.items() if p}
-        self._first = {s: self.seen for s in self._parts}
+        self._first = {s: (self.seen, times.get(s, "").encode()) for s in self._parts}
         self._dropping = set(dropping)
+
+
+def _unwrapped(
+    out: list[bytes],
+    times: list[bytes],
+    lines: int,
+    damaged: list[tuple[int, str]],
+    origins: list[int] | None,
+    *,
+    enveloped: bool,
+) -> Unwrapped:
+    stamps: dict[int, bytes] = {}
+    if any(times):
+        at = 0
+        for text, stamp in zip(out, times, strict=True):
+            if stamp:
+                stamps[at] = stamp
+            at += len(text) + 1
+    block = b"\n".join(out) + b"\n" if out else b""
+    return Unwrapped(block, lines, damaged, origins, enveloped, stamps)
