@@ -33,16 +33,22 @@ def docker_entry(text: bytes, *, stream: str = "stdout", time: str = TIME) -> by
     return f'{{{log}"stream":"{stream}","time":"{time}"}}\n'.encode()
 
 
-def docker(lines: bytes, *, stream: str = "stdout", part: int = 16 * 1024, time: str = TIME) -> bytes:
-    """The json-file lines for the lines a process wrote (each ending with a newline), long ones in parts."""
-    out = []
+def _parts(lines: bytes, part: int) -> list[list[bytes]]:
+    """Each line a process wrote (ending with a newline), cut into the parts a runtime writes it in."""
+    found = []
     for line in lines.splitlines(keepends=True):
         body = line.removesuffix(b"\n")
-        pieces = [body[i : i + part] for i in range(0, len(body), part)] or [b""]
-        for i, piece in enumerate(pieces):
-            last = i == len(pieces) - 1
-            out.append(docker_entry(piece + b"\n" if last else piece, stream=stream, time=time))
-    return b"".join(out)
+        found.append([body[i : i + part] for i in range(0, len(body), part)] or [b""])
+    return found
+
+
+def docker(lines: bytes, *, stream: str = "stdout", part: int = 16 * 1024, time: str = TIME) -> bytes:
+    """The json-file lines for the lines a process wrote (each ending with a newline), long ones in parts."""
+    return b"".join(
+        docker_entry(piece + b"\n" if i == len(pieces) - 1 else piece, stream=stream, time=time)
+        for pieces in _parts(lines, part)
+        for i, piece in enumerate(pieces)
+    )
 
 
 def cri_entry(text: bytes, *, tag: str = "F", stream: str = "stdout", time: str = TIME) -> bytes:
@@ -52,11 +58,8 @@ def cri_entry(text: bytes, *, tag: str = "F", stream: str = "stdout", time: str 
 
 def cri(lines: bytes, *, stream: str = "stdout", part: int = 16 * 1024, time: str = TIME) -> bytes:
     """The CRI lines for the lines a process wrote (each ending with a newline), long ones in P parts."""
-    out = []
-    for line in lines.splitlines(keepends=True):
-        body = line.removesuffix(b"\n")
-        pieces = [body[i : i + part] for i in range(0, len(body), part)] or [b""]
-        for i, piece in enumerate(pieces):
-            tag = "F" if i == len(pieces) - 1 else "P"
-            out.append(cri_entry(piece, tag=tag, stream=stream, time=time))
-    return b"".join(out)
+    return b"".join(
+        cri_entry(piece, tag="F" if i == len(pieces) - 1 else "P", stream=stream, time=time)
+        for pieces in _parts(lines, part)
+        for i, piece in enumerate(pieces)
+    )
