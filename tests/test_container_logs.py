@@ -92,15 +92,23 @@ def timed(data: bytes, cuts: list[int] | None = None) -> list[tuple[int, float |
     return found
 
 
-def test_a_json_file_log_gives_the_events_of_the_plain_log_on_the_same_lines() -> None:
-    plain = results(POSTFIX)
-    assert len(plain) > 100
-    assert results(docker(POSTFIX)) == plain
+FIXTURES = sorted(p.name for p in LOGS.glob("*.log"))
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_a_container_log_gives_the_events_of_the_plain_log_on_the_same_lines(name: str) -> None:
+    plain_log = (LOGS / name).read_bytes()
+    plain = results(plain_log)
+    assert len(plain) > 10
+    assert results(docker(plain_log)) == plain
+    assert results(cri(plain_log)) == plain
+    assert (
+        results(cri(plain_log, stream="stderr")) == plain
+    )  # Exim logging to stderr (log_file_path = :stderr)
+
+
+def test_docker_escapes_what_the_driver_escapes() -> None:
     assert b"\\u003cnews@example.org\\u003e" in docker(POSTFIX)  # what Docker writes for <news@example.org>
-
-
-def test_a_cri_log_gives_the_events_of_the_plain_log_on_the_same_lines() -> None:
-    assert results(cri(POSTFIX)) == results(POSTFIX)
 
 
 def test_cri_parts_are_joined_and_numbered_by_their_first_line() -> None:
@@ -349,3 +357,32 @@ def test_a_json_file_line_gives_back_exactly_the_text_written(text: str, whole: 
     if not data and not whole:
         return  # the driver writes no empty part
     assert containers.docker_fields(line) == ("stderr", data, whole, TIME.encode())
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        # containerd: RFC 3339 with nanoseconds, trailing zeros trimmed
+        (b"2026-12-03T13:57:16.1Z stdout F text", ("stdout", b"text", True, b"2026-12-03T13:57:16.1Z")),
+        (b"2026-12-03T13:57:16Z stderr P part", ("stderr", b"part", False, b"2026-12-03T13:57:16Z")),
+        # CRI-O (conmon): the node's local offset
+        (
+            b"2026-12-03T14:57:16.123456789+01:00 stdout F text",
+            ("stdout", b"text", True, b"2026-12-03T14:57:16.123456789+01:00"),
+        ),
+        (b"2026-12-03T13:57:16Z stdout F ", ("stdout", b"", True, b"2026-12-03T13:57:16Z")),  # an empty line
+        (b"2026-12-03T13:57:16Z stdout F", ("stdout", b"", True, b"2026-12-03T13:57:16Z")),
+        (b"2026-12-03T13:57:16Z stdout P:X a b", ("stdout", b"a b", False, b"2026-12-03T13:57:16Z")),
+        (b"2026-12-03T13:57:16Z stdin F text", None),
+        (b"2026-12-03T13:57:16 stdout F text", None),  # no zone: not a runtime's time
+        (b"2026-12-03T13:57:16Z stdout f text", None),
+        (b"2026-11-29T23:09:36.704760+00:00 vm postfix/smtp[1]: x", None),  # rsyslog's RFC 3339: plain
+    ],
+)
+def test_cri_line_shapes(line: bytes, expected: tuple[str, bytes, bool, bytes] | None) -> None:
+    assert containers.cri_fields(line) == expected
+
+
+def test_cri_o_times_with_an_offset_are_read() -> None:
+    bare = DMARC.split(b" mx1 ", 1)[1]
+    assert times(cri(bare, time="2026-12-03T14:57:16.5+01:00")) == [1_796_306_236.5]
