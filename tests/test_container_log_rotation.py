@@ -8,8 +8,9 @@ import gzip
 import os
 from pathlib import Path
 
-from container_logs import cri, cri_entry, docker
 from daemon_harness import Exporter, append, bounced, sent_lines
+
+from bench.containers import cri, cri_entry, docker
 
 
 def write(path: Path, data: bytes) -> None:

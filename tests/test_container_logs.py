@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from container_logs import TIME, cri, cri_entry, docker, docker_entry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.containers import TIME, cri, cri_entry, docker, docker_entry
 from exporter import mta
 from exporter.analyse import MAX_LINE_BYTES, Analyser, Skipped
 from exporter.events import Event

@@ -1,4 +1,5 @@
-"""Writing lines as container runtimes write them: Docker's json-file driver and the CRI format of Kubernetes.
+"""Writing a mail log as container runtimes write what a process prints: Docker's json-file driver and the CRI
+format of Kubernetes (the benchmark's container logs and the tests' alike).
 
 The escaping follows Docker's json-file driver (`<`, `>`, `&` and control characters as \\u00XX, `\\n`, `\\r`,
 invalid UTF-8 as \\ufffd, U+2028 and U+2029 escaped), and lines are cut into parts the way the runtimes cut a long
@@ -6,6 +7,9 @@ line: Docker leaves the final `\\n` off every part but the last, CRI tags every 
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
 
 TIME = "2026-12-03T13:57:16.123456789Z"
 
@@ -63,3 +67,10 @@ def cri(lines: bytes, *, stream: str = "stdout", part: int = 16 * 1024, time: st
         for pieces in _parts(lines, part)
         for i, piece in enumerate(pieces)
     )
+
+
+def wrap_file(source: Path, target: Path, wrap: Callable[[bytes], bytes]) -> None:
+    """Writes `source`'s lines to `target` as `wrap` (docker or cri) writes them, a chunk of lines at a time."""
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        while chunk := src.readlines(1 << 20):
+            dst.write(wrap(b"".join(chunk)))
