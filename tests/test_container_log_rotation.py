@@ -113,3 +113,18 @@ def test_a_glob_over_pod_directories_reads_a_new_pod_and_a_restarted_container_w
         exporter.wait_for("gmail_deliveries_total", 3, status="sent", timeout=30)
         exporter.wait_for("gmail_deliveries_total", 1, status="bounced", timeout=30)
         assert exporter.value("gmail_exporter_lines_total") == 1 + 2 + 1
+
+
+def test_a_part_at_the_end_of_the_log_waits_for_its_last_part_and_counts_once(tmp_path: Path) -> None:
+    log = tmp_path / "0.log"
+    line = bounced(0).encode()
+    write(log, cri(sent_lines(1, 1).encode()) + cri_entry(line[:200], tag="P"))
+    with Exporter(tmp_path, "--log.path", str(log), "--from-beginning") as exporter:
+        exporter.wait_for("gmail_exporter_lines_total", 2, source=str(log))
+        assert exporter.value("gmail_deliveries_total", status="bounced") == 0  # half a line says nothing yet
+        write(log, cri_entry(line[200:-1]))
+        exporter.wait_for("gmail_deliveries_total", 1, status="bounced")
+        write(log, cri(sent_lines(2, 1).encode()))
+        exporter.wait_for("gmail_deliveries_total", 2, status="sent")
+        assert exporter.value("gmail_deliveries_total", status="bounced") == 1
+        assert exporter.value("gmail_exporter_lines_total", source=str(log)) == 4
