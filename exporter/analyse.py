@@ -34,9 +34,9 @@ SKIP_REASONS: Final = ("too_long", "not_text", "unparseable")
 # long or rare.
 _GOOGLE_MARKERS: Final = (b"oogle", b"gsmtp", b"1e100.net", b"gmail.com")
 _WORDING_MARKERS: Final = tuple(wording.encode() for wording in WORDINGS)
-"""Gmail's wordings mark a line too, but only a line that does not start with a log's timestamp (see timestamps.log_lead):
-a mail log's lines about Google name its host or marker anyway, and a log's blocks of timestamped lines are
-then spared one pass per wording."""
+"""Gmail's wordings mark a line too, but only a line that does not start with a log's timestamp (see
+timestamps.log_lead): a mail log's lines about Google name its host or marker anyway, and a log's blocks of
+timestamped lines are then spared one pass per wording."""
 NEARBY_LINES: Final = 4
 """How many lines after free text that names a Google host a reply without other sign of Google is taken as
 that host's (a telnet session, a DSN's Remote-MTA field before its Diagnostic-Code)."""
@@ -137,7 +137,11 @@ class Analyser:
 
     def memory(self) -> dict[str, Any]:
         """The per-stream memory (queue-id joins, the log's year, a container's line still in parts), JSON-able."""
-        return {**self._ctx.state(), "containers": self._unwrapper.state()}
+        memory = self._ctx.state()
+        held = self._unwrapper.state()
+        if held:
+            memory["containers"] = held
+        return memory
 
     def restore_memory(self, data: Any) -> None:
         """Continues from saved memory; raises ValueError when it is not valid (nothing is changed then)."""
