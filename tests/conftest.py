@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +14,6 @@ from fixtures.gmail_lookalike import Reply, load_replies
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
-# bench/ is a folder of the checkout, not an installed package: its generators write the tests' logs too.
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+# bench/ is a folder of the checkout, not an installed package.
 from bench.generate import Truth, generate
 
 SAMPLE_LINES = 20_000

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Final
 
 from exporter.compressed import READ_ERRORS
-from exporter.sources import Sink, SourceStatus, join
+from exporter.sources import MAX_RETIRED, Sink, SourceStatus, join
 from exporter.sources.backlog import Backlog
 from exporter.sources.generations import oldest_first, rotated
 from exporter.sources.identity import NotRegularFile, matches, open_generation
@@ -97,6 +97,11 @@ class FollowedFile:
         self.changes = 0
         """Bumped whenever something is read or a rotation is seen: how a loop tells a look that found news from
         one that did not."""
+        self.retirable = False
+        """A glob's match: followed while the glob finds it, retired once it has been gone for a while."""
+        self.retired = False
+        """Set by the reader loop as its last act when it retired the file."""
+        self._gone_since: float | None = None
 
     @property
     def settled(self) -> bool:
@@ -112,6 +117,26 @@ class FollowedFile:
         if live is None:
             return None if old is None else old.position()
         return live.position(None if old is None else old.position())
+
+    def last_position(self) -> FilePosition | None:
+        """Where reading would go on: the open files', else the last position delivered or saved."""
+        return self.position() or self._delivered or self._saved
+
+    def _gone_long_enough(self) -> bool:
+        """Whether a retirable file has been gone for `retire_after`: nothing open (what was open is read to its
+        end) and nothing at its name."""
+        if (
+            not self.retirable
+            or self._live is not None
+            or self._old is not None
+            or os.path.lexists(self.path)
+        ):
+            self._gone_since = None
+            return False
+        now = self._clock()
+        if self._gone_since is None:
+            self._gone_since = now
+        return now - self._gone_since >= self._timing.retire_after
 
     def _deliver(self, reader: Reader, block: bytes, position: FilePosition | None = None) -> None:
         consumed = reader.offset - len(reader.splitter.partial)
@@ -368,6 +393,14 @@ class FollowedFile:
             self._watched(watch, wake)
             before = self.changes
             self.look(stop)
+            if self._gone_long_enough():
+                log.info(
+                    "%s has been gone for %.0f s; no longer following it",
+                    self.path,
+                    self._timing.retire_after,
+                )
+                self.retired = True
+                return
             pacer.looked(woke=woke, news=self.changes != before, trusted=trusted, wake=wake)
 
     def _directories(self) -> set[str]:
@@ -404,7 +437,7 @@ class FollowedFile:
         try:
             self._supervise(stop, wake, pacer, watch)
         finally:
-            if not stop.is_set():
+            if not stop.is_set() and not self.retired:
                 self.status.failed = self.status.failed or "reader thread ended"
 
     def _supervise(
@@ -491,7 +524,8 @@ class FileSource:
         """Follows the paths and the globs' matches not followed yet, except names of a file already followed and
         rotated generations of a followed name (followed on their own, the file rotated into one would be read
         again); returns the files added."""
-        paths = [p for p in self._patterns if not glob.has_magic(p)] + self._expand()
+        named = [p for p in self._patterns if not glob.has_magic(p)]
+        paths = named + self._expand()
         with self._lock:
             followed = {os.path.realpath(path): path for path in self._files}
             names = [*self._files, *paths]
@@ -520,6 +554,7 @@ class FileSource:
                 continue
             new = self._add(path, at_start=at_start)
             if new is not None:
+                new.retirable = path not in named
                 followed[os.path.realpath(path)] = path
                 added.append(new)
         return added
@@ -541,6 +576,23 @@ class FileSource:
             self._files[path] = followed
             self._wakes[path] = new_wake()
             return followed
+
+    def _reap(self) -> None:
+        """Forgets the glob matches whose readers retired them; where each was read to is kept (the most recent
+        MAX_RETIRED), so that a name that comes back is resumed, not read again from its start."""
+        with self._lock:
+            retired = [f for f in self._files.values() if f.retired]
+            for followed in retired:
+                del self._files[followed.path]
+                del self._wakes[followed.path]
+        for followed in retired:
+            position = followed.last_position()
+            if position is not None:
+                self._saved.pop(followed.path, None)
+                self._saved[followed.path] = position
+            while len(self._saved) > MAX_RETIRED:
+                del self._saved[next(iter(self._saved))]
+            self._sink.retired(followed.path)
 
     def statuses(self) -> list[SourceStatus]:
         with self._lock:
@@ -569,6 +621,10 @@ class FileSource:
         try:
             for followed in self.files():
                 self._start_reader(followed, stop)
+            for path in list(
+                self._saved
+            ):  # saved, and no longer named or matched: kept a while in case it returns
+                self._sink.retired(path)
             globs = [p for p in self._patterns if glob.has_magic(p)]
             if globs and self.watch is not None:
                 for directory in {os.path.dirname(os.path.abspath(p)) for p in globs}:
@@ -581,6 +637,7 @@ class FileSource:
                 woke = self._scan_wake.wait(pacer.timeout(self.watch is not None))
                 if woke:
                     self._scan_wake.clear()
+                self._reap()
                 for added in self._scan(at_start=False):
                     if not stop.is_set():
                         self._start_reader(added, stop)
