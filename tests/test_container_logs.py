@@ -386,3 +386,31 @@ def test_cri_line_shapes(line: bytes, expected: tuple[str, bytes, bool, bytes] |
 def test_cri_o_times_with_an_offset_are_read() -> None:
     bare = DMARC.split(b" mx1 ", 1)[1]
     assert times(cri(bare, time="2026-12-03T14:57:16.5+01:00")) == [1_796_306_236.5]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (  # `docker run --log-opt tag=...` or labels: attrs before time
+            b'{"log":"text \\u003cx\\u003e\\n","stream":"stdout","attrs":{"tag":"mta"},"time":"2026-12-03T13:57:16Z"}',
+            ("stdout", b"text <x>", True, b"2026-12-03T13:57:16Z"),
+        ),
+        (
+            b'{"stream":"stdout","time":"2026-12-03T13:57:16Z"}',
+            ("stdout", b"", False, b"2026-12-03T13:57:16Z"),
+        ),
+        (b'{"log":"part","stream":"stderr","time":"t"}', ("stderr", b"part", False, b"t")),
+        (b'{"log":"x\\n","stream":"stdout"}', containers.NOT_DOCKER),  # no time: an application's own JSON
+        (b'{"log":"x\\n","stream":"stdout","time":"t"', None),  # cut
+        (b'{"log":"x\\n","stream":"stdout","time":1}', None),
+    ],
+)
+def test_json_file_line_shapes(line: bytes, expected: tuple[str, bytes, bool, bytes] | None) -> None:
+    assert containers.docker_fields(line) == expected
+
+
+def test_an_empty_json_file_part_holds_nothing() -> None:
+    unwrapper = containers.Unwrapper(None, MAX_LINE_BYTES)
+    unwrapper.unwrap(b'{"stream":"stdout","time":"2026-12-03T13:57:16Z"}\n')
+    assert unwrapper.state() == {}
+    assert not unwrapper.wrapped(NOISE)

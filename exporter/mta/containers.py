@@ -102,9 +102,9 @@ def docker_fields(line: bytes) -> Found | None:
     )
     after = end + len(_STREAM_KEY)
     stream = _STREAM_NAMES.get(line[after : line.find(b'"', after)]) if end >= 0 else None
-    if stream is not None:
-        at = line.rfind(_TIME_KEY, after)
-        stamp = line[at + len(_TIME_KEY) : -2] if at >= 0 else b""
+    at = line.rfind(_TIME_KEY, after) if stream is not None else -1
+    if at >= 0 and stream is not None:
+        stamp = line[at + len(_TIME_KEY) : -2]
         raw = line[len(_LOG_START) : end]
         whole = raw.endswith(b"\\n")
         text = raw[:-2] if whole else raw
@@ -264,6 +264,8 @@ class Unwrapper:
             if whole:
                 self._dropping.discard(stream)
             return
+        if not whole and not text:
+            return  # an empty part (json-file leaves `log` out when it is empty) adds nothing to join
         held = self._parts.pop(stream, None)
         first = self._first.pop(stream, first)
         line = held + text if held else text
