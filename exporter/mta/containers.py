@@ -11,7 +11,8 @@ to its stdout or stderr, taken off so that the MTA formats see the line the MTA 
 
 Parts are joined per stream (stdout and stderr interleave), across blocks, rotations and restarts (the part held
 is saved with the stream's position), and never held longer than the analyser's line limit: a longer line is
-passed on cut, so that the analyser skips it as too long, and the rest of it is dropped.
+passed on cut, so that the analyser skips it as too long, and the rest of it is dropped. A line without a time of
+its own (an MTA logging to stdout without a syslog prefix) takes the runtime's time of it.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ _COMMON_ESCAPES: Final = (
     (b'\\"', b'"'),
     (b"\\u0009", b"\t"),
 )
+"""What the driver escapes in a mail log's lines, as it writes it: undone by replacing, without a JSON parser."""
 
 
 def _is_utf8(data: bytes) -> bool:
