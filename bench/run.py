@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from bench import ours, peers, queue
+from bench import containers, ours, peers, queue
 from bench.chart import Bar, throughput_svg
 from bench.generate import DEFAULT_SEED, REPO, generate
 from bench.measure import Measure
@@ -219,6 +219,22 @@ def table(m: dict[str, Measure], ratios: dict[str, float | None], goals: list[di
 
     rows.append(("`report`, Postfix log (lines/s)", val("report_postfix"), mark(get("report_postfix")), ""))
     rows.append(("`report`, Exim mainlog (lines/s)", val("report_exim"), mark(get("report_exim")), ""))
+    rows.append(
+        (
+            "`report`, Postfix log as a CRI container log (lines/s)",
+            val("report_cri"),
+            mark(get("report_cri")),
+            "",
+        )
+    )
+    rows.append(
+        (
+            "`report`, Postfix log as a json-file container log (lines/s)",
+            val("report_docker"),
+            mark(get("report_docker")),
+            "",
+        )
+    )
     rows.append(("mtail `--one_shot`, Postfix log (lines/s)", val("mtail"), mark(get("mtail")), ""))
     if "mtail" in m and "misfiled_refusals_at_least" in m["mtail"].extra:
         wrong = m["mtail"].extra["misfiled_refusals_at_least"]
@@ -345,6 +361,15 @@ def main(argv: list[str] | None = None) -> int:
     done = step(f"report on the Exim mainlog, {size.repeat}x")
     m["report_exim"] = ours.report(exim_log, truth, size.repeat, "Exim")
     done()
+    done = step(
+        f"report on the Postfix log as Kubernetes (CRI) and Docker (json-file) container logs, {size.repeat}x"
+    )
+    cri_log, docker_log = work / "postfix-cri.log", work / "postfix-json.log"
+    containers.wrap_file(postfix_log, cri_log, containers.cri)
+    containers.wrap_file(postfix_log, docker_log, containers.docker)
+    m["report_cri"] = ours.report(cri_log, truth, size.repeat, "Postfix, CRI container log")
+    m["report_docker"] = ours.report(docker_log, truth, size.repeat, "Postfix, json-file container log")
+    done()
     done = step(f"mtail --one_shot on the Postfix log, {size.repeat}x")
     m["mtail"] = peers.mtail_one_shot(postfix_log, truth, size.repeat)
     done()
@@ -394,7 +419,16 @@ def main(argv: list[str] | None = None) -> int:
     goals = targets(m, ratios)
     ours_ok = all(
         m[k].counts_ok
-        for k in ("report_postfix", "report_exim", "daemon", "latency", "long", *QUEUE_KEYS)
+        for k in (
+            "report_postfix",
+            "report_exim",
+            "report_cri",
+            "report_docker",
+            "daemon",
+            "latency",
+            "long",
+            *QUEUE_KEYS,
+        )
         if k in m
     )
     results = {

@@ -13,8 +13,10 @@ from exporter.events import Delivery, Event
 from exporter.google import WORDINGS, GoogleHosts
 from exporter.mta import generic
 from exporter.mta.common import Context
+from exporter.mta.containers import Unwrapper
 from exporter.reply import normalise
 from exporter.rules import Rules
+from exporter.timestamps import log_lead
 
 if TYPE_CHECKING:
     from exporter.config import Config
@@ -32,13 +34,9 @@ SKIP_REASONS: Final = ("too_long", "not_text", "unparseable")
 # long or rare.
 _GOOGLE_MARKERS: Final = (b"oogle", b"gsmtp", b"1e100.net", b"gmail.com")
 _WORDING_MARKERS: Final = tuple(wording.encode() for wording in WORDINGS)
-"""Gmail's wordings mark a line too, but only a line that does not start with a log's timestamp (see _log_lead):
-a mail log's lines about Google name its host or marker anyway, and a log's blocks of timestamped lines are
-then spared one pass per wording."""
-_MONTHS: Final = frozenset(
-    m.encode() + b" "
-    for m in ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-)
+"""Gmail's wordings mark a line too, but only a line that does not start with a log's timestamp (see
+timestamps.log_lead): a mail log's lines about Google name its host or marker anyway, and a log's blocks of
+timestamped lines are then spared one pass per wording."""
 NEARBY_LINES: Final = 4
 """How many lines after free text that names a Google host a reply without other sign of Google is taken as
 that host's (a telnet session, a DSN's Remote-MTA field before its Diagnostic-Code)."""
@@ -53,18 +51,6 @@ Parser = Callable[[str, Context], Delivery | None]
 
 def _anything(text: str) -> bool:
     return True
-
-
-def _log_lead(blob: bytes, start: int) -> bytes | None:
-    """The start of a log line's timestamp ('Nov ' of syslog, '2026-' of ISO and Exim stamps) if the line at
-    `start` begins with one."""
-    lead = blob[start : start + 4]
-    if lead in _MONTHS:
-        return lead
-    year = blob[start : start + 5]
-    if year[:2] in (b"19", b"20") and year[2:4].isdigit() and year[4:] == b"-":
-        return year
-    return None
 
 
 def _has_long_line(blob: bytes, size: int) -> bool:
@@ -100,6 +86,17 @@ class Analyser:
         now: float | None = None,
     ) -> None:
         self._formats = mta.formats(log_format or mta.AUTO)
+        self._unwrapper = Unwrapper(mta.envelope(log_format or mta.AUTO), MAX_LINE_BYTES)
+        self._enveloped = self._unwrapper.only is not None
+        """Whether the stream's lines come in a container runtime's envelope (then every block is unwrapped)."""
+        self._origins: list[int] = []
+        """For each line of an enveloped stream not counted yet (held free text), the number of the file's line
+        where it began (kept only while the caller numbers lines)."""
+        self._counted = 0
+        """The lines counted so far (the sum of the counts returned)."""
+        self._stamps: dict[int, bytes] = {}
+        """Where a line of the next block analysed starts (held free text first) -> the container runtime's time of
+        it, for lines that have no time of their own."""
         self._byte_tests = tuple(f.never_a_delivery for f in self._formats if f.never_a_delivery is not None)
         self.rules = rules
         google = GoogleHosts(google_hosts)
@@ -139,12 +136,15 @@ class Analyser:
         )
 
     def memory(self) -> dict[str, Any]:
-        """The per-stream memory (queue-id joins, the log's year, the free-text entry held back), JSON-able. The
-        held entry's lines lie before the position saved with this memory: without it, a stop, a restart or a
-        reload would lose them."""
+        """The per-stream memory (queue-id joins, the log's year, the free-text entry held back, a container's line
+        still in parts), JSON-able. The held entry's lines lie before the position saved with this memory: without
+        it, a stop, a restart or a reload would lose them."""
         memory = self._ctx.state()
         if self._held:
             memory["held"] = self._held.decode("latin-1")  # any bytes, one character each, back unchanged
+        parts = self._unwrapper.state()
+        if parts:
+            memory["containers"] = parts
         return memory
 
     def restore_memory(self, data: Any) -> None:
@@ -158,8 +158,12 @@ class Analyser:
             raise ValueError("memory.held: not a held entry (a character beyond one byte)") from err
         if raw.count(b"\n") >= PARAGRAPH_LINES or len(raw) > PARAGRAPH_LINES * (MAX_LINE_BYTES + 1):
             raise ValueError("memory.held: longer than a held entry can be")
+        staged = Unwrapper(self._unwrapper.only, MAX_LINE_BYTES)
+        if isinstance(data, dict) and "containers" in data:
+            staged.restore(data["containers"])
         self._ctx.restore(data)
         self._held = raw
+        self._unwrapper = staged
 
     def analyse(self, line: bytes) -> Event | Skipped | None:
         """An Event for a line about a delivery to Google, Skipped for a line we refuse, else None: the line on
@@ -170,7 +174,7 @@ class Analyser:
             return Skipped("not_text")
         low = line.lower()
         if not any(marker in low for marker in self._all_markers) and (
-            _log_lead(line, 0) is not None or not any(marker in low for marker in _WORDING_MARKERS)
+            log_lead(line, 0) is not None or not any(marker in low for marker in _WORDING_MARKERS)
         ):
             return None
         self._ctx.nearby_google, self._nearby_left = None, 0
@@ -198,16 +202,85 @@ class Analyser:
         notice, a stack trace): an entry still open at the end of the block is held back and analysed with the
         next block, or by flush(), so any cut of a stream into blocks gives the same results. `lines_out`, when
         given, receives for each result the index of its (first) line, counted from the first line not counted
-        before."""
+        before.
+
+        Lines in a container runtime's envelope are taken out of it first (see exporter.mta.containers): the count
+        and the line numbers are then those of the file's lines."""
+        if self._enveloped or self._unwrapper.wrapped(blob):
+            found = self._analyse_enveloped(blob, lines_out)
+            if found is not None:
+                return found
+        count, results = self._analyse_plain(blob, lines_out)
+        self._counted += count
+        return count, results
+
+    def _analyse_plain(self, blob: bytes, lines_out: list[int] | None) -> tuple[int, list[Event | Skipped]]:
         if self._held:
             blob = self._held + b"\n" + blob if blob else self._held
             self._held = b""
         return self._analyse_blob(blob, hold=True, lines_out=lines_out)
 
-    def flush(self, lines_out: list[int] | None = None) -> tuple[int, list[Event | Skipped]]:
-        """Analyse what analyse_block() held back: at the end of a file or stream."""
+    def _analyse_enveloped(
+        self, blob: bytes, lines_out: list[int] | None
+    ) -> tuple[int, list[Event | Skipped]] | None:
+        """analyse_block() of a block that may hold enveloped lines; None when it holds none in a stream that had
+        none so far (then it is analysed as plain lines)."""
+        numbered = lines_out is not None
+        unwrapper = self._unwrapper
+        if not self._enveloped:
+            # The first block with an envelope: lines of free text held from before get their numbers now.
+            held = self._held.count(b"\n") + 1 if self._held else 0
+            unwrapper.seen = self._counted + held
+        unwrapped = unwrapper.unwrap(blob, numbered=numbered)
+        if not unwrapped.enveloped and not self._enveloped:
+            return None
+        if not self._enveloped:
+            self._enveloped = True
+            if numbered:
+                self._origins = list(range(self._counted, unwrapper.seen - unwrapped.lines))
+        results: list[Event | Skipped] = [Skipped(reason) for _, reason in unwrapped.damaged]
+        inner: list[int] | None = [] if numbered else None
+        if unwrapped.stamps:
+            shift = len(self._held) + 1 if self._held else 0
+            self._stamps.update((shift + at, stamp) for at, stamp in unwrapped.stamps.items())
+        count, found = self._analyse_plain(unwrapped.block, inner)
+        results.extend(found)
+        if lines_out is not None and inner is not None and unwrapped.origins is not None:
+            lines_out.extend(index for index, _ in unwrapped.damaged)
+            self._number(count, unwrapped.origins, inner, lines_out)
+        self._counted += unwrapped.lines
+        return unwrapped.lines, results
+
+    def _number(self, count: int, origins: list[int], inner: list[int], lines_out: list[int]) -> None:
+        """Numbers the results of unwrapped lines by the file's lines they began on, counted from the first line
+        not counted before."""
+        self._origins.extend(origins)
+        taken, self._origins = self._origins[:count], self._origins[count:]
+        lines_out.extend(taken[index] - self._counted for index in inner)
+
+    def flush(
+        self, lines_out: list[int] | None = None, *, end: bool = True
+    ) -> tuple[int, list[Event | Skipped]]:
+        """Analyse what analyse_block() held back: at the end of a file or stream. A container's line still in
+        parts is analysed as it is only at the `end` of the stream (the next file of a rotation may go on with it)."""
+        if self._enveloped and end:
+            unwrapped = self._unwrapper.flush(numbered=lines_out is not None)
+            if unwrapped.block:
+                tail = unwrapped.block[:-1]
+                shift = len(self._held) + 1 if self._held else 0
+                self._stamps.update((shift + at, stamp) for at, stamp in unwrapped.stamps.items())
+                self._held = self._held + b"\n" + tail if self._held else tail
+                self._origins.extend(unwrapped.origins or ())
         held, self._held = self._held, b""
-        return self._analyse_blob(held, hold=False, lines_out=lines_out)
+        if not self._enveloped:
+            count, results = self._analyse_blob(held, hold=False, lines_out=lines_out)
+            self._counted += count
+            return count, results
+        inner: list[int] | None = [] if lines_out is not None else None
+        count, results = self._analyse_blob(held, hold=False, lines_out=inner)
+        if lines_out is not None and inner is not None:
+            self._number(count, [], inner, lines_out)
+        return 0, results
 
     def prefilter(self, blob: bytes) -> tuple[int, list[tuple[int, int]] | None]:
         """The byte-level prefilter of analyse_block(): the number of lines, and where the lines that can concern
@@ -233,7 +306,7 @@ class Analyser:
                         end = size
                     ends[start] = end
                 at = find(marker, end, size)
-        lead = _log_lead(blob, 0)
+        lead = log_lead(blob, 0)
         if lead is None or blob.count(b"\n" + lead) != count - 1:  # not every line starts with a timestamp
             for marker in _WORDING_MARKERS:
                 at = find(marker, 0, size)
@@ -242,7 +315,7 @@ class Analyser:
                     end = find(b"\n", at, size)
                     if end < 0:
                         end = size
-                    if start not in ends and _log_lead(blob, start) is None:
+                    if start not in ends and log_lead(blob, start) is None:
                         ends[start] = end
                     at = find(marker, end, size)
         return count, sorted(ends.items())
@@ -264,14 +337,19 @@ class Analyser:
             spans = spans[: bisect.bisect_left(spans, (cut, -1))]
         analyse_candidate, append, mark = self._analyse_candidate, results.append, offsets.append
         numbered = lines_out is not None
+        stamps, ctx = self._stamps, self._ctx
         for start, end in spans:
             if start < covered:
                 continue
+            if stamps:
+                ctx.stamp = stamps.get(start)
             found = analyse_candidate(blob[start:end])
             if found is None:
                 continue
             if found.__class__ is str:
                 first, covered = self._entry(blob, start, end, cut, covered)
+                if stamps:
+                    ctx.stamp = stamps.get(first)
                 entry = self._analyse_entry(blob[first:covered], None, candidate=True)
                 if entry is not None:
                     append(entry)
@@ -282,9 +360,12 @@ class Analyser:
                 append(found)  # type: ignore[arg-type]
                 if numbered:
                     mark(start)
+        ctx.stamp = None
         if cut < size:
             self._held = blob[cut:size]
             count -= self._held.count(b"\n") + 1
+        if stamps:  # those of the lines held, from where they start now
+            self._stamps = {at - cut: stamp for at, stamp in stamps.items() if at >= cut}
         if lines_out is not None:
             line, at = 0, 0
             for offset in offsets:
@@ -301,14 +382,23 @@ class Analyser:
         lines = (blob[:-1] if blob.endswith(b"\n") else blob).split(b"\n")
         count, run = 0, 0
         found: list[Event | Skipped] = []
+        stamps, offset, run_offset = self._stamps, 0, 0
+        self._stamps = {}
         for index, line in enumerate([*lines, None]):
             bad = line is not None and (len(line) > MAX_LINE_BYTES or b"\x00" in line)
             if line is not None and not bad:
+                offset += len(line) + 1
                 continue
             if run < index:
                 at: list[int] | None = [] if lines_out is not None else None
                 last = line is None
                 text = b"\n".join(lines[run:index]) + b"\n"  # a final newline: b"\n" is one empty line
+                if stamps:  # those of the run's lines, from where the run starts
+                    self._stamps = {
+                        k - run_offset: v
+                        for k, v in stamps.items()
+                        if run_offset <= k < run_offset + len(text)
+                    }
                 n, results = self._analyse_blob(text, hold=hold and last, lines_out=at)
                 count, found = count + n, found + results
                 if lines_out is not None and at is not None:
@@ -318,7 +408,8 @@ class Analyser:
                 found.append(Skipped("too_long" if len(line) > MAX_LINE_BYTES else "not_text"))
                 if lines_out is not None:
                     lines_out.append(index)
-            run = index + 1
+                offset += len(line) + 1
+            run, run_offset = index + 1, offset
         return count, found
 
     def _open_tail(self, blob: bytes, size: int) -> int:
@@ -395,6 +486,7 @@ class Analyser:
             if not line.strip() or self._claimed(line):  # an MTA's line: its own parser, if it is a candidate
                 at = bisect.bisect_left(spans, (pos, -1))
                 if at < len(spans) and spans[at][0] == pos:
+                    self._ctx.stamp = self._stamps.get(pos) if self._stamps else None
                     found = self._analyse_candidate(line)
                     if found is not None and not isinstance(found, str):
                         results.append(found)
@@ -405,6 +497,7 @@ class Analyser:
             first, covered = pos, self._entry_end(blob, pos, cut)
             entry = blob[first:covered]
             self._nearby_left = max(0, self._nearby_left - entry.count(b"\n") - 1)
+            self._ctx.stamp = self._stamps.get(first) if self._stamps else None
             result = self._analyse_entry(entry, None, candidate=False)
             pos = covered + 1
             if result is not None:

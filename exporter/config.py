@@ -220,7 +220,7 @@ def add_analysis_flags(parser: argparse.ArgumentParser) -> None:
         "--log.format",
         dest="log_format",
         metavar="FORMAT",
-        help=f"force an MTA log format instead of detecting it per line: one of {', '.join(FORMATS)}",
+        help=f"force an MTA or container log format instead of detecting it per line: one of {', '.join(FORMATS)}",
     )
     a(
         "--rules.file",

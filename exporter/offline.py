@@ -416,13 +416,15 @@ def build_report(paths: Sequence[str], analyser: Analyser) -> Report:
     progress = _Progress(paths)
     analyse_block = analyser.analyse_block
     skipped = report.skipped
-    for path in paths:
+    for number, path in enumerate(paths, start=1):
         with _open(path) as stream:
             last_pos = 0
             blocks = read_blocks(stream)
             while True:
                 block = next(blocks, None)
-                count, results = analyse_block(block) if block is not None else analyser.flush()
+                # A container's line in parts may go on in the next file (a rotation split it): held until the last.
+                last = number == len(paths)
+                count, results = analyse_block(block) if block is not None else analyser.flush(end=last)
                 report.lines += count
                 for result in results:
                     if isinstance(result, Skipped):

@@ -45,9 +45,15 @@ def manifests() -> list[dict[str, Any]]:
     return docs
 
 
-def only(kind: str) -> dict[str, Any]:
-    (doc,) = [doc for doc in manifests() if doc["kind"] == kind]
+def only(kind: str, name: str | None = None) -> dict[str, Any]:
+    (doc,) = [d for d in manifests() if d["kind"] == kind and name in (None, d["metadata"]["name"])]
     return doc
+
+
+NODE = ("DaemonSet", EXPORTER)
+"""The DaemonSet that reads the node's own mail log."""
+POD_LOGS = ("DaemonSet", f"{EXPORTER}-pod-logs")
+"""The DaemonSet that reads the container logs of MTA pods."""
 
 
 def exporter_container(workload: dict[str, Any]) -> dict[str, Any]:
@@ -57,14 +63,14 @@ def exporter_container(workload: dict[str, Any]) -> dict[str, Any]:
 
 def test_every_yaml_file_under_deploy_parses() -> None:
     paths = sorted(DEPLOY.rglob("*.yml"))
-    assert len(paths) == 15
+    assert len(paths) == 16
     for path in paths:
         assert [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None], path
 
 
 def test_kubernetes_manifests_have_the_expected_kinds_and_api_versions() -> None:
     kinds = sorted(doc["kind"] for doc in manifests())
-    assert kinds == sorted(API_VERSIONS)
+    assert kinds == sorted([*API_VERSIONS, "DaemonSet"])
     for doc in manifests():
         assert doc["apiVersion"] == API_VERSIONS[doc["kind"]], doc["kind"]
         assert doc["metadata"]["name"]
@@ -72,7 +78,7 @@ def test_kubernetes_manifests_have_the_expected_kinds_and_api_versions() -> None
 
 @pytest.mark.parametrize("kind", ["Deployment", "DaemonSet"])
 def test_exporter_containers_expose_the_metrics_port_and_run_unprivileged(kind: str) -> None:
-    workload = only(kind)
+    workload = only(kind, EXPORTER if kind == "DaemonSet" else None)
     container = exporter_container(workload)
     assert container["ports"] == [{"name": "metrics", "containerPort": PORT}]
     assert container["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": "metrics"}
@@ -110,7 +116,7 @@ def test_sidecar_never_takes_the_mta_out_of_its_service() -> None:
     assert "readinessProbe" not in exporter and "startupProbe" not in exporter
     assert exporter["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
     assert [c["name"] for c in pod["containers"]] == ["postfix", EXPORTER]
-    assert "readinessProbe" in only("DaemonSet")["spec"]["template"]["spec"]["containers"][0]  # in no Service
+    assert "readinessProbe" in only(*NODE)["spec"]["template"]["spec"]["containers"][0]  # in no Service
 
 
 def test_sidecar_log_in_the_emptydir_is_rotated_and_old_generations_deleted() -> None:
@@ -131,7 +137,7 @@ def test_sidecar_log_in_the_emptydir_is_rotated_and_old_generations_deleted() ->
 
 
 def test_daemonset_reads_the_host_log_directory() -> None:
-    volumes = {v["name"]: v for v in only("DaemonSet")["spec"]["template"]["spec"]["volumes"]}
+    volumes = {v["name"]: v for v in only(*NODE)["spec"]["template"]["spec"]["volumes"]}
     assert volumes["varlog"]["hostPath"] == {"path": "/var/log", "type": "Directory"}
     assert volumes["state"]["hostPath"]["path"] == "/var/lib/gmail-rejection-exporter"
 
@@ -142,23 +148,65 @@ def test_daemonset_says_which_pod_security_level_its_host_paths_need() -> None:
     assert '"privileged" level (baseline and restricted forbid them' in text
 
 
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels, matchExpressions with In) selects pods with these labels."""
+    if not selector["matchLabels"].items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In"
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def test_daemonsets_select_their_own_pods_only() -> None:
+    node, pod_logs = only(*NODE), only(*POD_LOGS)
+    assert not selects(node["spec"]["selector"], pod_logs["spec"]["template"]["metadata"]["labels"])
+    assert not selects(pod_logs["spec"]["selector"], node["spec"]["template"]["metadata"]["labels"])
+
+
+def test_pod_logs_daemonset_reads_the_nodes_pod_logs_as_their_owner_and_changes_nothing() -> None:
+    workload = only(*POD_LOGS)
+    pod = workload["spec"]["template"]["spec"]
+    container = exporter_container(workload)
+    args = container["args"]
+    assert "--config.file=/etc/gmail-rejection-exporter/config.yml" in args
+    assert "--log.path=/var/log/pods/mail_*/postfix/*.log" in args
+    security = container["securityContext"]
+    # containerd writes pod logs root:root 0640, CRI-O 0600: read as their owner, without any capability.
+    assert security["runAsUser"] == 0 and security["capabilities"] == {"drop": ["ALL"]}
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+    assert mounts["/var/log/pods"]["readOnly"] is True
+    assert all(
+        mount.get("readOnly") for path, mount in mounts.items() if path != "/var/lib/gmail-rejection-exporter"
+    )
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["pods"]["hostPath"] == {"path": "/var/log/pods", "type": "Directory"}
+    node_state = {v["name"]: v for v in only(*NODE)["spec"]["template"]["spec"]["volumes"]}["state"]
+    assert volumes["state"]["hostPath"]["path"] != node_state["hostPath"]["path"]  # a state file each
+    assert container["ports"] == [{"name": "metrics", "containerPort": PORT}]
+    text = (KUBERNETES / "daemonset-pod-logs.yml").read_text()
+    assert "kubectl label namespace mail-monitoring pod-security.kubernetes.io/enforce=privileged" in text
+
+
 def test_service_and_monitors_select_the_exporter_on_its_port() -> None:
-    service, deployment, daemonset = only("Service"), only("Deployment"), only("DaemonSet")
+    service, deployment = only("Service"), only("Deployment")
     assert service["spec"]["ports"] == [{"name": "metrics", "port": PORT, "targetPort": "metrics"}]
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     service_monitor = only("ServiceMonitor")["spec"]
     assert service_monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert [(e["port"], e["path"]) for e in service_monitor["endpoints"]] == [("metrics", "/metrics")]
     pod_monitor = only("PodMonitor")["spec"]
-    assert (
-        pod_monitor["selector"]["matchLabels"].items()
-        <= daemonset["spec"]["template"]["metadata"]["labels"].items()
-    )
+    for daemonset in (only(*NODE), only(*POD_LOGS)):
+        assert selects(pod_monitor["selector"], daemonset["spec"]["template"]["metadata"]["labels"])
+        assert daemonset["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == EXPORTER
+    assert not selects(pod_monitor["selector"], deployment["spec"]["template"]["metadata"]["labels"])
     assert [(e["port"], e["path"]) for e in pod_monitor["podMetricsEndpoints"]] == [("metrics", "/metrics")]
     # Both monitors name the job after app.kubernetes.io/name, which the exporter-down alert matches.
     assert service_monitor["jobLabel"] == pod_monitor["jobLabel"] == "app.kubernetes.io/name"
     assert service["metadata"]["labels"]["app.kubernetes.io/name"] == EXPORTER
-    assert daemonset["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == EXPORTER
 
 
 def test_configmap_and_systemd_config_have_the_same_keys_and_port() -> None:

@@ -204,7 +204,7 @@ def test_offline_commands_check_the_shared_flags_as_run_does() -> None:
         assert done.returncode == 2
         assert done.stderr.decode().strip() == (
             "gmail-rejection-exporter: command line: log.format: must be one of "
-            "auto, postfix, sendmail, opensmtpd, exim, generic"
+            "auto, postfix, sendmail, opensmtpd, exim, generic, docker, cri"
         )
         done = run(command, "--google.host", "relay example", "-")
         assert done.returncode == 2

@@ -323,12 +323,22 @@ def test_sender_join_by_queue_id_is_opt_in() -> None:
 
 def test_every_mta_module_declares_its_format_and_is_registered() -> None:
     package = Path(mta.__file__).parent
-    modules = sorted(p.stem for p in package.glob("*.py") if p.stem not in ("__init__", "common"))
+    modules = sorted(
+        p.stem for p in package.glob("*.py") if p.stem not in ("__init__", "common", "containers")
+    )
     assert sorted(mta.NAMES) == modules
     assert mta.NAMES[-1] == "generic"  # the fallback claims every line: asked last
     assert [f.name for f in mta.formats()] == list(mta.NAMES)
     assert [f.name for f in mta.formats("exim")] == ["exim"]
-    assert ("auto", *mta.NAMES) == mta.FORMATS
+    # A container envelope (mta/containers.py) is taken off first; the MTA inside is detected.
+    assert [f.name for f in mta.formats("cri")] == [f.name for f in mta.formats("docker")] == list(mta.NAMES)
+    assert (mta.envelope("cri"), mta.envelope("docker"), mta.envelope("postfix"), mta.envelope()) == (
+        "cri",
+        "docker",
+        None,
+        None,
+    )
+    assert ("auto", *mta.NAMES, *mta.ENVELOPES) == mta.FORMATS
 
 
 def test_reading_the_format_list_imports_no_parser() -> None:

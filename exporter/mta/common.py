@@ -81,10 +81,15 @@ class Context:
         self.nearby_google: str | None = None
         """A Google host that free text named just before the entry being parsed (the analyser sets it)."""
         self.line = b""
+        self.stamp: bytes | None = None
+        """The container runtime's time of the line being parsed, when the line has none of its own."""
 
     def time(self) -> float | None:
         """Timestamp of the line being parsed."""
-        return self.clock.parse(self.line)
+        found = self.clock.parse(self.line)
+        if found is None and self.stamp:
+            return self.clock.parse(self.stamp + b" ")
+        return found
 
     def _maps(self) -> dict[str, BoundedMap]:
         return {

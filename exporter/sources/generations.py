@@ -14,6 +14,7 @@ from exporter.compressed import COMPRESSED_SUFFIXES
 
 SEPARATORS: Final = ".-_"
 """What stands between a log's name and its rotation suffix: mail.log.1, mail.log-20261129, mail.log_1."""
+TEMPORARY: Final = ".tmp"
 _NUMBERED: Final = re.compile(r"[.\-_]([0-9]{1,4})")
 _SUFFIX: Final = re.compile(r"[.\-_][0-9]+$")
 
@@ -27,13 +28,21 @@ def listing(directory: str) -> list[str]:
 
 
 def rotated(base: str, names: Iterable[str]) -> list[str]:
-    """The names that are rotated generations of `base`, in any order."""
-    return [n for n in names if len(n) > len(base) and n.startswith(base) and n[len(base)] in SEPARATORS]
+    """The names that are rotated generations of `base`, in any order: not the temporary file a generation is
+    compressed into (Kubernetes writes 0.log.20261203-135700.gz from 0.log.20261203-135700.tmp)."""
+    return [
+        n
+        for n in names
+        if len(n) > len(base)
+        and n.startswith(base)
+        and n[len(base)] in SEPARATORS
+        and not n.endswith(TEMPORARY)
+    ]
 
 
 def age(base: str, name: str) -> tuple[int, int, str]:
-    """Sort key of a rotated generation, older first: name.3 < name.2 < name.1, and name-20261128 <
-    name-20261129 (a compression suffix does not count)."""
+    """Sort key of a rotated generation, older first: name.3 < name.2 < name.1, name-20261128 < name-20261129, and
+    Kubernetes' 0.log.20261203-135700 < 0.log.20261203-140200 (a compression suffix does not count)."""
     rest = name[len(base) :]
     for suffix in COMPRESSED_SUFFIXES:
         rest = rest.removesuffix(suffix)
