@@ -146,6 +146,16 @@ class Analyser:
         """Continues from saved memory; raises ValueError when it is not valid (nothing is changed then)."""
         self._ctx.restore(data)
 
+    @property
+    def context(self) -> Context:
+        """The per-stream state the parsers share (clock, joins): `report --jobs` records and merges it where
+        it cuts a log into pieces."""
+        return self._ctx
+
+    def mta_line(self, line: bytes) -> bool:
+        """Whether an MTA format (not free text) claims a line: no entry of free text goes on across it."""
+        return self._claimed(line)
+
     def analyse(self, line: bytes) -> Event | Skipped | None:
         """An Event for a line about a delivery to Google, Skipped for a line we refuse, else None: the line on
         its own, without the lines around it. Never raises."""
