@@ -152,6 +152,11 @@ class Analyser:
         it cuts a log into pieces."""
         return self._ctx
 
+    def holding(self) -> bool:
+        """Whether the lines read so far may still shape the results of the next ones: an entry of free text held
+        back, or a Google host that free text named whose reply may follow."""
+        return bool(self._held) or self._nearby_left > 0
+
     def mta_line(self, line: bytes) -> bool:
         """Whether an MTA format (not free text) claims a line: no entry of free text goes on across it."""
         return self._claimed(line)

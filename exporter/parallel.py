@@ -235,13 +235,15 @@ class PieceResult:
     expiries: list[Expiry]
     remembered: list[str]
     """Queue ids remembered, up to the last expiry."""
+    holding: bool
+    """The piece ended inside free text that the next piece goes on with (see safe_cut): both are read again."""
     trace: dict[int, tuple[bytes, float | None, float | None]]
     """Year records by number: those after the start and after each expiry, within TRACE_WINDOW."""
     traced: int
     latest: float | None
 
 
-def record(ctx: Context) -> Callable[[Report], PieceResult]:
+def record(ctx: Context) -> Callable[[Report, bool], PieceResult]:
     """Puts recording joins and clock into a piece's context; returns what turns its summary into its result."""
     clock = RecordingClock()
     expiries: list[Expiry] = []
@@ -260,7 +262,7 @@ def record(ctx: Context) -> Callable[[Report], PieceResult]:
     for name, m in maps.items():
         setattr(ctx, name, m)
 
-    def result(report: Report) -> PieceResult:
+    def result(report: Report, holding: bool) -> PieceResult:
         wanted = set(range(min(TRACE_WINDOW, len(clock.trace))))
         for e in expiries:
             wanted.update(range(max(0, e.traced - 1), min(e.traced + TRACE_WINDOW, len(clock.trace))))
@@ -274,6 +276,7 @@ def record(ctx: Context) -> Callable[[Report], PieceResult]:
             removed={name: maps[name].removed for name in _LOOKUP_MAPS},
             expiries=expiries,
             remembered=join.remembered[:last],
+            holding=holding,
             trace={i: clock.trace[i] for i in sorted(wanted)},
             traced=len(clock.trace),
             latest=clock.state()["latest"],
@@ -516,23 +519,37 @@ def build_report(paths: Sequence[str], analyser: Analyser, pieces: Sequence[Piec
         report = Report(files=[], rules=analyser.rules)
         summarise(report, analyser, piece.path, start=piece.start, end=piece.end, flush=piece.last)
         report.rules = None
-        return finish(report)
+        return finish(report, not piece.last and analyser.holding())
+
+    def again(state: LogState, piece: Piece) -> tuple[Report, LogState]:
+        """The piece summarised in this process, from the exact state the earlier ones left."""
+        fresh = copy.deepcopy(pristine)
+        state.into(fresh.context)
+        report = Report(files=[], rules=analyser.rules)
+        summarise(report, fresh, piece.path, start=piece.start, end=piece.end, flush=piece.last)
+        return report, LogState.of(fresh.context)
 
     total = Report(files=list(paths), rules=analyser.rules)
     state = LogState()
+    held: Piece | None = None
+    """The first of pieces that ended inside free text: they are read again with the piece that ends it."""
     results = in_processes(pieces, jobs, work)
     try:
         for piece in pieces:
             result = next(results)
-            try:
-                state, events = advance(state, result, scratch)
-                report = result.report
-            except NotExact:
-                again = copy.deepcopy(pristine)
-                state.into(again.context)
-                report = Report(files=[], rules=analyser.rules)
-                summarise(report, again, piece.path, start=piece.start, end=piece.end, flush=piece.last)
-                state, events = LogState.of(again.context), []
+            events: list[Event] = []
+            if held is not None or result.holding:
+                held = held or piece
+                if result.holding:
+                    continue
+                report, state = again(state, Piece(piece.path, held.start, piece.end, piece.last))
+                held = None
+            else:
+                try:
+                    state, events = advance(state, result, scratch)
+                    report = result.report
+                except NotExact:
+                    report, state = again(state, piece)
             total.merge(report)
             for event in events:
                 total.add(event)
