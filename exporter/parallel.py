@@ -401,13 +401,14 @@ def check_lookups(state: LogState, piece: PieceResult) -> None:
             raise NotExact(f"{name} forgot and removed keys")
 
 
-def advance(state: LogState, piece: PieceResult, scratch: Analyser) -> tuple[LogState, list[Event]]:
-    """The state after a piece and the events its expiries give once joined with the earlier pieces; raises
-    NotExact when the piece must be summarised again."""
+def advance(state: LogState, piece: PieceResult, pristine: Analyser) -> tuple[LogState, list[Event]]:
+    """The state after a piece and the events its expiries give once joined with the earlier pieces (read by a
+    copy of `pristine`); raises NotExact when the piece must be summarised again."""
     check_lookups(state, piece)
     added = resolve(state.maps.get(_JOIN, BoundedMap()), piece)
     latest, times = replay_years(state.latest, piece, added)
     events = []
+    scratch = copy.deepcopy(pristine) if added else pristine
     for expiry, when in zip(added, times, strict=True):
         scratch.context.google_queue_ids.remember(expiry.queue_id, "")
         found = scratch.analyse(expiry.line)
@@ -511,8 +512,7 @@ def _finish(item: Piece, pid: int, data: bytes) -> Any:
 
 def build_report(paths: Sequence[str], analyser: Analyser, pieces: Sequence[Piece], jobs: int) -> Report:
     """The report of `paths` from its pieces, summarised by `jobs` processes; equal to offline.build_report's."""
-    pristine = copy.deepcopy(analyser)
-    scratch = copy.deepcopy(analyser)
+    pristine = analyser  # never reads here: pieces fork from it, and this process reads with copies of it
 
     def work(piece: Piece) -> PieceResult:
         finish = record(analyser.context)
@@ -546,7 +546,7 @@ def build_report(paths: Sequence[str], analyser: Analyser, pieces: Sequence[Piec
                 held = None
             else:
                 try:
-                    state, events = advance(state, result, scratch)
+                    state, events = advance(state, result, pristine)
                     report = result.report
                 except NotExact:
                     report, state = again(state, piece)
