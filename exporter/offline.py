@@ -460,7 +460,7 @@ def _iso(when: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(when))
 
 
-class _Progress:
+class Progress:
     """Bytes read so far, on stderr, when stderr is a terminal."""
 
     def __init__(self, paths: Sequence[str]) -> None:
@@ -491,7 +491,7 @@ def summarise(
     start: int = 0,
     end: int | None = None,
     flush: bool = True,
-    progress: _Progress | None = None,
+    progress: Progress | None = None,
 ) -> None:
     """Adds the lines of a file (of its plain bytes start..end when given) to the report; flushes the analyser at
     the end unless the next lines go on with it."""
@@ -529,9 +529,12 @@ def build_report(paths: Sequence[str], analyser: Analyser, jobs: int = 1) -> Rep
 
         pieces = parallel.plan(paths, jobs, analyser)
         if pieces is not None:
-            return parallel.build_report(paths, analyser, pieces, jobs)
+            progress = Progress(paths)
+            report = parallel.build_report(paths, analyser, pieces, jobs, progress)
+            progress.finish()
+            return report
     report = Report(files=list(paths), rules=analyser.rules)
-    progress = _Progress(paths)
+    progress = Progress(paths)
     for path in paths:
         summarise(report, analyser, path, progress=progress)
     progress.finish()

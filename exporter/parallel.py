@@ -23,13 +23,13 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
-from exporter.analyse import NEARBY_LINES, Analyser
+from exporter.analyse import MAX_LINE_BYTES, NEARBY_LINES, Analyser
 from exporter.children import die_with_parent
 from exporter.compressed import DECOMPRESSING, READ_ERRORS, open_log
 from exporter.errors import WorkerError
 from exporter.events import Event
 from exporter.mta.common import BoundedMap, Context
-from exporter.offline import Report, summarise
+from exporter.offline import Progress, Report, summarise
 from exporter.timestamps import TimestampParser
 
 MIN_PIECE_BYTES: Final = 8 << 20
@@ -79,33 +79,33 @@ def _splittable(path: str) -> int | None:
 def safe_cut(path: str, nominal: int, analyser: Analyser) -> int | None:
     """The first line boundary at or after `nominal` that the CLEAN_LINES lines before it make safe, or None
     within CUT_SEARCH_BYTES."""
-    back = CLEAN_LINES * 1024
+    base = max(0, nominal - CLEAN_LINES * (MAX_LINE_BYTES + 2))
     with open(path, "rb") as f:
-        f.seek(max(0, nominal - back))
-        window = f.read(back + CUT_SEARCH_BYTES)
-    base = max(0, nominal - back)
+        f.seek(base)
+        window = f.read(nominal - base + CUT_SEARCH_BYTES)
     at = nominal - base
     while True:
         newline = window.find(b"\n", max(at - 1, 0))
         if newline < 0 or newline + 1 >= len(window):
             return None
         cut = newline + 1
-        if _clean_before(window, cut, analyser):
+        if _clean_before(window, cut, analyser, whole=base == 0):
             return base + cut
         at = cut + 1
 
 
-def _clean_before(window: bytes, cut: int, analyser: Analyser) -> bool:
+def _clean_before(window: bytes, cut: int, analyser: Analyser, *, whole: bool) -> bool:
+    """Whether the CLEAN_LINES lines before `cut` are an MTA's own or blank (`whole`: the window starts the file)."""
     end = cut - 1  # the newline that ends the line before the cut
     for _ in range(CLEAN_LINES):
         start = window.rfind(b"\n", 0, end) + 1
-        if start == 0 and end > 0 and window[0:1] != b"\n":
+        if start == 0 and not whole:
             return False  # the line may begin before the window
         line = window[start:end]
-        if b"\x00" in line or (line.strip() and not analyser.mta_line(line)):
+        if len(line) > MAX_LINE_BYTES or b"\x00" in line or (line.strip() and not analyser.mta_line(line)):
             return False
         if start == 0:
-            return False
+            return True  # the first line of the file
         end = start - 1
     return True
 
@@ -143,20 +143,30 @@ def plan(
 
 
 class RecordingClock(TimestampParser):
-    """The year rule as a piece runs it: each stamp it infers a year for, with the time and the latest time after."""
+    """The year rule as a piece runs it: the stamps it infers a year for, numbered, each with its time and the
+    latest time after it. Only the records the parent may replay are kept: after the start and after each mark()."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.trace: list[tuple[bytes, float | None, float | None]] = []
+        self.count = 0
+        self.kept: dict[int, tuple[bytes, float | None, float | None]] = {}
+        self._last: tuple[bytes, float | None, float | None] | None = None
+        self._keep_until = TRACE_WINDOW
 
     def _infer(self, m: re.Match[bytes]) -> float | None:
         value = super()._infer(m)
-        self.trace.append((m.group(0), value, self.state()["latest"]))
+        self._last = (m.group(0), value, self.state()["latest"])
+        if self.count < self._keep_until:
+            self.kept[self.count] = self._last
+        self.count += 1
         return value
 
-    def forget(self) -> None:
-        """Drops the remembered last stamp, which changes no result (it is inferred again as it was), so that the
-        next stamp is recorded: the parent may have to replay it after a line it adds here."""
+    def mark(self) -> None:
+        """The parent may add a line here: keep the record before it and the next ones, and drop the remembered
+        last stamp, which changes no result (it is inferred again as it was) but has the next stamp recorded."""
+        if self._last is not None:
+            self.kept[self.count - 1] = self._last
+        self._keep_until = max(self._keep_until, self.count + TRACE_WINDOW)
         self.restore(self.state())
 
 
@@ -164,7 +174,7 @@ def stamp_of(line: bytes) -> tuple[bytes | None, float | None]:
     """The syslog stamp the clock would infer a year for in `line`, or None and the time of its other stamp."""
     probe = RecordingClock()
     value = probe.parse(line)
-    return (probe.trace[0][0], None) if probe.trace else (None, value)
+    return (probe.kept[0][0], None) if probe.count else (None, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,41 +191,70 @@ class Expiry:
     line: bytes
 
 
-class RecordingMap(BoundedMap):
-    """A join's memory in a piece: what it remembered, removed and looked up in vain, for the parent's replay."""
+MAX_RECORDED: Final = 1_000_000
+"""Keys a join's memory records at most in a piece (a few MB); past that its replay gives up."""
 
-    def __init__(self, limit: int, on_miss: Callable[[str], None] | None = None) -> None:
+
+class RecordingMap(BoundedMap):
+    """A join's memory in a piece: the keys it remembered (in order, when `ops`), removed and looked up in vain
+    (when `lookups`), up to its first eviction: from then on the earlier pieces' keys are forgotten anyway."""
+
+    def __init__(
+        self,
+        limit: int,
+        *,
+        ops: bool = False,
+        lookups: bool = False,
+        on_miss: Callable[[str], None] | None = None,
+    ) -> None:
         super().__init__(limit)
-        self.remembered: list[str] = []
+        self.touched: set[str] = set()
+        self.ops: list[str] | None = [] if ops else None
         self.missed: set[str] = set()
         self.removed: set[str] = set()
         self.evicted = False
+        self.overflow = False
+        self._lookups = lookups
         self._on_miss = on_miss
+        self._keys: dict[str, str] = {}
 
     def remember(self, key: str, value: str) -> None:
-        self.remembered.append(key)
+        if not self.evicted:
+            key = self._keys.setdefault(key, key)
+            self.touched.add(key)
+            if self.ops is not None:
+                self.ops.append(key)
+                self.overflow = self.overflow or len(self.ops) > MAX_RECORDED
         self[key] = value
         self.move_to_end(key)
         if len(self) > self.limit:
             self.popitem(last=False)
             self.evicted = True
+            self.ops, self._keys = None, {}
 
     def __contains__(self, key: object) -> bool:
         found = super().__contains__(key)
-        if not found and isinstance(key, str):
-            self.missed.add(key)
-            if self._on_miss is not None:
-                self._on_miss(key)
+        if not found and isinstance(key, str) and self._on_miss is not None and not self.evicted:
+            self._on_miss(key)
         return found
 
     def get(self, key: str, default: Any = None) -> Any:
-        if not super().__contains__(key):
-            self.missed.add(key)
+        if self._lookups and not super().__contains__(key):
+            self._note(self.missed, key)
         return super().get(key, default)
 
     def pop(self, key: str, default: Any = None) -> Any:
-        self.removed.add(key)
+        if self._lookups:
+            self._note(self.removed, key)
+        if not self.evicted:
+            self.touched.add(key)
         return super().pop(key, default)
+
+    def _note(self, keys: set[str], key: str) -> None:
+        if len(keys) < MAX_RECORDED:
+            keys.add(key)
+        else:
+            self.overflow = True
 
 
 _MAPS: Final = ("senders", _JOIN, *_LOOKUP_MAPS)
@@ -227,11 +266,11 @@ class PieceResult:
 
     report: Report
     maps: dict[str, list[list[str]]]
-    evicted: dict[str, bool]
-    touched: dict[str, set[str]]
-    """Keys remembered or removed (needed only while the map never evicted)."""
+    touched: dict[str, set[str] | None]
+    """Keys remembered or removed; None when the map evicted (then it holds only the piece's newest keys)."""
     missed: dict[str, set[str]]
     removed: dict[str, set[str]]
+    overflow: bool
     expiries: list[Expiry]
     remembered: list[str]
     """Queue ids remembered, up to the last expiry."""
@@ -250,35 +289,30 @@ def record(ctx: Context) -> Callable[[Report, bool], PieceResult]:
 
     def expired(queue_id: str) -> None:
         stamp, other = stamp_of(ctx.line)
-        expiries.append(Expiry(queue_id, len(join.remembered), len(clock.trace), stamp, other, ctx.line))
-        clock.forget()
+        assert join.ops is not None  # recorded until the first eviction, as misses are
+        expiries.append(Expiry(queue_id, len(join.ops), clock.count, stamp, other, ctx.line))
+        clock.mark()
 
-    maps = {
-        name: RecordingMap(getattr(ctx, name).limit, on_miss=expired if name == _JOIN else None)
-        for name in _MAPS
-    }
-    join = maps[_JOIN]
+    maps = {name: RecordingMap(getattr(ctx, name).limit, lookups=name in _LOOKUP_MAPS) for name in _MAPS}
+    join = maps[_JOIN] = RecordingMap(ctx.google_queue_ids.limit, ops=True, on_miss=expired)
     ctx.clock = clock
     for name, m in maps.items():
         setattr(ctx, name, m)
 
     def result(report: Report, holding: bool) -> PieceResult:
-        wanted = set(range(min(TRACE_WINDOW, len(clock.trace))))
-        for e in expiries:
-            wanted.update(range(max(0, e.traced - 1), min(e.traced + TRACE_WINDOW, len(clock.trace))))
         last = expiries[-1].remembered if expiries else 0
         return PieceResult(
             report=report,
             maps={name: m.state() for name, m in maps.items()},
-            evicted={name: m.evicted for name, m in maps.items()},
-            touched={name: set(m.remembered) | m.removed for name, m in maps.items() if not m.evicted},
+            touched={name: None if m.evicted else m.touched for name, m in maps.items()},
             missed={name: maps[name].missed for name in _LOOKUP_MAPS},
             removed={name: maps[name].removed for name in _LOOKUP_MAPS},
+            overflow=any(m.overflow for m in maps.values()),
             expiries=expiries,
-            remembered=join.remembered[:last],
+            remembered=(join.ops or [])[:last],
             holding=holding,
-            trace={i: clock.trace[i] for i in sorted(wanted)},
-            traced=len(clock.trace),
+            trace=clock.kept,
+            traced=clock.count,
             latest=clock.state()["latest"],
         )
 
@@ -390,14 +424,16 @@ def follow(before: BoundedMap, after: list[list[str]], touched: set[str] | None)
 
 def check_lookups(state: LogState, piece: PieceResult) -> None:
     """Raises NotExact when the piece looked up or removed a key of OpenSMTPD's joins that the earlier pieces
-    left (its result could differ), or removed keys after the bound made it forget others."""
+    left (its result could differ), removed keys after the bound made it forget others, or recorded too much."""
+    if piece.overflow and any(state.maps.values()):
+        raise NotExact("a join recorded too many keys")
     for name in _LOOKUP_MAPS:
         before = state.maps.get(name)
         if not before:
             continue
         if any(k in before for k in piece.missed[name] | piece.removed[name]):
             raise NotExact(f"{name} joins a line before the cut")
-        if piece.evicted[name] and piece.removed[name]:
+        if piece.touched[name] is None and piece.removed[name]:
             raise NotExact(f"{name} forgot and removed keys")
 
 
@@ -416,7 +452,7 @@ def advance(state: LogState, piece: PieceResult, pristine: Analyser) -> tuple[Lo
             raise NotExact("an expiry did not give an event")
         events.append(Event(dataclasses.replace(found.delivery, timestamp=when), found.reply, found.verdict))
     maps = {
-        name: follow(state.maps.get(name, BoundedMap()), piece.maps[name], piece.touched.get(name))
+        name: follow(state.maps.get(name, BoundedMap()), piece.maps[name], piece.touched[name])
         for name in _MAPS
     }
     return LogState(latest, maps), events
@@ -510,8 +546,15 @@ def _finish(item: Piece, pid: int, data: bytes) -> Any:
 # --- The report -------------------------------------------------------------------------------------------------
 
 
-def build_report(paths: Sequence[str], analyser: Analyser, pieces: Sequence[Piece], jobs: int) -> Report:
-    """The report of `paths` from its pieces, summarised by `jobs` processes; equal to offline.build_report's."""
+def build_report(
+    paths: Sequence[str],
+    analyser: Analyser,
+    pieces: Sequence[Piece],
+    jobs: int,
+    progress: Progress | None = None,
+) -> Report:
+    """The report of `paths` from its pieces, summarised by `jobs` processes; equal to offline.build_report's.
+    `progress` hears of each piece once merged."""
     pristine = analyser  # never reads here: pieces fork from it, and this process reads with copies of it
 
     def work(piece: Piece) -> PieceResult:
@@ -537,6 +580,10 @@ def build_report(paths: Sequence[str], analyser: Analyser, pieces: Sequence[Piec
     try:
         for piece in pieces:
             result = next(results)
+            if progress is not None and progress.enabled:
+                progress.update(
+                    (os.path.getsize(piece.path) if piece.end is None else piece.end) - piece.start
+                )
             events: list[Event] = []
             if held is not None or result.holding:
                 held = held or piece
@@ -553,6 +600,10 @@ def build_report(paths: Sequence[str], analyser: Analyser, pieces: Sequence[Piec
             total.merge(report)
             for event in events:
                 total.add(event)
+            if progress is not None and progress.enabled:
+                progress.update(
+                    (os.path.getsize(piece.path) if piece.end is None else piece.end) - piece.start
+                )
     finally:
         results.close()
     return total

@@ -406,3 +406,17 @@ def test_killing_the_command_kills_its_pieces(big_log: Path) -> None:
         proc.kill()
         proc.wait()
     wait_for(lambda: all(gone(pid) for pid in workers))
+
+
+def test_a_log_of_long_lines_is_still_cut(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    filler = "x" * 3000
+    log.write_text(
+        "".join(noise(f"Nov 29 10:00:{i % 60:02d}", i).replace("connect", filler) for i in range(2000))
+    )
+    size = log.stat().st_size
+    cut = parallel.safe_cut(str(log), size // 2, analyser())
+    assert cut is not None and size // 2 <= cut < size // 2 + 3200
+    planned = parallel.plan([str(log)], 2, analyser(), min_piece_bytes=size // 3)
+    assert planned is not None and len(planned) == 2
+    assert in_pieces([log], planned) == one_process([log])
