@@ -320,24 +320,17 @@ class Report:
             mine = self.reasons.get(key)
             if mine is None:
                 self.reasons[key] = summary
-                continue
-            mine.count += summary.count
-            mine.first_seen, mine.last_seen = _span(
-                mine.first_seen, mine.last_seen, summary.first_seen, summary.last_seen
-            )
+            else:
+                _add_counted(mine, summary)
         for shape, unmatched in later.unmatched.items():
             listed = self.unmatched.get(shape)
-            if listed is None:
-                if len(self.unmatched) >= MAX_TEMPLATES:
-                    self.unmatched_not_listed += unmatched.count
-                    continue
+            if listed is not None:
+                _add_counted(listed, unmatched)
+            elif len(self.unmatched) >= MAX_TEMPLATES:
+                self.unmatched_not_listed += unmatched.count
+            else:
                 self.unmatched[shape] = unmatched
                 self._unmatched_codes.add((unmatched.code, unmatched.enhanced_code))
-                continue
-            listed.count += unmatched.count
-            listed.first_seen, listed.last_seen = _span(
-                listed.first_seen, listed.last_seen, unmatched.first_seen, unmatched.last_seen
-            )
         self.unmatched_not_listed += later.unmatched_not_listed
 
     def sorted_unmatched(self) -> list[UnmatchedTemplate]:
@@ -441,6 +434,12 @@ class Report:
             for reason, n in sorted(self.skipped.items()):
                 w(f"  {reason:<16} {n:>10}")
         return "\n".join(out) + "\n"
+
+
+def _add_counted(mine: ReasonSummary | UnmatchedTemplate, more: ReasonSummary | UnmatchedTemplate) -> None:
+    """Adds the count and time span of the same reason or template seen in later lines."""
+    mine.count += more.count
+    mine.first_seen, mine.last_seen = _span(mine.first_seen, mine.last_seen, more.first_seen, more.last_seen)
 
 
 def _span(

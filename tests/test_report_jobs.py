@@ -90,24 +90,29 @@ def stamp(when: float) -> str:
     return time.strftime("%b %e %H:%M:%S", time.localtime(when))
 
 
-def deferral(when: str, queue_id: str, n: int) -> str:
+def outcome(when: str, queue_id: str, n: int, status: str, dsn: str, reply: str) -> str:
+    """A Postfix smtp outcome line at Gmail's MX."""
     return (
         f"{when} {HOST} postfix/smtp[{100 + n % 900}]: {queue_id}: to=<user{n}@gmail.com>, "
-        "relay=gmail-smtp-in.l.google.com[192.0.2.7]:25, delay=1, delays=0/0/0/1, dsn=4.7.28, status=deferred "
-        "(host gmail-smtp-in.l.google.com[192.0.2.7] said: 421-4.7.28 Our system has detected an unusual rate "
-        "of unsolicited mail originating from your IP address. 421 4.7.28 x1si1 - gsmtp (in reply to end of "
-        "DATA command))\n"
+        f"relay=gmail-smtp-in.l.google.com[192.0.2.7]:25, delay=1, delays=0/0/0/1, dsn={dsn}, status={status} "
+        f"(host gmail-smtp-in.l.google.com[192.0.2.7] said: {reply} - gsmtp (in reply to end of DATA command))\n"
     )
+
+
+def deferral(when: str, queue_id: str, n: int) -> str:
+    reply = (
+        "421-4.7.28 Our system has detected an unusual rate of unsolicited mail originating from your IP "
+        "address. 421 4.7.28 x1si1"
+    )
+    return outcome(when, queue_id, n, "deferred", "4.7.28", reply)
 
 
 def bounce(when: str, queue_id: str, n: int) -> str:
-    return (
-        f"{when} {HOST} postfix/smtp[{100 + n % 900}]: {queue_id}: to=<user{n}@gmail.com>, "
-        "relay=gmail-smtp-in.l.google.com[192.0.2.7]:25, delay=1, delays=0/0/0/1, dsn=5.1.1, status=bounced "
-        "(host gmail-smtp-in.l.google.com[192.0.2.7] said: 550-5.1.1 The email account that you tried to reach "
-        "does not exist. 550 5.1.1 https://support.google.com/mail/?p=NoSuchUser x2si2 - gsmtp (in reply to "
-        "RCPT TO command))\n"
+    reply = (
+        "550-5.1.1 The email account that you tried to reach does not exist. 550 5.1.1 "
+        "https://support.google.com/mail/?p=NoSuchUser x2si2"
     )
+    return outcome(when, queue_id, n, "bounced", "5.1.1", reply)
 
 
 def expiry(when: str, queue_id: str) -> str:
