@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
 import pickle
 import re
@@ -34,6 +35,8 @@ from exporter.timestamps import TimestampParser
 
 MIN_PIECE_BYTES: Final = 8 << 20
 """Below this many bytes per process, forking and merging cost more than the second core saves."""
+PIECES_PER_JOB: Final = 4
+"""Pieces per process: one slowed by other work on the machine leaves more of them to the others."""
 CLEAN_LINES: Final = NEARBY_LINES + 1
 """Lines before a cut that must be an MTA's own (or blank): then no entry of free text is held open across the
 cut and no free text still lends a Google host to the lines after it."""
@@ -121,7 +124,7 @@ def plan(
     plain = sum(size for size in sizes if size is not None)
     if plain < 2 * min_piece_bytes:
         return None
-    target = max(min_piece_bytes, plain // jobs)
+    target = max(min_piece_bytes, plain // (jobs * PIECES_PER_JOB))
     pieces: list[Piece] = []
     for path, size in zip(paths, sizes, strict=True):
         if size is None:
@@ -437,17 +440,19 @@ def check_lookups(state: LogState, piece: PieceResult) -> None:
             raise NotExact(f"{name} forgot and removed keys")
 
 
-def advance(state: LogState, piece: PieceResult, pristine: Analyser) -> tuple[LogState, list[Event]]:
-    """The state after a piece and the events its expiries give once joined with the earlier pieces (read by a
-    copy of `pristine`); raises NotExact when the piece must be summarised again."""
+def advance(
+    state: LogState, piece: PieceResult, scratch: Callable[[], Analyser]
+) -> tuple[LogState, list[Event]]:
+    """The state after a piece and the events its expiries give once joined with the earlier pieces (read by the
+    `scratch` analyser); raises NotExact when the piece must be summarised again."""
     check_lookups(state, piece)
     added = resolve(state.maps.get(_JOIN, BoundedMap()), piece)
     latest, times = replay_years(state.latest, piece, added)
     events = []
-    scratch = copy.deepcopy(pristine) if added else pristine
     for expiry, when in zip(added, times, strict=True):
-        scratch.context.google_queue_ids.remember(expiry.queue_id, "")
-        found = scratch.analyse(expiry.line)
+        reader = scratch()
+        reader.context.google_queue_ids.remember(expiry.queue_id, "")
+        found = reader.analyse(expiry.line)
         if not isinstance(found, Event):
             raise NotExact("an expiry did not give an event")
         events.append(Event(dataclasses.replace(found.delivery, timestamp=when), found.reply, found.verdict))
@@ -556,6 +561,7 @@ def build_report(
     """The report of `paths` from its pieces, summarised by `jobs` processes; equal to offline.build_report's.
     `progress` hears of each piece once merged."""
     pristine = analyser  # never reads here: pieces fork from it, and this process reads with copies of it
+    scratch = functools.cache(lambda: copy.deepcopy(pristine))
 
     def work(piece: Piece) -> PieceResult:
         finish = record(analyser.context)
@@ -593,7 +599,7 @@ def build_report(
                 held = None
             else:
                 try:
-                    state, events = advance(state, result, pristine)
+                    state, events = advance(state, result, scratch)
                     report = result.report
                 except NotExact:
                     report, state = again(state, piece)
