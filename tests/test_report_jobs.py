@@ -143,13 +143,18 @@ def test_every_fixture_log_cut_at_many_places_gives_the_same_report(tmp_path: Pa
             assert in_pieces([log], cut_at(log, cut)) == expected, f"{log.name} cut at byte {cut}"
 
 
+def iso(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000000+00:00", time.gmtime(when))
+
+
+@pytest.mark.parametrize("stamped", [stamp, iso], ids=["syslog", "iso"])
 def test_an_expiry_after_the_cut_joins_a_deferral_before_it(
-    tmp_path: Path, replaced_advance: list[str]
+    tmp_path: Path, replaced_advance: list[str], stamped: Callable[[float], str]
 ) -> None:
     base = time.time() - 3 * 86_400
-    lines = [deferral(stamp(base + i), f"D{i:05X}", i) for i in range(40)]
-    lines += [noise(stamp(base + 60), i) for i in range(40)]
-    lines += [expiry(stamp(base + 3600 + i), f"D{i:05X}") for i in range(0, 40, 3)]
+    lines = [deferral(stamped(base + i), f"D{i:05X}", i) for i in range(40)]
+    lines += [noise(stamped(base + 60), i) for i in range(40)]
+    lines += [expiry(stamped(base + 3600 + i), f"D{i:05X}") for i in range(0, 40, 3)]
     log = tmp_path / "mail.log"
     log.write_text("".join(lines))
     expected = one_process([log])
@@ -157,6 +162,9 @@ def test_an_expiry_after_the_cut_joins_a_deferral_before_it(
     starts = line_starts(log)
     for cut in (starts[39], starts[40], starts[79], starts[85]):
         assert in_pieces([log], cut_at(log, cut)) == expected
+    assert (
+        in_pieces([log], cut_at(log, starts[20], starts[60], starts[82])) == expected
+    )  # joins two cuts away
     assert set(replaced_advance) == {"exact"}
 
 
@@ -181,7 +189,9 @@ def test_new_year_and_a_new_month_at_the_cut(tmp_path: Path, replaced_advance: l
     lines = []
     for month_end, next_start in (("Dec 31", "Jan  1"), ("Jan 31", "Feb  1")):
         lines += [bounce(f"{month_end} 23:59:{50 + i}", f"E{i:04X}", i) for i in range(8)]
-        lines += [bounce(f"{next_start} 00:00:0{i}", f"F{i:04X}", i) for i in range(8)]
+        lines += [bounce(f"{next_start} 00:00:0{i}", f"F{i:04X}", i) for i in range(4)]
+        lines.append(bounce(f"{month_end} 23:58:30", "LATE1", 99))  # written late by another process
+        lines += [bounce(f"{next_start} 00:00:0{i}", f"F{i:04X}", i) for i in range(4, 8)]
     log = tmp_path / "mail.log"
     log.write_text("".join(lines))
     expected = one_process([log])
