@@ -67,16 +67,15 @@ class Piece:
 
 
 def _splittable(path: str) -> int | None:
-    """The size of a plain regular file, None for anything read as a stream (compressed, a pipe, stdin)."""
+    """The size of a plain regular file, None for anything read as a stream (compressed, a pipe, stdin). A pipe
+    is not opened here: its writer would lose what it wrote before the real read."""
     if path == "-":
         return None
-    stream = open_log(path)
-    try:
-        if isinstance(stream, DECOMPRESSING) or not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
-            return None
-        return os.fstat(stream.fileno()).st_size
-    finally:
-        stream.close()
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    with open_log(path) as stream:
+        return None if isinstance(stream, DECOMPRESSING) else info.st_size
 
 
 def safe_cut(path: str, nominal: int, analyser: Analyser) -> int | None:

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -435,3 +436,28 @@ def test_a_log_of_long_lines_is_still_cut(tmp_path: Path) -> None:
     planned = parallel.plan([str(log)], 2, analyser(), min_piece_bytes=size // 3)
     assert planned is not None and len(planned) == 3  # size // 3 a piece
     assert in_pieces([log], planned) == one_process([log])
+
+
+def test_a_named_pipe_among_the_files_is_read_once_in_its_place(tmp_path: Path) -> None:
+    plain, pipe = tmp_path / "mail.log.1", tmp_path / "pipe"
+    hostile_log(plain)
+    os.mkfifo(pipe)
+    content = tmp_path / "content"
+    hostile_log(content)
+
+    def fed(read: Callable[[], str]) -> str:
+        def feed() -> None:
+            with open(pipe, "wb") as writer:
+                writer.write(content.read_bytes())
+
+        writer = threading.Thread(target=feed)
+        writer.start()
+        try:
+            return read()
+        finally:
+            writer.join(timeout=30)
+
+    expected = fed(lambda: one_process([plain, pipe]))
+    planned = parallel.plan([str(plain), str(pipe)], 2, analyser(), min_piece_bytes=1000)
+    assert planned is not None and planned[-1] == Piece(str(pipe), 0, None, last=True)
+    assert fed(lambda: in_pieces([plain, pipe], planned)) == expected
