@@ -60,6 +60,8 @@ class Piece:
     end: int | None
     last: bool
     """The file's last piece: the analyser is flushed at its end."""
+    local: bool = False
+    """A whole file too small to pay for a process: read by the parent, in its place."""
 
     def describe(self) -> str:
         end = "end" if self.end is None else str(self.end)
@@ -126,8 +128,8 @@ def plan(
     target = max(min_piece_bytes, plain // (jobs * PIECES_PER_JOB))
     pieces: list[Piece] = []
     for path, size in zip(paths, sizes, strict=True):
-        if size is None:
-            pieces.append(Piece(path, 0, None, last=True))
+        if size is None or size < min_piece_bytes // 4:
+            pieces.append(Piece(path, 0, None, last=True, local=size is not None))
             continue
         cuts: list[int] = []
         count = max(1, round(size / target))
@@ -138,7 +140,7 @@ def plan(
         starts = [0, *cuts]
         ends: list[int | None] = [*cuts, None]
         pieces += [Piece(path, s, e, last=e is None) for s, e in zip(starts, ends, strict=True)]
-    return pieces if len(pieces) > 1 else None
+    return pieces if sum(not piece.local for piece in pieces) > 1 else None
 
 
 # --- What a piece records ---------------------------------------------------------------------------------------
@@ -581,14 +583,26 @@ def build_report(
     state = LogState()
     held: Piece | None = None
     """The first of pieces that ended inside free text: they are read again with the piece that ends it."""
-    results = in_processes(pieces, jobs, work)
+    reader: Analyser | None = None
+    """This process's analyser while it reads local pieces one after another (its state is the exact one)."""
+    results = in_processes([piece for piece in pieces if not piece.local], jobs, work)
     try:
         for piece in pieces:
-            result = next(results)
             if progress is not None and progress.enabled:
                 progress.update(
                     (os.path.getsize(piece.path) if piece.end is None else piece.end) - piece.start
                 )
+            if piece.local:
+                if reader is None:
+                    reader = copy.deepcopy(pristine)
+                    state.into(reader.context)
+                report = Report(files=[], rules=analyser.rules)
+                summarise(report, reader, piece.path)
+                total.merge(report)
+                continue
+            if reader is not None:
+                state, reader = LogState.of(reader.context), None
+            result = next(results)
             events: list[Event] = []
             if held is not None or result.holding:
                 held = held or piece
@@ -605,10 +619,6 @@ def build_report(
             total.merge(report)
             for event in events:
                 total.add(event)
-            if progress is not None and progress.enabled:
-                progress.update(
-                    (os.path.getsize(piece.path) if piece.end is None else piece.end) - piece.start
-                )
     finally:
         results.close()
     return total

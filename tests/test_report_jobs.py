@@ -461,3 +461,29 @@ def test_a_named_pipe_among_the_files_is_read_once_in_its_place(tmp_path: Path) 
     planned = parallel.plan([str(plain), str(pipe)], 2, analyser(), min_piece_bytes=1000)
     assert planned is not None and planned[-1] == Piece(str(pipe), 0, None, last=True)
     assert fed(lambda: in_pieces([plain, pipe], planned)) == expected
+
+
+def test_many_small_files_are_read_in_place_between_pieces(tmp_path: Path) -> None:
+    """Rotated logs too small to pay for a process are read by the parent, in order, between the pieces: the
+    deferrals they hold join the expiries in the large files after them."""
+    base = time.time() - 4 * 86_400
+    paths: list[Path] = []
+    n = 0
+    for part in range(2):
+        for i in range(10):
+            small = tmp_path / f"small.{part}.{i}"
+            small.write_text(deferral(stamp(base + n), f"S{n:05X}", n))
+            paths.append(small)
+            n += 1
+        big = tmp_path / f"big.{part}"
+        lines = [noise(stamp(base + n + j // 50), j) for j in range(1500)]
+        lines += [expiry(stamp(base + n + 40), f"S{k:05X}") for k in range(0, n, 2)]
+        big.write_text("".join(lines))
+        paths.append(big)
+    expected = one_process(paths)
+    assert json.loads(expected.split("\n}\n")[0] + "\n}")["deliveries"]["expired"] == 5 + 10
+    planned = parallel.plan([str(p) for p in paths], 2, analyser(), min_piece_bytes=20_000)
+    assert planned is not None
+    assert [p.path for p in planned if p.local] == [str(p) for p in paths if p.name.startswith("small")]
+    assert sum(not p.local for p in planned) >= 4
+    assert in_pieces(paths, planned) == expected
