@@ -413,7 +413,10 @@ def replay_years(
 
 def follow(before: BoundedMap, after: list[list[str]], touched: set[str] | None) -> BoundedMap:
     """A join's memory after a piece, from its memory before and the piece's own: the piece's entries are the
-    newest; the earlier ones it did not touch stay before them, the oldest going past the bound."""
+    newest; the earlier ones it did not touch stay before them, the oldest going past the bound. Neither is
+    changed later, so one that stays as it was is shared, not copied."""
+    if touched is not None and not touched:
+        return before
     merged = BoundedMap(before.limit)
     if touched is not None and len(after) < before.limit:
         for key, value in before.items():
