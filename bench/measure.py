@@ -63,6 +63,21 @@ class Measure:
         return statistics.median(self.samples) if self.samples else None
 
     @property
+    def best(self) -> float | None:
+        """The highest sample: for a speed, the round least disturbed by other work on the machine."""
+        return max(self.samples) if self.samples else None
+
+    def absorb(self, other: Measure) -> None:
+        """Adds the samples of another round of the same measure; its checks replace ours and peaks add up to
+        the highest."""
+        self.samples += other.samples
+        self.checks = other.checks
+        self.note = other.note
+        for key, value in other.extra.items():
+            mine = self.extra.get(key)
+            self.extra[key] = max(mine, value) if key.startswith("peak_") and mine is not None else value
+
+    @property
     def counts_ok(self) -> bool:
         return all(c.ok for c in self.checks)
 
@@ -82,6 +97,7 @@ class Measure:
             "name": self.name,
             "unit": self.unit,
             "value": self.value,
+            "best": self.best,
             "samples": self.samples if len(self.samples) <= SAMPLES_KEPT else self.summary(),
             "counts_ok": self.counts_ok,
             "checks": [

@@ -18,14 +18,16 @@ from exporter.rules import CATEGORIES, load_rules
 EXPORTER: Final = (sys.executable, "-m", "exporter")
 
 
-def report(path: Path, truth: Truth, repeat: int, label: str) -> Measure:
-    """`report --format json` over one file: lines/s from spawn to exit, and its counts."""
+def report(path: Path, truth: Truth, repeat: int, label: str, jobs: int | None = None) -> Measure:
+    """`report --format json` over one file (with `--jobs` when given): lines/s from spawn to exit, and its
+    counts."""
     lines = file_lines(path)
-    measure = Measure(f"report ({label})", "lines/s")
+    flags = [] if jobs is None else ["--jobs", str(jobs)]
+    measure = Measure(f"report ({label}{', --jobs ' + str(jobs) if jobs else ''})", "lines/s")
     rss: list[int] = []
     data: dict[str, object] = {}
     for _ in range(repeat):
-        done = run_timed([*EXPORTER, "report", "--format", "json", str(path)], cwd=REPO)
+        done = run_timed([*EXPORTER, "report", "--format", "json", *flags, str(path)], cwd=REPO)
         if done.returncode != 0:
             raise RuntimeError(f"report failed ({done.returncode}): {done.stderr.decode(errors='replace')}")
         data = json.loads(done.stdout)

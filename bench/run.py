@@ -31,8 +31,10 @@ FLAT_MB: Final = 1.0
 """Growth of resident memory over the second half of the long run that still counts as flat: the bounded
 queue-id maps fill during the first million lines, so a leak shows as growth after that."""
 QUEUE_KEYS: Final = tuple(f"queue_{mta}" for mta in ("postfix", "exim", "sendmail", "opensmtpd"))
-SPEED_RATIO: Final = 2.0
-"""Our lines/s over the peer's, for `report` against mtail and the daemon against postfix_exporter."""
+REPORT_RATIO: Final = {1: 6.0, 2: 10.0}
+"""`report --jobs N`'s lines/s over mtail --one_shot's, by N, measured in the same rounds."""
+DAEMON_RATIO: Final = 4.0
+"""The daemon's lines/s over prometheus-postfix-exporter's."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,20 @@ def environment() -> dict[str, Any]:
     }
 
 
+def side_by_side(measures: dict[str, Callable[[], Measure]], rounds: int) -> dict[str, Measure]:
+    """Each measure once per round, in turn, so that every tool meets the same load from other work on the
+    machine; their samples gathered per measure."""
+    out: dict[str, Measure] = {}
+    for _ in range(rounds):
+        for key, measure in measures.items():
+            one = measure()
+            if key in out:
+                out[key].absorb(one)
+            else:
+                out[key] = one
+    return out
+
+
 def ratio(ours_value: float | None, theirs: float | None) -> float | None:
     if not ours_value or not theirs:
         return None
@@ -153,27 +169,30 @@ def targets(m: dict[str, Measure], ratios: dict[str, float | None]) -> list[dict
     def add(name: str, value: float | None, unit: str, met: bool | None) -> None:
         out.append({"target": name, "value": value, "unit": unit, "met": met})
 
-    # 10x mtail and 5x postfix_exporter were the first targets; the floor measure shows them out of reach for
-    # pure Python (reading and prefiltering alone is about 6x mtail), so we hold ourselves to 2x, counts exact.
-    report_ratio = ratios.get("report_vs_mtail")
-    add(
-        f"report >= {SPEED_RATIO:g}x mtail --one_shot",
-        report_ratio,
-        "x",
-        None if report_ratio is None else report_ratio >= SPEED_RATIO,
-    )
+    for jobs, goal in REPORT_RATIO.items():
+        report_ratio = ratios.get(f"report_jobs{jobs}_vs_mtail_best")
+        add(
+            f"report --jobs {jobs} >= {goal:g}x mtail --one_shot (best rounds, side by side)",
+            report_ratio,
+            "x",
+            None if report_ratio is None else report_ratio >= goal,
+        )
     daemon_ratio = ratios.get("daemon_vs_postfix_exporter")
     add(
-        f"daemon >= {SPEED_RATIO:g}x postfix_exporter",
+        f"daemon >= {DAEMON_RATIO:g}x postfix_exporter",
         daemon_ratio,
         "x",
-        None if daemon_ratio is None else daemon_ratio >= SPEED_RATIO,
+        None if daemon_ratio is None else daemon_ratio >= DAEMON_RATIO,
     )
     p99 = m["latency"].extra.get("p99_ms") if "latency" in m else None
     add("append-to-metric p99 <= 100 ms", p99, "ms", None if p99 is None else p99 <= 100)
     idle = m["idle"].value if "idle" in m else None
     add("idle CPU < 0.5 % of one core", idle, "%", None if idle is None else idle < 0.5)
-    peaks = [m[k].extra["peak_rss_mb"] for k in ("report_postfix", "daemon", "long") if k in m]
+    peaks = [
+        m[k].extra["peak_rss_mb"]
+        for k in ("report_postfix", "report_postfix_jobs2", "daemon", "long")
+        if k in m
+    ]
     peak = max(peaks) if peaks else None
     add("RSS <= 40 MB (report, daemon, long run)", peak, "MB", None if peak is None else peak <= RSS_LIMIT_MB)
     if "long" in m:
@@ -217,7 +236,13 @@ def table(m: dict[str, Measure], ratios: dict[str, float | None], goals: list[di
             return _fmt(measure.extra.get(extra), unit)
         return _fmt(measure.value, measure.unit)
 
-    rows.append(("`report`, Postfix log (lines/s)", val("report_postfix"), mark(get("report_postfix")), ""))
+    def best(key: str) -> str:
+        measure = get(key)
+        return "-" if measure is None else _fmt(measure.best, measure.unit)
+
+    for key, jobs in (("report_postfix", 1), ("report_postfix_jobs2", 2)):
+        what = f"`report --jobs {jobs}`, Postfix log (lines/s, median / best)"
+        rows.append((what, f"{val(key)} / {best(key)}", mark(get(key)), ""))
     rows.append(("`report`, Exim mainlog (lines/s)", val("report_exim"), mark(get("report_exim")), ""))
     rows.append(
         (
@@ -235,14 +260,19 @@ def table(m: dict[str, Measure], ratios: dict[str, float | None], goals: list[di
             "",
         )
     )
-    rows.append(("mtail `--one_shot`, Postfix log (lines/s)", val("mtail"), mark(get("mtail")), ""))
+    what = "mtail `--one_shot`, Postfix log (lines/s, median / best)"
+    rows.append((what, f"{val('mtail')} / {best('mtail')}", mark(get("mtail")), ""))
     if "mtail" in m and "misfiled_refusals_at_least" in m["mtail"].extra:
         wrong = m["mtail"].extra["misfiled_refusals_at_least"]
         refused = sum(m["mtail"].extra["categories"]["expected"].values())
         rows.append(("mtail: refusals in a wrong category", f"≥ {wrong:,} of {refused:,}", "", ""))
-    rows.append(
-        ("ratio `report` / mtail", _fmt(ratios.get("report_vs_mtail"), "x"), "", f"≥ {SPEED_RATIO:g}x")
-    )
+    for jobs, goal in REPORT_RATIO.items():
+        median, top = (
+            ratios.get(f"report_jobs{jobs}_vs_mtail"),
+            ratios.get(f"report_jobs{jobs}_vs_mtail_best"),
+        )
+        what = f"ratio `report --jobs {jobs}` / mtail (medians / best rounds)"
+        rows.append((what, f"{_fmt(median, 'x')} / {_fmt(top, 'x')}", "", f"≥ {goal:g}x"))
     rows.append(
         ("pure-Python floor: read + prefilter, no parsing (lines/s)", val("floor"), mark(get("floor")), "")
     )
@@ -261,7 +291,7 @@ def table(m: dict[str, Measure], ratios: dict[str, float | None], goals: list[di
             "ratio daemon / postfix_exporter",
             _fmt(ratios.get("daemon_vs_postfix_exporter"), "x"),
             "",
-            f"≥ {SPEED_RATIO:g}x",
+            f"≥ {DAEMON_RATIO:g}x",
         )
     )
     rows.append(("append → metric p50 (ms)", val("latency", "p50_ms"), mark(get("latency")), ""))
@@ -318,7 +348,8 @@ def chart(m: dict[str, Measure], lines: int) -> str:
     groups = [
         (
             "Over a file, start to exit",
-            bar("report_postfix", "report (Postfix log)", True)
+            bar("report_postfix", "report --jobs 1 (Postfix log)", True)
+            + bar("report_postfix_jobs2", "report --jobs 2 (Postfix log)", True)
             + bar("floor", "floor: read + prefilter only", True)
             + bar("report_exim", "report (Exim mainlog)", True)
             + bar("mtail", "mtail --one_shot (Postfix log)", False),
@@ -352,8 +383,19 @@ def main(argv: list[str] | None = None) -> int:
     done()
 
     m: dict[str, Measure] = {}
-    done = step(f"report on the Postfix log, {size.repeat}x")
-    m["report_postfix"] = ours.report(postfix_log, truth, size.repeat, "Postfix")
+    done = step(
+        f"report --jobs 1, report --jobs 2 and mtail --one_shot on the Postfix log, side by side, {size.repeat}x"
+    )
+    m.update(
+        side_by_side(
+            {
+                "report_postfix": lambda: ours.report(postfix_log, truth, 1, "Postfix", jobs=1),
+                "report_postfix_jobs2": lambda: ours.report(postfix_log, truth, 1, "Postfix", jobs=2),
+                "mtail": lambda: peers.mtail_one_shot(postfix_log, truth, 1),
+            },
+            size.repeat,
+        )
+    )
     done()
     done = step(f"pure-Python floor (read + prefilter only) on the Postfix log, {size.repeat}x")
     m["floor"] = ours.floor(postfix_log, size.repeat)
@@ -369,9 +411,6 @@ def main(argv: list[str] | None = None) -> int:
     containers.wrap_file(postfix_log, docker_log, containers.docker)
     m["report_cri"] = ours.report(cri_log, truth, size.repeat, "Postfix, CRI container log")
     m["report_docker"] = ours.report(docker_log, truth, size.repeat, "Postfix, json-file container log")
-    done()
-    done = step(f"mtail --one_shot on the Postfix log, {size.repeat}x")
-    m["mtail"] = peers.mtail_one_shot(postfix_log, truth, size.repeat)
     done()
     done = step(f"daemon following the Postfix log as it is appended, {size.repeat}x")
     m["daemon"], daemon, followed = ours.daemon_throughput(
@@ -412,7 +451,10 @@ def main(argv: list[str] | None = None) -> int:
 
     env["load_average_at_end"] = os.getloadavg()
     ratios = {
-        "report_vs_mtail": ratio(m["report_postfix"].value, m["mtail"].value),
+        "report_jobs1_vs_mtail": ratio(m["report_postfix"].value, m["mtail"].value),
+        "report_jobs2_vs_mtail": ratio(m["report_postfix_jobs2"].value, m["mtail"].value),
+        "report_jobs1_vs_mtail_best": ratio(m["report_postfix"].best, m["mtail"].best),
+        "report_jobs2_vs_mtail_best": ratio(m["report_postfix_jobs2"].best, m["mtail"].best),
         "floor_vs_mtail": ratio(m["floor"].value, m["mtail"].value),
         "daemon_vs_postfix_exporter": ratio(m["daemon"].value, m["postfix_exporter"].value),
     }
@@ -421,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         m[k].counts_ok
         for k in (
             "report_postfix",
+            "report_postfix_jobs2",
             "report_exim",
             "report_cri",
             "report_docker",

@@ -165,6 +165,21 @@ class Analyser:
         self._held = raw
         self._unwrapper = staged
 
+    @property
+    def context(self) -> Context:
+        """The per-stream state the parsers share (clock, joins): `report --jobs` records and merges it where
+        it cuts a log into pieces."""
+        return self._ctx
+
+    def holding(self) -> bool:
+        """Whether the lines read so far may still shape the results of the next ones: an entry of free text held
+        back, or a Google host that free text named whose reply may follow."""
+        return bool(self._held) or self._nearby_left > 0
+
+    def mta_line(self, line: bytes) -> bool:
+        """Whether an MTA format (not free text) claims a line: no entry of free text goes on across it."""
+        return self._claimed(line)
+
     def analyse(self, line: bytes) -> Event | Skipped | None:
         """An Event for a line about a delivery to Google, Skipped for a line we refuse, else None: the line on
         its own, without the lines around it. Never raises."""

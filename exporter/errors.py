@@ -25,3 +25,7 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean X?)' for the choice closest to a mistyped word, or '' when none is close."""
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+class WorkerError(Exception):
+    """A process that `report --jobs` forked failed: what it was reading and why."""

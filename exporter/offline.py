@@ -16,7 +16,7 @@ from typing import IO, Any, Final
 from exporter import config
 from exporter.analyse import MAX_LINE_BYTES, Analyser, Skipped
 from exporter.compressed import READ_ERRORS, open_log
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, WorkerError
 from exporter.events import STATUSES, Event, Reply
 from exporter.labels import code_label, enhanced_label
 from exporter.redact import redact, shorten, template
@@ -44,7 +44,25 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
         "files", nargs="+", metavar="FILE", help="log files, oldest first (plain or compressed)"
     )
     parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    parser.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=None,
+        metavar="N",
+        help="processes that read plain files at once (default: the number of cores; one for small or "
+        "compressed files and stdin); the report is the same whatever N",
+    )
     parser.set_defaults(handler=run_report)
+
+
+def _jobs(text: str) -> int:
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of processes, 1 or more, not {text!r}")
+    return jobs
 
 
 def add_check_rules_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,12 +90,17 @@ def read_batches(stream: IO[bytes]) -> Iterator[list[bytes]]:
     yield splitter.flush()
 
 
-def read_blocks(stream: IO[bytes]) -> Iterator[bytes]:
-    """Whole lines of a stream, a chunk's worth at a time, joined by newlines."""
+def read_blocks(stream: IO[bytes], limit: int | None = None) -> Iterator[bytes]:
+    """Whole lines of a stream, a chunk's worth at a time, joined by newlines; no more than `limit` bytes."""
     splitter = BlockSplitter(MAX_LINE_BYTES)
     read = stream.read
-    while chunk := read(_CHUNK):
-        yield splitter.feed(chunk)
+    if limit is None:
+        while chunk := read(_CHUNK):
+            yield splitter.feed(chunk)
+    else:
+        while limit > 0 and (chunk := read(min(_CHUNK, limit))):
+            limit -= len(chunk)
+            yield splitter.feed(chunk)
     yield splitter.flush()
 
 
@@ -278,6 +301,38 @@ class Report:
             found.first_seen = when if found.first_seen is None else min(found.first_seen, when)
             found.last_seen = when if found.last_seen is None else max(found.last_seen, when)
 
+    def merge(self, later: Report) -> None:
+        """Adds the summary of the lines that follow this report's: the same as add() of each of their events."""
+        self.lines += later.lines
+        for counts, more in (
+            (self.deliveries, later.deliveries),
+            (self.categories, later.categories),
+            (self.connection_errors, later.connection_errors),
+            (self.skipped, later.skipped),
+        ):
+            for name, n in more.items():
+                counts[name] = counts.get(name, 0) + n
+        self.connection_scope_replies += later.connection_scope_replies
+        self.first_seen, self.last_seen = _span(
+            self.first_seen, self.last_seen, later.first_seen, later.last_seen
+        )
+        for key, summary in later.reasons.items():
+            mine = self.reasons.get(key)
+            if mine is None:
+                self.reasons[key] = summary
+            else:
+                _add_counted(mine, summary)
+        for shape, unmatched in later.unmatched.items():
+            listed = self.unmatched.get(shape)
+            if listed is not None:
+                _add_counted(listed, unmatched)
+            elif len(self.unmatched) >= MAX_TEMPLATES:
+                self.unmatched_not_listed += unmatched.count
+            else:
+                self.unmatched[shape] = unmatched
+                self._unmatched_codes.add((unmatched.code, unmatched.enhanced_code))
+        self.unmatched_not_listed += later.unmatched_not_listed
+
     def sorted_unmatched(self) -> list[UnmatchedTemplate]:
         return sorted(self.unmatched.values(), key=lambda u: (-u.count, u.code or "", u.template))
 
@@ -381,13 +436,30 @@ class Report:
         return "\n".join(out) + "\n"
 
 
+def _add_counted(mine: ReasonSummary | UnmatchedTemplate, more: ReasonSummary | UnmatchedTemplate) -> None:
+    """Adds the count and time span of the same reason or template seen in later lines."""
+    mine.count += more.count
+    mine.first_seen, mine.last_seen = _span(mine.first_seen, mine.last_seen, more.first_seen, more.last_seen)
+
+
+def _span(
+    first: float | None, last: float | None, other_first: float | None, other_last: float | None
+) -> tuple[float | None, float | None]:
+    """The first and last time of two spans (None: no time seen)."""
+    if other_first is not None:
+        first = other_first if first is None else min(first, other_first)
+    if other_last is not None:
+        last = other_last if last is None else max(last, other_last)
+    return first, last
+
+
 def _iso(when: float | None) -> str | None:
     if when is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(when))
 
 
-class _Progress:
+class Progress:
     """Bytes read so far, on stderr, when stderr is a terminal."""
 
     def __init__(self, paths: Sequence[str]) -> None:
@@ -410,33 +482,62 @@ class _Progress:
             sys.stderr.write("\r" + " " * 40 + "\r")
 
 
-def build_report(paths: Sequence[str], analyser: Analyser) -> Report:
-    """Read the files in order (oldest first) and summarise; memory stays bounded whatever their size."""
-    report = Report(files=list(paths), rules=analyser.rules)
-    progress = _Progress(paths)
+def summarise(
+    report: Report,
+    analyser: Analyser,
+    path: str,
+    *,
+    start: int = 0,
+    end: int | None = None,
+    flush: bool = True,
+    end_of_input: bool = True,
+    progress: Progress | None = None,
+) -> None:
+    """Adds the lines of a file (of its plain bytes start..end when given) to the report; flushes the analyser at
+    the end unless the next lines go on with it (a container's line still in parts only at the `end_of_input`)."""
     analyse_block = analyser.analyse_block
     skipped = report.skipped
+    with _open(path) if start == 0 and end is None else open(path, "rb") as stream:
+        if start:
+            stream.seek(start)
+        last_pos = start
+        blocks = read_blocks(stream, None if end is None else end - start)
+        while True:
+            block = next(blocks, None)
+            if block is None and not flush:
+                break
+            count, results = analyse_block(block) if block is not None else analyser.flush(end=end_of_input)
+            report.lines += count
+            for result in results:
+                if isinstance(result, Skipped):
+                    skipped[result.reason] = skipped.get(result.reason, 0) + 1
+                else:
+                    report.add(result)
+            if block is None:
+                break
+            if progress is not None and progress.enabled:  # where the file is read up to, compressed or not
+                pos = os.lseek(stream.fileno(), 0, os.SEEK_CUR)
+                progress.update(pos - last_pos)
+                last_pos = pos
+
+
+def build_report(paths: Sequence[str], analyser: Analyser, jobs: int = 1) -> Report:
+    """Read the files in order (oldest first) and summarise; memory stays bounded whatever their size. With
+    jobs > 1, large plain files are cut into pieces read at once by that many processes (see parallel.py)."""
+    if jobs > 1:
+        from exporter import parallel  # it builds on this module
+
+        pieces = parallel.plan(paths, jobs, analyser)
+        if pieces is not None:
+            progress = Progress(paths)
+            report = parallel.build_report(paths, analyser, pieces, jobs, progress)
+            progress.finish()
+            return report
+    report = Report(files=list(paths), rules=analyser.rules)
+    progress = Progress(paths)
     for number, path in enumerate(paths, start=1):
-        with _open(path) as stream:
-            last_pos = 0
-            blocks = read_blocks(stream)
-            while True:
-                block = next(blocks, None)
-                # A container's line in parts may go on in the next file (a rotation split it): held until the last.
-                last = number == len(paths)
-                count, results = analyse_block(block) if block is not None else analyser.flush(end=last)
-                report.lines += count
-                for result in results:
-                    if isinstance(result, Skipped):
-                        skipped[result.reason] = skipped.get(result.reason, 0) + 1
-                    else:
-                        report.add(result)
-                if block is None:
-                    break
-                if progress.enabled:  # where the file is read up to, compressed or not
-                    pos = os.lseek(stream.fileno(), 0, os.SEEK_CUR)
-                    progress.update(pos - last_pos)
-                    last_pos = pos
+        # A container's line in parts may go on in the next file (a rotation split it): held until the last.
+        summarise(report, analyser, path, progress=progress, end_of_input=number == len(paths))
     progress.finish()
     return report
 
@@ -444,11 +545,12 @@ def build_report(paths: Sequence[str], analyser: Analyser) -> Report:
 def run_report(args: argparse.Namespace) -> int:
     try:
         analyser = _analyser(args)
-        report = build_report(args.files, analyser)
+        jobs = args.jobs if args.jobs is not None else len(os.sched_getaffinity(0))
+        report = build_report(args.files, analyser, jobs)
     except ConfigError as err:
         print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
         return 2
-    except READ_ERRORS as err:
+    except (*READ_ERRORS, WorkerError) as err:
         print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
         return 1
     if args.format == "json":
