@@ -18,6 +18,7 @@ from exporter.analyse import MAX_LINE_BYTES, Analyser, Skipped
 from exporter.compressed import READ_ERRORS, open_log
 from exporter.errors import ConfigError
 from exporter.events import STATUSES, Event, Reply
+from exporter.fastpath import Accepted
 from exporter.labels import code_label, enhanced_label
 from exporter.redact import redact, shorten, template
 from exporter.rules import CATEGORIES, UNMATCHED_REASON, Rules, load_rules, rule_stub
@@ -224,6 +225,14 @@ class Report:
     """Unmatched replies past the MAX_TEMPLATES templates listed."""
     _unmatched_codes: set[tuple[str | None, str | None]] = field(default_factory=set)
 
+    def add_accepted(self, run: Accepted) -> None:
+        """Counts a run of mail Google accepted, as add() would count each of its events."""
+        self.deliveries["sent"] += run.count
+        first, last = run.first, run.last
+        if first is not None and last is not None:
+            self.first_seen = first if self.first_seen is None else min(self.first_seen, first)
+            self.last_seen = last if self.last_seen is None else max(self.last_seen, last)
+
     def add(self, event: Event) -> None:
         d = event.delivery
         when = d.timestamp
@@ -414,7 +423,7 @@ def build_report(paths: Sequence[str], analyser: Analyser) -> Report:
     """Read the files in order (oldest first) and summarise; memory stays bounded whatever their size."""
     report = Report(files=list(paths), rules=analyser.rules)
     progress = _Progress(paths)
-    analyse_block = analyser.analyse_block
+    summarise_block = analyser.summarise_block
     skipped = report.skipped
     for path in paths:
         with _open(path) as stream:
@@ -422,13 +431,15 @@ def build_report(paths: Sequence[str], analyser: Analyser) -> Report:
             blocks = read_blocks(stream)
             while True:
                 block = next(blocks, None)
-                count, results = analyse_block(block) if block is not None else analyser.flush()
+                count, results = summarise_block(block) if block is not None else analyser.flush()
                 report.lines += count
                 for result in results:
-                    if isinstance(result, Skipped):
+                    if isinstance(result, Event):
+                        report.add(result)
+                    elif isinstance(result, Skipped):
                         skipped[result.reason] = skipped.get(result.reason, 0) + 1
                     else:
-                        report.add(result)
+                        report.add_accepted(result)
                 if block is None:
                     break
                 if progress.enabled:  # where the file is read up to, compressed or not

@@ -1,0 +1,285 @@
+"""The fast path: Postfix's outcome lines at Google hosts, the lines that dominate a mail log about Google, read a
+block at a time at C speed, with the same results as the analyser's line-by-line path.
+
+One compiled pattern, found through the literal `relay=` so that the regex engine skips the other lines in C,
+matches a whole `postfix/smtp` outcome line at a Google relay and captures what counting needs. Mail Google
+accepted becomes an Accepted run: a count, the first and last timestamps and what each line named, with no Event
+made. A refusal is grouped by its reply template (the reply without Google's session id): the first line of each
+template goes through the analyser's own path, and the reply and verdict it gives serve every later line of
+that template. The text between matched lines goes through the analyser's own path, in file order, wherever it
+holds a marker of Google (a block of other lines costs a few substring searches). Whatever the pattern does not
+vouch for (another layout, a reply of another shape, a character outside printable ASCII) is not matched, so that
+line alone takes the line-by-line path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+from exporter.events import Delivery, Event, Reply, Verdict
+from exporter.mta.common import domain_of
+from exporter.mta.postfix import SERVICE_TAGS
+from exporter.reply import normalise
+
+_MONTH: Final = rb"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_ADDRESS: Final = rb"\[[0-9a-fA-F.:]{1,45}\](?::\d{1,5})?"
+# Each part is as strict as the line-by-line parser's reading of it needs: a syslog stamp at the start (the clock
+# reads that one), a recipient without '=' (so that the first 'relay=' of the line is the relay's), without '['
+# (so that no service tag hides in it) and in printable ASCII, the fields Postfix writes between relay and status.
+OUTCOME: Final = re.compile(
+    rb"(?P<stamp>" + _MONTH + rb" {1,2}\d{1,2} \d\d:\d\d:\d\d) [\w.-]{1,255} [\w.-]{0,64}/smtp\[\d{1,10}\]: "
+    rb"(?P<qid>(?!(?:warning|error|fatal|panic|info|statistics|NOQUEUE): )[0-9A-Za-z]{3,24}): "
+    rb"to=<(?P<rcpt>[!-;?-Z\\\]-~]{1,254})>, relay=(?P<host>[^\[\n]{1,255})" + _ADDRESS +
+    rb"(?:, conn_use=\d{1,9})?, delay=[\d.]{1,20}, delays=[\d./]{1,64}, dsn=\d\.\d{1,3}\.\d{1,3}, status=(?:"
+    rb"sent \(|(?P<status>deferred|bounced) \(host [A-Za-z0-9.-]{1,255}" + _ADDRESS + rb" said: )"
+)  # fmt: skip
+"""The start of an outcome line at a relay, up to where the reply starts, matched at the line's start."""
+ANCHOR: Final = re.compile(rb"relay=([a-z0-9][a-z0-9.-]{0,200}\.(?:l\.google|googlemail)\.com)\[")
+"""Where such a line may be, at a Google relay whose name is its own canonical name: a literal start, so that
+the engine searches for it in C."""
+_SESSION_ID: Final = re.compile(rb"(?=[\w.-]*\d)[\w.-]{6,100}")
+"""Google's session id, as exporter.reply strips it before its marker."""
+_AFTER_MARKER: Final = frozenset(
+    b"" if command is None else b" (in reply to " + command + b" command)"
+    for command in (
+        None,
+        b"RCPT TO",
+        b"MAIL FROM",
+        b"end of DATA",
+        b"DATA",
+        b"HELO",
+        b"EHLO",
+        b"STARTTLS",
+        b"AUTH",
+    )
+)
+"""What Postfix may write after Google's marker: nothing, or the command replied to (no 'gsmtp' in it, so the
+marker is the reply's last)."""
+MAX_REPLY_BYTES: Final = 4000
+"""Longer replies take the line-by-line path (the normaliser cuts replies at MAX_REPLY_CHARS)."""
+
+MAX_TEMPLATES: Final = 4096
+"""Reply templates remembered with their verdict; past that the memory starts afresh."""
+
+
+class Accepted:
+    """Consecutive lines of mail Google accepted, counted rather than made into Events: the count and the
+    timestamps that `report` and the metrics need, and the lines, so that events() gives the Events that the
+    line-by-line path makes of them."""
+
+    __slots__ = ("_lines", "_stamps")
+
+    def __init__(self) -> None:
+        self._stamps: list[float | None] = []
+        self._lines: list[re.Match[bytes]] = []
+        """Each line's match of OUTCOME."""
+
+    def add(self, line: re.Match[bytes], when: float | None) -> None:
+        self._stamps.append(when)
+        self._lines.append(line)
+
+    @property
+    def count(self) -> int:
+        return len(self._stamps)
+
+    @property
+    def unstamped(self) -> bool:
+        """Whether some line had no timestamp."""
+        return None in self._stamps
+
+    @property
+    def first(self) -> float | None:
+        """The earliest timestamp (None when no line had one)."""
+        return min(self._known(), default=None)
+
+    @property
+    def last(self) -> float | None:
+        """The latest timestamp (None when no line had one)."""
+        return max(self._known(), default=None)
+
+    def _known(self) -> list[float]:
+        stamps = self._stamps
+        return [s for s in stamps if s is not None] if None in stamps else stamps  # type: ignore[return-value]
+
+    @property
+    def queue_ids(self) -> list[str]:
+        return [m.group("qid").decode() for m in self._lines]
+
+    def deliveries(self) -> Iterator[Delivery]:
+        for when, m in zip(self._stamps, self._lines, strict=True):
+            blob = m.string
+            end = blob.find(b"\n", m.end())
+            yield Delivery(
+                mta="postfix",
+                scope="recipient",
+                status="sent",
+                timestamp=when,
+                queue_id=m.group("qid").decode(),
+                recipient_domain=domain_of(m.group("rcpt").decode()),
+                google_host=m.group("host").decode(),
+                reply=blob[m.end() : end - 1 if end >= 0 else len(blob) - 1].decode("utf-8", "replace"),
+            )
+
+    def events(self) -> Iterator[Event]:
+        for delivery in self.deliveries():
+            yield Event(delivery, normalise(delivery.reply) if delivery.reply else None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """What the fast path asks of the analyser's own path."""
+
+    line: Callable[[bytes], object]
+    """The result of one line that passed the prefilter (an Event, a Skipped or None)."""
+    clock: Callable[[bytes], float | None]
+    """The timestamp of a line: the stream's clock, which infers the year from the lines in order."""
+    deferred: Callable[[str], None]
+    """Remembers the queue id of a message Google deferred (for a later expiry)."""
+
+
+@dataclass(slots=True)
+class _Template:
+    reply: Reply | None
+    verdict: Verdict | None
+    vouched: bool
+    """False when the analyser's path read the template's first line otherwise than the pattern does: then every
+    line of the template goes to it."""
+
+
+_BLANK: Final = memoryview(b" " * (1 << 16))
+
+
+class FastPath:
+    """Finds the outcome lines at Google relays in a block and reads them for one stream's analyser, which asks
+    for each in its own order of lines (see the module)."""
+
+    def __init__(self, reference: Reference) -> None:
+        self._ref = reference
+        self._templates: dict[tuple[bytes, bytes], _Template] = {}
+        self.lines: dict[int, re.Match[bytes]] = {}
+        """The lines found in the current block, by where they start."""
+        self._refusals: dict[int, tuple[int, int]] = {}
+        """For the refusals among them: where the line ends and where the session id before Google's marker
+        starts."""
+
+    def find(self, blob: bytes, size: int) -> list[tuple[int, int]]:
+        """Where the lines of blob[:size] that the fast path reads start and end, in order."""
+        lines: dict[int, re.Match[bytes]] = {}
+        refusals: dict[int, tuple[int, int]] = {}
+        self.lines, self._refusals = lines, refusals
+        spans: list[tuple[int, int]] = []
+        match, find, rfind = OUTCOME.match, blob.find, blob.rfind
+        done = 0
+        for anchor in ANCHOR.finditer(blob, 0, size):
+            at = anchor.start()
+            if at < done:
+                continue
+            start = rfind(b"\n", 0, at) + 1
+            m = match(blob, start, size)
+            if m is None or m.start(4) != at + 6:
+                continue  # another line, or the relay named further on: the analyser's path reads it
+            reply = m.end()
+            end = find(b"\n", reply, size)
+            if end < 0:
+                end = size
+            if blob[end - 1] != 41 or end - 1 <= reply:  # the reply in parentheses ends the line
+                continue
+            if m.lastindex == 4:  # accepted
+                if find(b"[", reply, end) >= 0:
+                    continue  # a service tag could hide in the reply
+            else:
+                marker = rfind(b" - gsmtp", reply, end)
+                if (
+                    marker < 0
+                    or end - reply > MAX_REPLY_BYTES
+                    or blob[marker + 8 : end - 1] not in _AFTER_MARKER
+                ):
+                    continue
+                space = rfind(b" ", reply, marker)
+                if space <= reply or _SESSION_ID.fullmatch(blob, space + 1, marker) is None:
+                    continue
+                refusals[start] = (end, space)
+            lines[start] = m
+            spans.append((start, end))
+            done = end + 1
+        return spans
+
+    @staticmethod
+    def mask(low: bytes | bytearray, spans: list[tuple[int, int]]) -> bytes | bytearray:
+        """The lower-cased block with the lines found blanked out, so that the search for Google's markers passes
+        over them."""
+        if not spans:
+            return low
+        masked = bytearray(low)
+        for start, end in spans:
+            masked[start:end] = _BLANK[: end - start]
+        return masked
+
+    def take(self, start: int, results: list[Any]) -> None:
+        """Adds the result of the line found at `start` to `results`: to the Accepted run that ends them, or as an
+        Event."""
+        m = self.lines[start]
+        if m.lastindex == 4:  # accepted
+            run = results[-1] if results else None
+            if run.__class__ is not Accepted:
+                run = Accepted()
+                results.append(run)
+            run.add(m, self._ref.clock(m.group(1)))
+            return
+        end, space = self._refusals[start]
+        blob = m.string
+        ref = self._ref
+        status = m.group(5)
+        key = (status, blob[m.end() : space])
+        template = self._templates.get(key)
+        if template is None or not template.vouched:
+            found = ref.line(blob[start:end])
+            if template is None:
+                self._learn(key, m, end, found)
+            if found is not None:
+                results.append(found)
+            return
+        when = ref.clock(m.group(1))
+        qid = m.group(2).decode()
+        if status == b"deferred":
+            ref.deferred(qid)
+        delivery = Delivery(
+            mta="postfix",
+            scope="recipient",
+            status=status.decode(),
+            timestamp=when,
+            queue_id=qid,
+            recipient_domain=domain_of(m.group(3).decode()),
+            google_host=m.group(4).decode(),
+            reply=blob[m.end() : end - 1].decode("utf-8", "replace"),
+        )
+        results.append(Event(delivery, template.reply, template.verdict))
+
+    def _learn(self, key: tuple[bytes, bytes], m: re.Match[bytes], end: int, found: object) -> None:
+        """Remembers a refusal's template from the analyser's reading of its first line: vouched for when that
+        reading is the pattern's and no service tag in the reply can make a line of it look like another
+        service's."""
+        vouched = False
+        reply: Reply | None = None
+        verdict: Verdict | None = None
+        if isinstance(found, Event):
+            d = found.delivery
+            reply, verdict = found.reply, found.verdict
+            vouched = (
+                SERVICE_TAGS.search(key[1]) is None
+                and d.mta == "postfix"
+                and d.scope == "recipient"
+                and d.status == key[0].decode()
+                and d.queue_id == m.group("qid").decode()
+                and d.recipient_domain == domain_of(m.group("rcpt").decode())
+                and d.google_host == m.group("host").decode()
+                and d.reply == m.string[m.end() : end - 1].decode("utf-8", "replace")
+                and d.connection_error is None
+                and d.sender is None
+            )
+        if len(self._templates) >= MAX_TEMPLATES:
+            self._templates.clear()
+        self._templates[key] = _Template(reply, verdict, vouched)
