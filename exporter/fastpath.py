@@ -34,7 +34,7 @@ OUTCOME: Final = re.compile(
     rb"(?P<qid>(?!(?:warning|error|fatal|panic|info|statistics|NOQUEUE): )[0-9A-Za-z]{3,24}): "
     rb"to=<(?P<rcpt>[!-;?-Z\\\]-~]{1,254})>, relay=(?P<host>[^\[\n]{1,255})" + _ADDRESS +
     rb"(?:, conn_use=\d{1,9})?, delay=[\d.]{1,20}, delays=[\d./]{1,64}, dsn=\d\.\d{1,3}\.\d{1,3}, status=(?:"
-    rb"sent \(|(?P<status>deferred|bounced) \(host [A-Za-z0-9.-]{1,255}" + _ADDRESS + rb" said: )"
+    rb"sent \(|(?P<status>deferred|bounced) \(host [A-Za-z0-9.-]{1,255}" + _ADDRESS + rb" (?:said|refused to talk to me): )"
 )  # fmt: skip
 """The start of an outcome line at a relay, up to where the reply starts, matched at the line's start."""
 ANCHOR: Final = re.compile(rb"relay=([a-z0-9][a-z0-9.-]{0,200}\.(?:l\.google|googlemail)\.com)\[")
