@@ -20,10 +20,14 @@ from hypothesis import strategies as st
 from test_shapes_corpus import SHAPES
 
 from exporter import fastpath
-from exporter.analyse import MAX_LINE_BYTES, Analyser, Skipped
+from exporter.analyse import MAX_LINE_BYTES, SKIP_REASONS, Analyser, Skipped
 from exporter.events import Event
 from exporter.fastpath import Accepted
-from exporter.rules import load_rules
+from exporter.ingest import FAST_PATH_BYTES, Ingest
+from exporter.metrics import Metrics
+from exporter.metrics.saved import dump
+from exporter.queue.domains import GoogleDomains
+from exporter.rules import CATEGORIES, load_rules
 
 RULES = load_rules()
 NOW = 1_796_000_000.0  # 2026-11-29: the stamps below are read as of this day
@@ -307,3 +311,34 @@ def test_gate_catches_a_fast_path_that_lets_a_recipient_hold_anything(
 
 def test_gate_passes_the_fast_path_as_it_is() -> None:
     assert not differences(as_log(HOSTILE), [])
+
+
+def test_daemon_counts_a_backlog_read_by_the_fast_path_as_it_counts_lines_appended_one_by_one(
+    tmp_path: Path,
+) -> None:
+    """The daemon's ingest takes big blocks (a backlog) through the fast path and small appends through the
+    line-by-line path: the metrics, the consecutive-refusal count, the recent refusals and the Google domains
+    learnt come out the same either way."""
+    sys.path.insert(0, str(REPO))
+    from bench.generate import generate
+
+    postfix = tmp_path / "postfix.log"
+    generate(postfix, tmp_path / "exim.log", 4000, 11)
+    text = postfix.read_bytes() + as_log(HOSTILE)
+    lines = text.split(b"\n")[:-1]
+
+    def ingested(blocks: list[bytes]) -> tuple[dict[str, object], dict[str, object], int]:
+        metrics = Metrics(categories=CATEGORIES, skip_reasons=SKIP_REASONS, clock=lambda: NOW)
+        domains = GoogleDomains()
+        ingest = Ingest(metrics, lambda: Analyser(RULES, now=NOW), learn=domains.learn)
+        for block in blocks:
+            ingest.block("mail.log", block, len(block), None)
+        state = dump(metrics)
+        state["recent"] = list(metrics.recent_rejections)
+        return state, domains.state(), metrics.consecutive
+
+    one_by_one = ingested([line + b"\n" for line in lines])
+    backlog_blocks = [b"\n".join(lines[i : i + 700]) + b"\n" for i in range(0, len(lines), 700)]
+    assert min(len(b) for b in backlog_blocks[:-1]) >= FAST_PATH_BYTES
+    assert ingested(backlog_blocks) == one_by_one
+    assert one_by_one[0]["deliveries"]
