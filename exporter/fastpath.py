@@ -14,6 +14,7 @@ line alone takes the line-by-line path.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -76,10 +77,6 @@ class Accepted:
         self._stamps: list[float | None] = []
         self._lines: list[re.Match[bytes]] = []
         """Each line's match of OUTCOME."""
-
-    def add(self, line: re.Match[bytes], when: float | None) -> None:
-        self._stamps.append(when)
-        self._lines.append(line)
 
     @property
     def count(self) -> int:
@@ -158,19 +155,25 @@ class FastPath:
 
     def __init__(self, reference: Reference) -> None:
         self._ref = reference
+        self._clock = reference.clock
         self._templates: dict[tuple[bytes, bytes], _Template] = {}
-        self.lines: dict[int, re.Match[bytes]] = {}
-        """The lines found in the current block, by where they start."""
+        self.starts: list[int] = []
+        """Where the lines found in the current block start, in order."""
+        self._matches: list[re.Match[bytes]] = []
+        self._next = 0
+        """The first line found that take_until() has not passed yet."""
         self._refusals: dict[int, tuple[int, int]] = {}
         """For the refusals among them: where the line ends and where the session id before Google's marker
         starts."""
 
     def find(self, blob: bytes, size: int) -> list[tuple[int, int]]:
-        """Where the lines of blob[:size] that the fast path reads start and end, in order."""
-        lines: dict[int, re.Match[bytes]] = {}
+        """Finds the lines of blob[:size] that the fast path reads; returns where they start and end, in order.
+        take_until() then reads them."""
+        starts: list[int] = []
+        matches: list[re.Match[bytes]] = []
         refusals: dict[int, tuple[int, int]] = {}
-        self.lines, self._refusals = lines, refusals
         spans: list[tuple[int, int]] = []
+        self.starts, self._matches, self._refusals, self._next = starts, matches, refusals, 0
         match, find, rfind = OUTCOME.match, blob.find, blob.rfind
         done = 0
         for anchor in ANCHOR.finditer(blob, 0, size):
@@ -202,10 +205,16 @@ class FastPath:
                 if space <= reply or _SESSION_ID.fullmatch(blob, space + 1, marker) is None:
                     continue
                 refusals[start] = (end, space)
-            lines[start] = m
+            starts.append(start)
+            matches.append(m)
             spans.append((start, end))
             done = end + 1
         return spans
+
+    def has_line(self, start: int) -> bool:
+        """Whether a line that find() found starts there."""
+        at = bisect.bisect_left(self.starts, start)
+        return at < len(self.starts) and self.starts[at] == start
 
     @staticmethod
     def mask(low: bytes | bytearray, spans: list[tuple[int, int]]) -> bytes | bytearray:
@@ -218,17 +227,35 @@ class FastPath:
             masked[start:end] = _BLANK[: end - start]
         return masked
 
-    def take(self, start: int, results: list[Any]) -> None:
-        """Adds the result of the line found at `start` to `results`: to the Accepted run that ends them, or as an
-        Event."""
-        m = self.lines[start]
-        if m.lastindex == 4:  # accepted
-            run = results[-1] if results else None
-            if run.__class__ is not Accepted:
-                run = Accepted()
-                results.append(run)
-            run.add(m, self._ref.clock(m.group(1)))
+    def take_until(self, limit: int, covered: int, results: list[Any]) -> None:
+        """Adds the results of the lines found that start before `limit` and not before `covered` (the analyser's
+        path looked at those) to `results`, in order: accepted mail to the Accepted run that ends them."""
+        starts, first = self.starts, self._next
+        if first >= len(starts) or starts[first] >= limit:
             return
+        last = bisect.bisect_left(starts, limit, first)
+        self._next = last
+        if starts[first] < covered:
+            first = bisect.bisect_left(starts, covered, first, last)
+        run = results[-1] if results else None
+        if run.__class__ is not Accepted:
+            run = None
+        clock, stamp, when = self._clock, b"", None  # the clock, and the last stamp it read with its time
+        for m in self._matches[first:last]:
+            if m.lastindex == 4:  # accepted
+                if run is None:
+                    run = Accepted()
+                    results.append(run)
+                if m[1] != stamp:
+                    stamp = m[1]
+                    when = clock(stamp)
+                run._stamps.append(when)
+                run._lines.append(m)
+            else:
+                self._take_refusal(m.start(), m, results)
+                run, stamp = None, b""  # the analyser's path may have read the clock
+
+    def _take_refusal(self, start: int, m: re.Match[bytes], results: list[Any]) -> None:
         end, space = self._refusals[start]
         blob = m.string
         ref = self._ref
