@@ -59,6 +59,9 @@ _AFTER_MARKER: Final = frozenset(
 )
 """What Postfix may write after Google's marker: nothing, or the command replied to (no 'gsmtp' in it, so the
 marker is the reply's last)."""
+_STATUS: Final = {b"deferred": "deferred", b"bounced": "bounced"}
+MAX_NAMES: Final = 4096
+"""Recipient domains and relay names remembered as read; past that the memory starts afresh."""
 MAX_REPLY_BYTES: Final = 4000
 """Longer replies take the line-by-line path (the normaliser cuts replies at MAX_REPLY_CHARS)."""
 
@@ -157,6 +160,8 @@ class FastPath:
         self._ref = reference
         self._clock = reference.clock
         self._templates: dict[tuple[bytes, bytes], _Template] = {}
+        self._names: dict[bytes, str | None] = {}
+        """Recipient domains (from the last '@' on) and relay names as read before."""
         self.starts: list[int] = []
         """Where the lines found in the current block start, in order."""
         self._matches: list[re.Match[bytes]] = []
@@ -246,9 +251,9 @@ class FastPath:
                 if run is None:
                     run = Accepted()
                     results.append(run)
-                if m[1] != stamp:
-                    stamp = m[1]
-                    when = clock(stamp)
+                new = m[1]
+                if new != stamp:
+                    stamp, when = new, clock(new)
                 run._stamps.append(when)
                 run._lines.append(m)
             else:
@@ -269,19 +274,23 @@ class FastPath:
             if found is not None:
                 results.append(found)
             return
-        when = ref.clock(m.group(1))
-        qid = m.group(2).decode()
+        when = ref.clock(m[1])
+        qid = m[2].decode()
         if status == b"deferred":
             ref.deferred(qid)
+        names = self._names
+        recipient, host = m[3], m[4]
+        at = recipient.rfind(b"@")
+        domain = recipient[at:] if at >= 0 else b""  # what domain_of() reads of it
+        if domain not in names:
+            names[domain] = domain_of(recipient.decode())
+        if host not in names:
+            names[host] = host.decode()
+        if len(names) > MAX_NAMES:
+            names.clear()
+        reply = blob[m.end() : end - 1].decode("utf-8", "replace")
         delivery = Delivery(
-            mta="postfix",
-            scope="recipient",
-            status=status.decode(),
-            timestamp=when,
-            queue_id=qid,
-            recipient_domain=domain_of(m.group(3).decode()),
-            google_host=m.group(4).decode(),
-            reply=blob[m.end() : end - 1].decode("utf-8", "replace"),
+            "postfix", "recipient", _STATUS[status], when, qid, names[domain], names[host], reply
         )
         results.append(Event(delivery, template.reply, template.verdict))
 
