@@ -255,7 +255,10 @@ class Daemon:
     ) -> int:
         metrics = new_metrics(cfg)
         ingest = self.ingest = Ingest(
-            metrics, lambda: self._analyser_factory(cfg, rules), learn=self.domains.learn
+            metrics,
+            lambda: self._analyser_factory(cfg, rules),
+            learn=self.domains.learn,
+            learn_domains=self.domains.learn_domains,
         )
         domains = self.domains
         self.checkpointer = Checkpointer(

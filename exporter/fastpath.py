@@ -1,20 +1,21 @@
-"""The fast path: Postfix's outcome lines at Google hosts, the lines that dominate a mail log about Google, read a
+"""The fast path: Postfix's outcome lines at Google relays, the lines that dominate a mail log about Google, read a
 block at a time at C speed, with the same results as the analyser's line-by-line path.
 
-One compiled pattern, found through the literal `relay=` so that the regex engine skips the other lines in C,
-matches a whole `postfix/smtp` outcome line at a Google relay and captures what counting needs. Mail Google
-accepted becomes an Accepted run: a count, the first and last timestamps and what each line named, with no Event
-made. A refusal is grouped by its reply template (the reply without Google's session id): the first line of each
-template goes through the analyser's own path, and the reply and verdict it gives serve every later line of
-that template. The text between matched lines goes through the analyser's own path, in file order, wherever it
-holds a marker of Google (a block of other lines costs a few substring searches). Whatever the pattern does not
-vouch for (another layout, a reply of another shape, a character outside printable ASCII) is not matched, so that
-line alone takes the line-by-line path.
+One compiled pattern, found through the literal `relay=<Google relay>[` so that the regex engine skips the other
+lines in C, matches each such `postfix/smtp` line whole and captures what counting needs. The analyser's prefilter
+then searches for Google's markers in the rest of the block (these lines blanked out), and its loop asks for these
+lines between its own, in file order, so the clock, the queue-id joins and free text see every line as before.
+Mail Google accepted becomes an Accepted run: a count, the first and last timestamps and the lines, with no Event
+made. A refusal is keyed by its reply up to Google's session id: the first line with a key goes through the
+analyser's own path, whose reading vouches for the key (every later line with it gets that reply and verdict) or
+not (every line with it goes that way). Whatever the pattern does not match (another layout, an odd recipient, a
+reply of another shape, a character outside printable ASCII) stays with the line-by-line path, that line alone.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -60,10 +61,9 @@ _AFTER_MARKER: Final = frozenset(
 """What Postfix may write after Google's marker: nothing, or the command replied to (no 'gsmtp' in it, so the
 marker is the reply's last)."""
 _STATUS: Final = {b"deferred": "deferred", b"bounced": "bounced"}
-MAX_NAMES: Final = 4096
-"""Recipient domains and relay names remembered as read; past that the memory starts afresh."""
 MAX_REPLY_BYTES: Final = 4000
-"""Longer replies take the line-by-line path (the normaliser cuts replies at MAX_REPLY_CHARS)."""
+"""Longer replies take the line-by-line path: below the normaliser's cut (MAX_REPLY_CHARS), a key's lines all keep
+their whole reply."""
 
 MAX_TEMPLATES: Final = 4096
 """Reply templates remembered with their verdict; past that the memory starts afresh."""
@@ -104,6 +104,10 @@ class Accepted:
         stamps = self._stamps
         return [s for s in stamps if s is not None] if None in stamps else stamps  # type: ignore[return-value]
 
+    def recipient_domains(self) -> list[str | None]:
+        """The recipient domain of each line, as its Delivery has it."""
+        return [recipient_domain(m[3]) for m in self._lines]
+
     @property
     def queue_ids(self) -> list[str]:
         return [m.group("qid").decode() for m in self._lines]
@@ -118,7 +122,7 @@ class Accepted:
                 status="sent",
                 timestamp=when,
                 queue_id=m.group("qid").decode(),
-                recipient_domain=domain_of(m.group("rcpt").decode()),
+                recipient_domain=recipient_domain(m[3]),
                 google_host=m.group("host").decode(),
                 reply=blob[m.end() : end - 1 if end >= 0 else len(blob) - 1].decode("utf-8", "replace"),
             )
@@ -160,8 +164,6 @@ class FastPath:
         self._ref = reference
         self._clock = reference.clock
         self._templates: dict[tuple[bytes, bytes], _Template] = {}
-        self._names: dict[bytes, str | None] = {}
-        """Recipient domains (from the last '@' on) and relay names as read before."""
         self.starts: list[int] = []
         """Where the lines found in the current block start, in order."""
         self._matches: list[re.Match[bytes]] = []
@@ -278,20 +280,9 @@ class FastPath:
         qid = m[2].decode()
         if status == b"deferred":
             ref.deferred(qid)
-        names = self._names
-        recipient, host = m[3], m[4]
-        at = recipient.rfind(b"@")
-        domain = recipient[at:] if at >= 0 else b""  # what domain_of() reads of it
-        if domain not in names:
-            names[domain] = domain_of(recipient.decode())
-        if host not in names:
-            names[host] = host.decode()
-        if len(names) > MAX_NAMES:
-            names.clear()
         reply = blob[m.end() : end - 1].decode("utf-8", "replace")
-        delivery = Delivery(
-            "postfix", "recipient", _STATUS[status], when, qid, names[domain], names[host], reply
-        )
+        domain = recipient_domain(m[3])
+        delivery = Delivery("postfix", "recipient", _STATUS[status], when, qid, domain, _host(m[4]), reply)
         results.append(Event(delivery, template.reply, template.verdict))
 
     def _learn(self, key: tuple[bytes, bytes], m: re.Match[bytes], end: int, found: object) -> None:
@@ -319,3 +310,20 @@ class FastPath:
         if len(self._templates) >= MAX_TEMPLATES:
             self._templates.clear()
         self._templates[key] = _Template(reply, verdict, vouched)
+
+
+def recipient_domain(recipient: bytes) -> str | None:
+    """domain_of() of a recipient the pattern matched (printable ASCII, no space or '<>'), which reads only what
+    follows its last '@': remembered per domain, as a log names a few domains over and over."""
+    at = recipient.rfind(b"@")
+    return _domain(recipient[at:]) if at >= 0 else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _domain(from_at: bytes) -> str | None:
+    return domain_of(from_at.decode())
+
+
+@functools.lru_cache(maxsize=1024)
+def _host(name: bytes) -> str:
+    return name.decode()

@@ -63,11 +63,15 @@ class Ingest:
         checkpointer: Checkpointer | None = None,
         *,
         learn: Callable[[Delivery], None] | None = None,
+        learn_domains: Callable[[list[str | None]], None] | None = None,
     ) -> None:
         self.metrics = metrics
         self.checkpointer = checkpointer
         self._learn = learn
         """Told of every delivery event (the queue reader learns Google's customer domains from them)."""
+        self._learn_domains = learn_domains
+        """Told of the recipient domains of accepted mail counted in runs, in order (else learn() is told of each
+        of their deliveries)."""
         self._new_analyser = new_analyser
         self._streams: dict[str, Stream] = {}
         self._streams_lock = threading.Lock()
@@ -133,8 +137,11 @@ class Ingest:
                     if isinstance(result, Event):
                         learn(result.delivery)
                     elif isinstance(result, Accepted):
-                        for delivery in result.deliveries():
-                            learn(delivery)
+                        if self._learn_domains is not None:
+                            self._learn_domains(result.recipient_domains())
+                        else:
+                            for delivery in result.deliveries():
+                                learn(delivery)
             metrics = self.metrics
             with metrics.lock:
                 for result in results:

@@ -327,10 +327,15 @@ def test_daemon_counts_a_backlog_read_by_the_fast_path_as_it_counts_lines_append
     text = postfix.read_bytes() + as_log(HOSTILE)
     lines = text.split(b"\n")[:-1]
 
-    def ingested(blocks: list[bytes]) -> tuple[dict[str, object], dict[str, object], int]:
+    def ingested(
+        blocks: list[bytes], by_domain: bool = True
+    ) -> tuple[dict[str, object], dict[str, object], int]:
         metrics = Metrics(categories=CATEGORIES, skip_reasons=SKIP_REASONS, clock=lambda: NOW)
         domains = GoogleDomains()
-        ingest = Ingest(metrics, lambda: Analyser(RULES, now=NOW), learn=domains.learn)
+        learn_domains = domains.learn_domains if by_domain else None
+        ingest = Ingest(
+            metrics, lambda: Analyser(RULES, now=NOW), learn=domains.learn, learn_domains=learn_domains
+        )
         for block in blocks:
             ingest.block("mail.log", block, len(block), None)
         state = dump(metrics)
@@ -341,4 +346,6 @@ def test_daemon_counts_a_backlog_read_by_the_fast_path_as_it_counts_lines_append
     backlog_blocks = [b"\n".join(lines[i : i + 700]) + b"\n" for i in range(0, len(lines), 700)]
     assert min(len(b) for b in backlog_blocks[:-1]) >= FAST_PATH_BYTES
     assert ingested(backlog_blocks) == one_by_one
+    assert ingested(backlog_blocks, by_domain=False) == one_by_one
     assert one_by_one[0]["deliveries"]
+    assert len(one_by_one[1]["domains"]) >= 4  # the Workspace domains
