@@ -151,12 +151,27 @@ class Analyser:
         )
 
     def memory(self) -> dict[str, Any]:
-        """The per-stream memory (queue-id joins, the log's year), JSON-able."""
-        return self._ctx.state()
+        """The per-stream memory (queue-id joins, the log's year, the free-text entry held back), JSON-able. The
+        held entry's lines lie before the position saved with this memory: without it, a stop, a restart or a
+        reload would lose them."""
+        memory = self._ctx.state()
+        if self._held:
+            memory["held"] = self._held.decode("latin-1")  # any bytes, one character each, back unchanged
+        return memory
 
     def restore_memory(self, data: Any) -> None:
         """Continues from saved memory; raises ValueError when it is not valid (nothing is changed then)."""
+        held = data.get("held", "") if isinstance(data, dict) else ""
+        if not isinstance(held, str):
+            raise ValueError(f"memory.held: expected a string, got {type(held).__name__}")
+        try:
+            raw = held.encode("latin-1")
+        except UnicodeEncodeError as err:
+            raise ValueError("memory.held: not a held entry (a character beyond one byte)") from err
+        if raw.count(b"\n") >= PARAGRAPH_LINES or len(raw) > PARAGRAPH_LINES * (MAX_LINE_BYTES + 1):
+            raise ValueError("memory.held: longer than a held entry can be")
         self._ctx.restore(data)
+        self._held = raw
 
     def analyse(self, line: bytes) -> Event | Skipped | None:
         """An Event for a line about a delivery to Google, Skipped for a line we refuse, else None: the line on

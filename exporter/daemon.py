@@ -73,12 +73,16 @@ class Daemon:
         rules_loader: RulesLoader = load_rules,
         journalctl: str = "journalctl",
         announce: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        watch: bool = True,
     ) -> None:
         self.args = args
         self._analyser_factory = analyser_factory
         self._rules_loader = rules_loader
         self._journalctl = journalctl
         self._announce = announce
+        self._clock = clock
+        self._watch = watch
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
         self._reload_lock = threading.Lock()
@@ -95,7 +99,7 @@ class Daemon:
 
     # -- start-up steps --
 
-    def _load(self) -> tuple[Config, Rules, webconfig.WebSecurity]:
+    def load(self) -> tuple[Config, Rules, webconfig.WebSecurity]:
         """Reads config, rules and web config; raises ConfigError."""
         cfg = config.load(self.args)
         rules = self._rules_loader(cfg.rules_files)
@@ -151,6 +155,8 @@ class Daemon:
                     from_beginning=cfg.from_beginning,
                     saved={k: p for k, p in saved.items() if isinstance(p, FilePosition)},
                     exclude=state.owns,
+                    clock=self._clock,
+                    watch=self._watch,
                 )
             )
         if "-" in cfg.log.paths:
@@ -233,7 +239,7 @@ class Daemon:
 
     def run(self) -> int:
         try:
-            cfg, rules, security = self._load()
+            cfg, rules, security = self.load()
         except ConfigError as err:
             print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
             return EXIT_CONFIG
@@ -250,9 +256,9 @@ class Daemon:
         finally:
             state.unlock()
 
-    def _run_locked(
-        self, cfg: Config, rules: Rules, security: webconfig.WebSecurity, state: StateFile
-    ) -> int:
+    def assemble(self, cfg: Config, rules: Rules, state: StateFile) -> Metrics:
+        """The counter store, the ingest stage and its checkpointer restored from the (locked) state file, and the
+        sources that resume from its positions: what a start, or a restart after a kill, builds before serving."""
         metrics = new_metrics(cfg)
         ingest = self.ingest = Ingest(
             metrics,
@@ -267,13 +273,20 @@ class Daemon:
         ingest.checkpointer = self.checkpointer
         self._restore(state, cfg, rules, metrics, ingest)
         self._sources = self._build_sources(cfg, ingest, state)
+        for status in self.statuses():
+            metrics.add_source(status.name)
+        return metrics
+
+    def _run_locked(
+        self, cfg: Config, rules: Rules, security: webconfig.WebSecurity, state: StateFile
+    ) -> int:
+        metrics = self.assemble(cfg, rules, state)
+        assert self.checkpointer is not None
         try:
             self._build_queue(cfg, rules)
         except ValueError as err:
             print(f"gmail-rejection-exporter: queue: {err}", file=sys.stderr)
             return EXIT_CONFIG
-        for status in self.statuses():
-            metrics.add_source(status.name)
         try:
             self.server = self._serve(cfg, security, metrics)
         except OSError as err:
@@ -351,6 +364,10 @@ class Daemon:
 
     # -- health --
 
+    @property
+    def sources(self) -> list[Source]:
+        return list(self._sources)
+
     def statuses(self) -> list[SourceStatus]:
         return [status for source in self._sources for status in source.statuses()]
 
@@ -389,7 +406,7 @@ class Daemon:
             if self.checkpointer is not None:
                 self.checkpointer.changed()  # the reload gauges change: the next write keeps them
             try:
-                cfg, rules, security = self._load()
+                cfg, rules, security = self.load()
             except ConfigError as err:
                 log.error("reload failed, keeping the running configuration: %s", err)
                 with metrics.lock:

@@ -18,6 +18,7 @@ from exporter.events import Delivery, Event
 from exporter.fastpath import Accepted
 from exporter.metrics import Metrics
 from exporter.metrics.saved import dump
+from exporter.sources import MAX_RETIRED
 from exporter.sources.position import Position
 from exporter.state import Checkpointer, Snapshot
 
@@ -75,6 +76,9 @@ class Ingest:
         self._new_analyser = new_analyser
         self._streams: dict[str, Stream] = {}
         self._streams_lock = threading.Lock()
+        self._retired: dict[str, None] = {}
+        """Streams whose source is not followed now (see Sink.retired), oldest first; at most MAX_RETIRED are
+        kept."""
 
     def restore(self, snapshot: Snapshot) -> None:
         """Positions and join memory from the state file (already validated)."""
@@ -94,12 +98,22 @@ class Ingest:
 
     def _stream(self, key: str) -> Stream:
         stream = self._streams.get(key)
-        if stream is None:
+        if stream is None or key in self._retired:
             with self._streams_lock:
+                self._retired.pop(key, None)
                 stream = self._streams.get(key)
                 if stream is None:
                     stream = self._streams[key] = Stream(self._new_analyser())
         return stream
+
+    def _forget_oldest(self) -> None:
+        """Drops the oldest streams not followed now beyond MAX_RETIRED (caller holds the streams lock)."""
+        while len(self._retired) > MAX_RETIRED:
+            key = next(iter(self._retired))
+            del self._retired[key]
+            del self._streams[key]
+            with self.metrics.lock:
+                self.metrics.forget_source(key)
 
     def replace_analysers(self, new_analyser: AnalyserFactory) -> None:
         """Rules or settings changed: later batches use fresh analysers that keep each stream's join memory."""
@@ -171,6 +185,14 @@ class Ingest:
     def error(self, source: str) -> None:
         with self.metrics.lock:
             self.metrics.source_error(source)
+        self._changed()
+
+    def retired(self, source: str) -> None:
+        with self._streams_lock:
+            if source in self._streams:
+                self._retired.pop(source, None)
+                self._retired[source] = None
+                self._forget_oldest()
         self._changed()
 
     def _changed(self, *, urgent: bool = False) -> None:

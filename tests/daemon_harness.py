@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from bench.procs import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 GOOGLE = "gmail-smtp-in.l.google.com[142.250.27.26]:25"
@@ -66,12 +67,6 @@ def sent_lines(start: int, count: int) -> str:
 def append(path: Path | str, text: str) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(text)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

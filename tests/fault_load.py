@@ -197,17 +197,6 @@ def vm_hwm_kib(pid: int) -> int:
     raise AssertionError(f"no VmHWM for {pid}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time a process's threads have run so far, from the scheduler's nanosecond accounting."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile
-            continue
-    return total / 1e9
-
-
 class Deadline:
     """A time bound for a loop that also has a bound on its count."""
 

@@ -32,6 +32,7 @@ class RecordingSink:
         self.starts: list[Position] = []
         self.rotations: list[str] = []
         self.errors = 0
+        self.retirements: list[str] = []
         self.changed = threading.Condition()
 
     def lines(self, source: str, lines: list[bytes], nbytes: int, position: Position | None) -> None:
@@ -57,6 +58,11 @@ class RecordingSink:
 
     def error(self, source: str) -> None:
         self.errors += 1
+
+    def retired(self, source: str) -> None:
+        with self.changed:
+            self.retirements.append(source)
+            self.changed.notify_all()
 
     def wait_started(self, timeout: float = 10.0) -> None:
         """Waits until a source has recorded where following began (its file is open and read)."""
@@ -135,6 +141,15 @@ def small_tmpfs(where: Path) -> Iterator[Path]:
 def remount(where: Path, mode: str) -> None:
     """Remounts a small_tmpfs read-only ("ro") or writable ("rw")."""
     subprocess.run(["mount", "-o", f"remount,{mode}", str(where)], check=True)
+
+
+def process_running(pid: int) -> bool:
+    """Whether the process exists and has not exited (a zombie waiting for its parent to reap it has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:

@@ -13,7 +13,6 @@ import pytest
 from conftest import REPO
 
 # bench/ is a folder of the checkout, not an installed package.
-sys.path.insert(0, str(REPO))
 from bench.generate import Truth, generate
 
 SAMPLE_LINES = 20_000

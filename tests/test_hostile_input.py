@@ -66,10 +66,30 @@ def test_batch_of_mta_lines_gives_what_single_lines_give(batch: list[bytes]) -> 
     assert many.analyse_batch(batch) + many.flush()[1] == expected
 
 
-def _timed(line: bytes) -> float:
-    start = time.perf_counter()
-    ANALYSER.analyse(line)
-    return time.perf_counter() - start
+ORDINARY_LINE = (
+    b"Nov 29 21:32:49 mx1 postfix/smtp[1]: ABC123: to=<a@gmail.com>, relay=gmail-smtp-in.l.google.com"
+    b"[192.0.2.7]:25, delay=1, delays=0/0/0/1, dsn=5.7.1, status=bounced (host gmail-smtp-in.l.google.com"
+    b"[192.0.2.7] said: 550 5.7.1 Something. a1b2c3.4 - gsmtp (in reply to end of DATA command))\n"
+)
+
+
+def _best_of_three(block: bytes) -> float:
+    """The fastest of three runs over `block` by a fresh analyser: a busy machine slows some runs, not all."""
+    best = float("inf")
+    for _ in range(3):
+        analyser = Analyser(RULES)
+        start = time.perf_counter()
+        analyser.analyse_block(block)
+        analyser.flush()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _assert_no_blow_up(bait: bytes) -> None:
+    """Side by side with ordinary Gmail refusals as long: a quadratic or backtracking path takes thousands of times
+    as long, so a factor of 50 (plus a little, for very short inputs) never fails on a slow or busy machine."""
+    ordinary = _best_of_three(ORDINARY_LINE * (len(bait) // len(ORDINARY_LINE) + 1))
+    assert _best_of_three(bait) < 50 * ordinary + 0.05, bait[:60]
 
 
 def test_free_text_bait_over_many_lines_stays_fast() -> None:
@@ -80,23 +100,8 @@ def test_free_text_bait_over_many_lines_stays_fast() -> None:
         b"\n".join([b"<<< 550-5.7.1 line %d gsmtp.google" % i for i in range(4000)]),
         b"smtp.gmail.com\n" * 3000 + b"550 5.7.1 x",
     ]
-    ordinary_line = (
-        b"Nov 29 21:32:49 mx1 postfix/smtp[1]: ABC123: to=<a@gmail.com>, relay=gmail-smtp-in.l.google.com"
-        b"[192.0.2.7]:25, delay=1, delays=0/0/0/1, dsn=5.7.1, status=bounced (host gmail-smtp-in.l.google.com"
-        b"[192.0.2.7] said: 550 5.7.1 Something. a1b2c3.4 - gsmtp (in reply to end of DATA command))\n"
-    )
-
-    def timed(block: bytes) -> float:
-        analyser = Analyser(RULES)
-        start = time.perf_counter()
-        analyser.analyse_block(block)
-        analyser.flush()
-        return time.perf_counter() - start
-
     for bait in baits:
-        # Side by side with a log of ordinary lines as long: a quadratic path would take thousands of times as long.
-        ordinary = timed(ordinary_line * (len(bait) // len(ordinary_line) + 1))
-        assert timed(bait) < 50 * ordinary + 0.05, bait[:60]
+        _assert_no_blow_up(bait)
 
 
 def test_backtracking_bait_stays_fast() -> None:
@@ -118,7 +123,7 @@ def test_backtracking_bait_stays_fast() -> None:
     ]
     for bait in baits:
         assert len(bait) <= MAX_LINE_BYTES + 100
-        assert _timed(bait[:MAX_LINE_BYTES]) < 0.25, bait[:60]
+        _assert_no_blow_up(bait[:MAX_LINE_BYTES])
 
 
 @settings(max_examples=150, deadline=None)

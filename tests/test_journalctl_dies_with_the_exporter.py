@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from daemon_harness import Exporter, fake_journalctl
+from support import process_running
 
 # Streams one entry like `journalctl --follow -o json`, then follows for ever; records its pid.
 FOLLOWING_JOURNALCTL = """#!{python}
@@ -23,15 +24,6 @@ while True:
 """
 
 
-def _running(pid: int) -> bool:
-    """Whether the process exists and has not exited (a zombie waiting for its new parent to reap it has)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_journalctl_is_gone_soon_after_the_exporter_is_killed_with_sigkill(tmp_path: Path) -> None:
     pid_file = tmp_path / "journalctl.pid"
@@ -41,12 +33,12 @@ def test_journalctl_is_gone_soon_after_the_exporter_is_killed_with_sigkill(tmp_p
         with Exporter(tmp_path, "--journal", env=env) as exporter:
             exporter.wait_for("gmail_deliveries_total", 1, status="sent")
             child = int(pid_file.read_text())
-            assert _running(child)
+            assert process_running(child)
             exporter.kill9()
         deadline = time.monotonic() + 10
-        while _running(child) and time.monotonic() < deadline:
+        while process_running(child) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _running(child), "journalctl outlived the exporter"
+        assert not process_running(child), "journalctl outlived the exporter"
     finally:
-        if child and _running(child):
+        if child and process_running(child):
             os.kill(child, 9)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import gc
 import json
-import sys
 import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -15,7 +14,6 @@ from collections.abc import Callable, Iterable, Iterator
 import pytest
 from conftest import REPO
 
-sys.path.insert(0, str(REPO))
 from bench import queue_listings as generated
 from exporter.google import GoogleHosts
 from exporter.queue import exim, opensmtpd, postfix, sendmail

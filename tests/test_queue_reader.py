@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 from prometheus_client import CollectorRegistry, generate_latest
+from support import process_running
 
 from exporter.events import Delivery
 from exporter.google import GoogleHosts
@@ -117,20 +118,10 @@ def test_listing_in_the_wrong_format_is_a_failure_that_says_so() -> None:
     assert snap.error == "nothing in the listing reads as postfix's queue (is --queue.mta right?)"
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead: only its parent's wait() is missing.
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def wait_dead(pid: int, seconds: float = 10.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if not alive(pid):
+        if not process_running(pid):
             return True
         time.sleep(0.05)
     return False
@@ -180,7 +171,7 @@ def test_listing_dies_with_the_exporter_even_when_the_exporter_is_killed(tmp_pat
             assert time.monotonic() < deadline and exporter.poll() is None
             time.sleep(0.05)
         listing = int(pid_file.read_text())
-        assert alive(listing)
+        assert process_running(listing)
     finally:
         exporter.send_signal(signal.SIGKILL)
         exporter.wait()

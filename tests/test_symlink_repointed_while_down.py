@@ -4,6 +4,7 @@ target's tail, written before the container stopped, is read first, then the new
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from daemon_harness import STOPS, Exporter, append, bounced, sent_lines
 from support import RecordingSink, running
 
 from exporter.sources.files import FileSource
-from exporter.sources.pacer import Timing
+from exporter.sources.pacer import DEFAULT_TIMING, Timing
 
 
 @pytest.mark.parametrize("stop", STOPS.values(), ids=STOPS.keys())
@@ -39,7 +40,11 @@ def test_a_symlink_repointed_while_down_reads_the_old_targets_tail_then_the_new_
         assert exporter.value("gmail_exporter_lines_total", source=str(link)) == 648
         append(second, sent_lines(648, 5))
         exporter.wait_for("gmail_deliveries_total", 652, status="sent")
-        append(first, sent_lines(700, 3))  # the old target is no longer followed
+        # The old target is drained like a rotated file (its container may still write until it stops), then let
+        # go once it has not grown for the drain grace (looked at every poll while draining): then it is no longer
+        # followed.
+        time.sleep(DEFAULT_TIMING.drain_grace + 3 * DEFAULT_TIMING.poll)
+        append(first, sent_lines(700, 3))
         exporter.wait_for("gmail_exporter_lines_total", 653, source=str(link))
         assert exporter.value("gmail_exporter_log_offset_bytes", source=str(link)) == second.stat().st_size
         assert exporter.stop() == 0

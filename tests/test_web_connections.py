@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from daemon_harness import Exporter, append, sent_lines
-from fault_load import cpu_seconds
 from test_web_security import _self_signed, https_exporter
+
+from bench.procs import cpu_seconds
 
 NOFILE = 64
 """The exporter's descriptor limit in the flood tests: far fewer than the connections opened."""

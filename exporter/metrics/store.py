@@ -287,6 +287,15 @@ class Metrics:
         key = (source, kind)
         self.rotations[key] = self.rotations.get(key, 0.0) + 1
 
+    def forget_source(self, source: str) -> None:
+        """Drops a source's own series (one no longer followed, forgotten with the oldest retired ones)."""
+        self.lines.pop(source, None)
+        self.bytes.pop(source, None)
+        self.source_errors.pop(source, None)
+        for keyed in (self.skipped, self.rotations):
+            for key in [k for k in keyed if k[0] == source]:
+                del keyed[key]
+
     def source_error(self, source: str) -> None:
         self.source_errors[source] = self.source_errors.get(source, 0.0) + 1
 

@@ -20,6 +20,10 @@ ROTATION_KINDS: Final = ("rename", "truncate", "recreate")
 old file is drained to its end first), `truncate` (copytruncate, or a cut to a middle offset), `recreate` (the
 file was deleted and a new one appeared under the name)."""
 
+MAX_RETIRED: Final = 256
+"""How many sources no longer followed keep their saved position and join memory (a glob over dated logs retires
+one a day): beyond that, the oldest are forgotten, so the state file stays bounded."""
+
 SOURCE_STATES: Final = (
     "opening",
     "open",
@@ -55,6 +59,10 @@ class Sink(Protocol):
 
     def error(self, source: str) -> None:
         """The source failed (journalctl exited, a read error) and will retry."""
+
+    def retired(self, source: str) -> None:
+        """The source is no longer followed (a glob's match that has been gone for a while); its position stays
+        saved, among a bounded number of retired ones, in case its name comes back."""
 
 
 @dataclass

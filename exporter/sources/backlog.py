@@ -1,8 +1,9 @@
 """Resuming a followed file: what was written while the exporter was down is read before anything new.
 
 The saved file is found again by inode (or, for a copy or a compressed generation, by its first bytes) among the
-log's name, its rotated generations and, for a symbolic link re-pointed meanwhile, the generations beside the file
-the link pointed to. It is read from the saved offset, then every newer generation oldest first, then the live file.
+log's name, its rotated generations (beside the file a symbolic link leads to) and, for a symbolic link re-pointed
+meanwhile, the generations beside the file the link pointed to. It is read from the saved offset, then every newer
+generation oldest first, then the live file.
 """
 
 from __future__ import annotations
@@ -15,20 +16,15 @@ from dataclasses import replace
 
 from exporter.compressed import COMPRESSED_SUFFIXES, READ_ERRORS, damaged
 from exporter.sources import generations
-from exporter.sources.identity import (
-    FileId,
-    fingerprint,
-    head,
-    matches,
-    open_generation,
-)
+from exporter.sources.identity import ABSENT, FileId, fingerprint, head, matches, open_generation
 from exporter.sources.position import FilePosition
-from exporter.sources.reader import Reader, open_plain, open_saved
+from exporter.sources.reader import Reader, line_end_before, open_plain, open_saved
 
 log = logging.getLogger(__name__)
 
-Deliver = Callable[[Reader, bytes, FilePosition], None]
-"""Hands a block read from `reader` to the sink with the position that follows it."""
+Deliver = Callable[[Reader, bytes, Callable[[], FilePosition]], None]
+"""Hands a block read from `reader` to the sink with the position that follows it (asked once the reader has moved
+past the block)."""
 
 
 def _first_bytes(path: str) -> bytes:
@@ -39,73 +35,157 @@ def _first_bytes(path: str) -> bytes:
 class Backlog:
     """Reads the backlog of one followed file and opens its live file where reading goes on."""
 
-    def __init__(self, name: str, max_line_bytes: int, deliver: Deliver, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        name: str,
+        max_line_bytes: int,
+        deliver: Deliver,
+        stop: threading.Event,
+        *,
+        target: str = "",
+        previous: tuple[Reader, Callable[[], FilePosition]] | None = None,
+    ) -> None:
         self.name = name
         self._max_line_bytes = max_line_bytes
         self._deliver = deliver
         self._stop = stop
-        self._families = [name]
+        self._families = self._families_of(target)
+        self._previous = previous
+        """The newest plain rotated file read so far, left open with its unterminated last line held (and its
+        position): the MTA may still append to it until it reopens its log, so the follower drains it like a file it
+        saw rotated. Finished as soon as a newer generation is read."""
+
+    @property
+    def previous(self) -> Reader | None:
+        return None if self._previous is None else self._previous[0]
+
+    def let_go(self) -> None:
+        """Finishes the previous file (a newer generation exists, so the MTA has moved on): its unterminated last
+        line counts as a line."""
+        if self._previous is None:
+            return
+        reader, position = self._previous
+        self._previous = None
+        try:
+            if not self._stop.is_set():
+                self._deliver(reader, reader.splitter.flush(), position)
+        finally:
+            reader.file.close()
+
+    def close(self) -> None:
+        """Closes the previous file without delivering its held line (reading starts again from before it)."""
+        if self._previous is not None:
+            self._previous[0].file.close()
+            self._previous = None
 
     def _candidates(self, saved: FilePosition) -> list[str]:
-        """Where a saved file may be now: the name, its generations, then where it was found when saved and the
-        generations beside that (the target of a symbolic link re-pointed while the exporter was down)."""
-        found = [path for live in self._families for path in (live, *generations.siblings(live))]
+        """Where a saved file may be now, likeliest first (a copy or a compressed generation is found by its first
+        bytes, which a short fingerprint shares with other files): where it was found when saved and the generations
+        of its family (compressed or shifted since), then the name, the file it leads to and their generations (a
+        symbolic link re-pointed while the exporter was down)."""
+        found = []
         if saved.path:
             found.append(saved.path)
+            found.extend(generations.siblings(generations.family(saved.path) or saved.path))
+        found.extend(path for live in self._families for path in (live, *generations.siblings(live)))
         return list(dict.fromkeys(found))
 
-    def locate(self, saved: FilePosition) -> str | None:
-        """Where the file of a saved position is now, or None when it is gone."""
+    def locate(self, saved: FilePosition, *, other: FileId | None = None) -> str | None:
+        """Where the file of a saved position is now, or None when it is gone. `other`: a file known to be another
+        one (the main file of a position whose drained file is looked for), never taken for it."""
         ident = saved.ident
+        at_name = self._at_name()
         by_fingerprint = None
         for candidate in self._candidates(saved):
             try:
                 st = os.stat(candidate)
             except OSError:
                 continue
-            fits = candidate != self.name or st.st_size >= saved.offset
+            # The live file (by its name or the path a symbolic link leads to) shorter than the saved offset was
+            # truncated: a copy of what was read is looked for among the generations (copytruncate).
+            if other is not None and other.same_inode(st):
+                continue
+            live = at_name is not None and (st.st_dev, st.st_ino) == (at_name.st_dev, at_name.st_ino)
+            fits = not live or st.st_size >= saved.offset
             if fits and ident.same_inode(st) and (ident.fingerprint_len == 0 or matches(candidate, ident)):
-                return candidate
-            if by_fingerprint is None and candidate != self.name and matches(candidate, ident):
+                return self.name if live else candidate  # the live file, by whichever path it was found
+            if by_fingerprint is None and not live and matches(candidate, ident):
                 by_fingerprint = candidate
         return by_fingerprint
 
-    def _read_whole(self, reader: Reader, position: Callable[[], FilePosition]) -> None:
-        """Reads a file that no longer grows to its end; its unterminated last line counts as a line."""
+    def _at_name(self) -> os.stat_result | None:
         try:
-            while not self._stop.is_set():
-                data = reader.read_chunk()
-                if not data:
-                    break
-                self._deliver(reader, reader.splitter.feed(data), position())
-            if not self._stop.is_set():
-                self._deliver(reader, reader.splitter.flush(), position())
-        finally:
-            reader.file.close()
+            return os.stat(self.name)
+        except OSError:
+            return None
+
+    def _cut(self, saved: FilePosition) -> Reader | None:
+        """The live file opened after its last line when it is the saved file cut to a middle offset (shorter than
+        the saved offset, its first bytes unchanged, no copy of it anywhere); else None. Lines written after the cut
+        and before this restart cannot be told from the lines kept, so reading goes on after the last line."""
+        at_name = self._at_name()
+        if at_name is None or not saved.ident.same_inode(at_name) or not matches(self.name, saved.ident):
+            return None
+        reader = open_plain(self.name, 0, self._max_line_bytes)
+        offset = line_end_before(reader.file.fileno(), os.fstat(reader.file.fileno()).st_size)
+        reader.file.close()
+        log.warning(
+            "%s: truncated to a middle offset since the position was saved; reading on after its last line",
+            self.name,
+        )
+        return open_plain(self.name, offset, self._max_line_bytes)
+
+    def _read_to_end(self, reader: Reader, position: Callable[[], FilePosition]) -> None:
+        while not self._stop.is_set():
+            data = reader.read_chunk()
+            if not data:
+                break
+            self._deliver(reader, reader.splitter.feed(data), position)
 
     def _drain(self, path: str, saved: FilePosition, main: FilePosition | None) -> None:
-        """Reads `path`, where `saved` was found, from the saved offset to its end. With `main`, the position
-        stays `main` with this file as the one being drained. A compressed file whose data is damaged is read up to
-        the damage; the rest of it is skipped, never retried for ever."""
+        """Reads `path`, where `saved` was found, from the saved offset to its end, after finishing the previous
+        file. A plain file stays open as the previous one; a compressed one (the MTA let go of it) is finished, its
+        unterminated last line counting as a line. With `main`, the position stays `main` with this file as the one
+        being drained. A compressed file whose data is damaged is read up to the damage; the rest of it is skipped,
+        never retried for ever."""
+        self.let_go()
         try:
             reader = open_saved(path, saved, self._max_line_bytes)
-
-            def position() -> FilePosition:
-                return reader.position() if main is None else replace(main, draining=reader.position())
-
-            self._read_whole(reader, position)
         except READ_ERRORS as err:
-            if not (path.endswith(COMPRESSED_SUFFIXES) and damaged(err)):
+            self._skip_damaged(path, err)
+            return
+
+        def position() -> FilePosition:
+            return reader.position() if main is None else replace(main, draining=reader.position())
+
+        self._previous = (reader, position)
+        try:
+            self._read_to_end(reader, position)
+        except READ_ERRORS as err:
+            self.close()
+            if reader.plain:
                 raise
-            log.warning("%s: %s is damaged (%s); the rest of it cannot be read", self.name, path, err)
+            self._skip_damaged(path, err)
+            return
+        except BaseException:
+            self.close()
+            raise
+        if not reader.plain:
+            self.let_go()
+
+    def _skip_damaged(self, path: str, err: BaseException) -> None:
+        """Logs a compressed file whose data is damaged (it will never read); raises `err` for anything else."""
+        if not (path.endswith(COMPRESSED_SUFFIXES) and damaged(err)):
+            raise err
+        log.warning("%s: %s is damaged (%s); the rest of it cannot be read", self.name, path, err)
 
     def resume(self, saved: FilePosition) -> Reader | None:
         """Reads the backlog and returns the live file opened where reading goes on (None when the name cannot be
         opened now; the follower then opens it like a late file). Raises OSError."""
         main = replace(saved, draining=None)
-        self._families = self._families_of(saved)
+        self._families = self._families_of(saved.path)
         if saved.draining is not None:
-            found = self.locate(saved.draining)
+            found = self.locate(saved.draining, other=main.ident)
             if found is None:
                 log.warning(
                     "%s: a rotated file being drained at shutdown is gone; its tail is lost", self.name
@@ -114,9 +194,13 @@ class Backlog:
                 self._drain(found, saved.draining, main)
         if self._stop.is_set():
             return None
+        if main.ident == ABSENT:
+            return self._open_live()
         found = self.locate(main)
         if found == self.name:
             return open_plain(self.name, main.offset, self._max_line_bytes, discarding=main.discarding)
+        if found is None and (cut := self._cut(main)) is not None:
+            return cut
         if found is None:
             log.warning(
                 "%s: the file of the saved position is gone; reading the current file from its start",
@@ -144,13 +228,11 @@ class Backlog:
         except FileNotFoundError:
             return None
 
-    def _families_of(self, saved: FilePosition) -> list[str]:
-        """The live files whose generations the backlog may span: the name, and the file a symbolic link pointed to
-        when the position was saved."""
-        target = saved.path
-        if target and target != os.path.realpath(self.name):
-            return [self.name, target]
-        return [self.name]
+    def _families_of(self, target: str) -> list[str]:
+        """The live files whose generations the backlog may span: the name, the file it leads to now (the target of
+        a symbolic link, beside which its rotated generations are) and `target`, the file it led to when the position
+        was taken (a link re-pointed since)."""
+        return list(dict.fromkeys(p for p in (self.name, os.path.realpath(self.name), target) if p))
 
     def _unread_generation(self, last: FilePosition, consumed: set[str]) -> tuple[str, bytes] | None:
         """The oldest generation newer than the file of `last` and not read yet: (path, first bytes)."""
@@ -166,7 +248,12 @@ class Backlog:
                 continue
             if name == base:
                 return None  # the family's live file: nothing of that family is newer
-            for newer in generations.newer_than(base, name, generations.listing(directory)):
+            newer_names = generations.newer_than(base, name, generations.listing(directory))
+            if os.path.realpath(live) != os.path.realpath(self.name):
+                newer_names.append(
+                    base
+                )  # a symbolic link's former target: it was written after its generations
+            for newer in newer_names:
                 path = os.path.join(directory, newer)
                 try:
                     first = _first_bytes(path)

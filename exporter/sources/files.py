@@ -4,12 +4,14 @@ Each followed file has a reader thread of its own, so a file that blocks (a hung
 nothing else. At every look (an inotify wake-up, or the stat safety net of `pacer`):
 - The name points to a new inode: rotation. The old file is drained to its end and kept open for `drain_grace`
   seconds after its last growth (the MTA may still append after the rename); the new file is read from offset 0.
-  Kind `rename` when the old file still has a name, `recreate` when it was deleted.
+  Kind `rename` when the old file still has a name, `recreate` when it was deleted. The newest rotated file that a
+  restart's backlog reads, or that was created and rotated away between two looks, is kept open the same way.
 - The open file no longer holds what was read from it (smaller than the read offset, its first bytes or the bytes
   just before the offset changed): truncation. Reading goes on after the last line still in the file when the file
   was cut to a middle offset, and from 0 when it was emptied (copytruncate: what was written after the last read is
   read from the copy first).
-- The name does not exist yet: the file is read from offset 0 once it appears (a late file).
+- The name does not exist yet: the file is read from offset 0 once it appears (a late file), also by an exporter
+  restarted meanwhile: where following began is saved as the start of a file not there yet.
 - The name is a FIFO, a device or a directory: it is not opened, and its state says so.
 - A line is delivered once its newline is read; an unterminated last line is delivered when its file is left.
 """
@@ -26,10 +28,10 @@ from collections.abc import Callable
 from typing import Final
 
 from exporter.compressed import READ_ERRORS
-from exporter.sources import Sink, SourceStatus, join
+from exporter.sources import MAX_RETIRED, Sink, SourceStatus, join
 from exporter.sources.backlog import Backlog
 from exporter.sources.generations import oldest_first, rotated
-from exporter.sources.identity import NotRegularFile, matches, open_generation
+from exporter.sources.identity import ABSENT, NotRegularFile, matches, open_generation
 from exporter.sources.pacer import DEFAULT_TIMING, Pacer, Timing, Wake, new_wake
 from exporter.sources.position import FilePosition
 from exporter.sources.reader import Reader, open_plain
@@ -97,6 +99,11 @@ class FollowedFile:
         self.changes = 0
         """Bumped whenever something is read or a rotation is seen: how a loop tells a look that found news from
         one that did not."""
+        self.retirable = False
+        """A glob's match: followed while the glob finds it, retired once it has been gone for a while."""
+        self.retired = False
+        """Set by the reader loop as its last act when it retired the file."""
+        self._gone_since: float | None = None
 
     @property
     def settled(self) -> bool:
@@ -113,7 +120,31 @@ class FollowedFile:
             return None if old is None else old.position()
         return live.position(None if old is None else old.position())
 
-    def _deliver(self, reader: Reader, block: bytes, position: FilePosition | None = None) -> None:
+    def last_position(self) -> FilePosition | None:
+        """Where reading would go on: the open files', else the last position delivered or saved."""
+        return self.position() or self._delivered or self._saved
+
+    def _gone_long_enough(self) -> bool:
+        """Whether a retirable file has been gone for `retire_after`: nothing open (what was open is read to its
+        end) and nothing at its name."""
+        if (
+            not self.retirable
+            or self._live is not None
+            or self._old is not None
+            or os.path.lexists(self.path)
+        ):
+            self._gone_since = None
+            return False
+        now = self._clock()
+        if self._gone_since is None:
+            self._gone_since = now
+        return now - self._gone_since >= self._timing.retire_after
+
+    def _deliver(
+        self, reader: Reader, block: bytes, position: Callable[[], FilePosition] | None = None
+    ) -> None:
+        """Hands a block to the sink with the position just after it: `position` (default: the follower's) is asked
+        once the reader has moved past the block."""
         consumed = reader.offset - len(reader.splitter.partial)
         nbytes = consumed - reader.consumed
         if not block and nbytes == 0:
@@ -121,7 +152,7 @@ class FollowedFile:
         reader.consumed = consumed
         self.changes += 1
         self.status.last_read = time.time()
-        self._delivered = position or self.position()
+        self._delivered = position() if position is not None else self.position()
         self._sink.block(self.path, block, nbytes, self._delivered)
 
     def _read(self, reader: Reader, stop: threading.Event) -> bool:
@@ -200,15 +231,18 @@ class FollowedFile:
         saved = self._saved
         if saved is None:
             return self._open_live(offset_at_end)
+        backlog = Backlog(self.path, self._max_line_bytes, self._deliver, stop)
         try:
-            live = Backlog(self.path, self._max_line_bytes, self._deliver, stop).resume(saved)
+            live = backlog.resume(saved)
         except OSError as err:
             # Retried at the next look, from what was delivered by then (the backlog may be partly read). Reading
             # the file from its start instead would count again every line before the saved offset.
+            backlog.close()
             self._saved = self._delivered or saved
             self._cannot_open(err)
             return False
         self._saved = None
+        self._adopt(backlog.previous)
         if live is None:
             return False if stop.is_set() else self._open_live(offset_at_end=False)
         self._live = live
@@ -216,11 +250,28 @@ class FollowedFile:
         self._set_state(STATE_OPEN)
         return True
 
+    def _moved(self) -> None:
+        """The reader went back to a line boundary without reading anything (a cut to a middle offset): the position
+        goes back too, so that a restart does not resume past lines written since the cut."""
+        self._delivered = self.position()
+        self._sink.block(self.path, b"", 0, self._delivered)
+
+    def _adopt(self, previous: Reader | None) -> None:
+        """Drains `previous`, the newest rotated file a backlog read, like a file seen rotated: the MTA may still
+        append to it for a moment."""
+        if previous is None:
+            return
+        if self._old is not None:
+            old, self._old = self._old, None
+            self._finish(old)
+        previous.last_growth = self._clock()
+        self._old = previous
+
     def _record_start(self) -> None:
         position = self.position()
         if position is not None:
             self._delivered = position
-            self._sink.started(self.path, position)
+        self._sink.started(self.path, position or FilePosition(ABSENT, 0))
 
     def look(self, stop: threading.Event) -> None:
         """Reads new lines and notices rotation and truncation."""
@@ -300,6 +351,7 @@ class FollowedFile:
         elif keep > 0:
             log.info("%s: truncated to %d bytes; reading on from the last line still there", self.path, size)
             live.restart_at(min(keep, live.consumed), self._max_line_bytes)
+            self._moved()
         else:
             self._drain_copy(live, stop)
             self._deliver(live, live.splitter.flush())
@@ -317,18 +369,30 @@ class FollowedFile:
             self.status.offset = self.status.size = 0
 
     def _drain_skipped(self, old: Reader, stop: threading.Event) -> None:
-        """Reads whole the generations that were created and rotated away between two looks (a busy host, an
-        inotify overflow): the generations newer than where the file we were reading went."""
-        backlog = Backlog(self.path, self._max_line_bytes, self._deliver, stop)
+        """Reads the generations that were created and rotated away between two looks (a busy host, an inotify
+        overflow): the generations newer than where the file we were reading went. The newest of them becomes the
+        file drained with the grace."""
+
+        def position() -> FilePosition:
+            return self.position() or old.position()
+
+        backlog = Backlog(
+            self.path, self._max_line_bytes, self._deliver, stop, target=old.path, previous=(old, position)
+        )
         try:
             backlog.drain_newer(old.position(), {old.ident.fingerprint}, skipped=True)
         except READ_ERRORS as err:
             log.warning("%s: cannot read a rotated file skipped between two looks: %s", self.path, err)
+        newest = backlog.previous
+        if newest is not old:  # the backlog finished `old` when it read a newer generation
+            self._old = None
+            self._adopt(newest)
 
     def _drain_copy(self, live: Reader, stop: threading.Event) -> None:
         """copytruncate copied the file before truncating it: what was written after our last read is in the
-        copy (the newest generation with the same first bytes), so it is read from there to the copy's end."""
-        directory, base = os.path.split(self.path)
+        copy (the newest generation with the same first bytes, beside the file a symbolic link leads to), so it is
+        read from there to the copy's end."""
+        directory, base = os.path.split(live.path or self.path)
         names = oldest_first(base, os.listdir(directory or "."))
         found = next(
             (
@@ -347,7 +411,7 @@ class FollowedFile:
                     f, live.ident, live.splitter, live.offset, live.consumed, plain=False, path=found
                 )
                 while not stop.is_set() and (data := copy.read_chunk()):
-                    self._deliver(copy, copy.splitter.feed(data), copy.position())
+                    self._deliver(copy, copy.splitter.feed(data), copy.position)
         except READ_ERRORS as err:
             log.warning("%s: cannot read the end of the truncated file from %s: %s", self.path, found, err)
             return
@@ -368,6 +432,14 @@ class FollowedFile:
             self._watched(watch, wake)
             before = self.changes
             self.look(stop)
+            if self._gone_long_enough():
+                log.info(
+                    "%s has been gone for %.0f s; no longer following it",
+                    self.path,
+                    self._timing.retire_after,
+                )
+                self.retired = True
+                return
             pacer.looked(woke=woke, news=self.changes != before, trusted=trusted, wake=wake)
 
     def _directories(self) -> set[str]:
@@ -404,7 +476,7 @@ class FollowedFile:
         try:
             self._supervise(stop, wake, pacer, watch)
         finally:
-            if not stop.is_set():
+            if not stop.is_set() and not self.retired:
                 self.status.failed = self.status.failed or "reader thread ended"
 
     def _supervise(
@@ -491,7 +563,8 @@ class FileSource:
         """Follows the paths and the globs' matches not followed yet, except names of a file already followed and
         rotated generations of a followed name (followed on their own, the file rotated into one would be read
         again); returns the files added."""
-        paths = [p for p in self._patterns if not glob.has_magic(p)] + self._expand()
+        named = [p for p in self._patterns if not glob.has_magic(p)]
+        paths = named + self._expand()
         with self._lock:
             followed = {os.path.realpath(path): path for path in self._files}
             names = [*self._files, *paths]
@@ -520,6 +593,7 @@ class FileSource:
                 continue
             new = self._add(path, at_start=at_start)
             if new is not None:
+                new.retirable = path not in named
                 followed[os.path.realpath(path)] = path
                 added.append(new)
         return added
@@ -541,6 +615,23 @@ class FileSource:
             self._files[path] = followed
             self._wakes[path] = new_wake()
             return followed
+
+    def _reap(self) -> None:
+        """Forgets the glob matches whose readers retired them; where each was read to is kept (the most recent
+        MAX_RETIRED), so that a name that comes back is resumed, not read again from its start."""
+        with self._lock:
+            retired = [f for f in self._files.values() if f.retired]
+            for followed in retired:
+                del self._files[followed.path]
+                del self._wakes[followed.path]
+        for followed in retired:
+            position = followed.last_position()
+            if position is not None:
+                self._saved.pop(followed.path, None)
+                self._saved[followed.path] = position
+            while len(self._saved) > MAX_RETIRED:
+                del self._saved[next(iter(self._saved))]
+            self._sink.retired(followed.path)
 
     def statuses(self) -> list[SourceStatus]:
         with self._lock:
@@ -569,6 +660,10 @@ class FileSource:
         try:
             for followed in self.files():
                 self._start_reader(followed, stop)
+            for path in list(
+                self._saved
+            ):  # saved, and no longer named or matched: kept a while in case it returns
+                self._sink.retired(path)
             globs = [p for p in self._patterns if glob.has_magic(p)]
             if globs and self.watch is not None:
                 for directory in {os.path.dirname(os.path.abspath(p)) for p in globs}:
@@ -581,6 +676,7 @@ class FileSource:
                 woke = self._scan_wake.wait(pacer.timeout(self.watch is not None))
                 if woke:
                     self._scan_wake.clear()
+                self._reap()
                 for added in self._scan(at_start=False):
                     if not stop.is_set():
                         self._start_reader(added, stop)

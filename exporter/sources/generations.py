@@ -15,6 +15,7 @@ from exporter.compressed import COMPRESSED_SUFFIXES
 SEPARATORS: Final = ".-_"
 """What stands between a log's name and its rotation suffix: mail.log.1, mail.log-20261129, mail.log_1."""
 _NUMBERED: Final = re.compile(r"[.\-_]([0-9]{1,4})")
+_SUFFIX: Final = re.compile(r"[.\-_][0-9]+$")
 
 
 def listing(directory: str) -> list[str]:
@@ -61,3 +62,13 @@ def siblings(path: str) -> list[str]:
     """The rotated generations beside `path`, as paths, oldest first."""
     directory, base = os.path.split(path)
     return [os.path.join(directory, n) for n in oldest_first(base, listing(directory))]
+
+
+def family(path: str) -> str | None:
+    """The live file whose rotated generation `path` is by its name (mail.log for mail.log.1 or
+    mail.log-20261129.gz), or None when the name is not a generation's."""
+    rest = path
+    for suffix in COMPRESSED_SUFFIXES:
+        rest = rest.removesuffix(suffix)
+    base = _SUFFIX.sub("", rest)
+    return base if base != rest and os.path.basename(base) else None

@@ -36,6 +36,11 @@ class FileId:
         return FileId(self.dev, self.ino, fingerprint(head), len(head))
 
 
+ABSENT: Final = FileId(0, 0, fingerprint(b""), 0)
+"""The identity recorded for a log that did not exist (or could not be opened) when following began: no file has
+it, so a restart reads the log from its start once it appears, as the exporter that began would have."""
+
+
 class NotRegularFile(OSError):
     """A log path names a FIFO, a device, a socket or a directory: reading it could block or never end."""
 

@@ -41,6 +41,9 @@ class Timing:
     """How long a rotated file is still read after it last grew (the MTA may append after the rename)."""
     retry: tuple[float, float] = (1.0, 30.0)
     """First and longest wait before a reader that failed unexpectedly is started again."""
+    retire_after: float = 600.0
+    """How long a glob's match stays gone (its name missing, its last file read to the end) before it is no longer
+    followed. A name that comes back sooner is a rotation; one that comes back later is followed again."""
 
 
 DEFAULT_TIMING = Timing()

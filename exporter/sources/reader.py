@@ -89,10 +89,7 @@ class Reader:
             return base + cut + 1
         # Cut before the kept tail, its first bytes unchanged: the file holds what was read up to where it was cut,
         # taken to be its last line now (lines appended between the cut and this look cannot be told apart).
-        end = min(size, base)
-        window = os.pread(fd, min(end, TAIL_BYTES), end - min(end, TAIL_BYTES))
-        newline = window.rfind(b"\n")
-        return end - len(window) + newline + 1 if newline >= 0 else 0
+        return line_end_before(fd, min(size, base))
 
     def restart_at(self, offset: int, max_line_bytes: int) -> None:
         """Reads on from `offset`, a line boundary, forgetting any unterminated line held."""
@@ -102,6 +99,14 @@ class Reader:
         self.offset = self.consumed = offset
         self.splitter = BlockSplitter(max_line_bytes)
         self.ident = identify(self.file)
+
+
+def line_end_before(fd: int, end: int) -> int:
+    """The offset just after the last newline before `end` in a plain file (looking back TAIL_BYTES at most); 0 when
+    there is none."""
+    window = os.pread(fd, min(end, TAIL_BYTES), end - min(end, TAIL_BYTES))
+    newline = window.rfind(b"\n")
+    return end - len(window) + newline + 1 if newline >= 0 else 0
 
 
 def _common_prefix(a: bytes, b: bytes) -> int:

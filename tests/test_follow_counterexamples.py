@@ -1,0 +1,276 @@
+"""Counterexamples the model-based test (test_follow_model.py) found, each shrunk to its shortest sequence and kept as a
+plain scenario on the same in-process core (see follow_model.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from follow_model import GRACE_PASSED, Exporter, World
+from support import FakeClock
+
+Worlds = Callable[..., tuple[World, FakeClock]]
+
+
+@pytest.fixture
+def worlds(tmp_path: Path) -> Iterator[Callable[..., tuple[World, FakeClock]]]:
+    made: list[World] = []
+
+    def make(*, link: bool = False, late: bool = False) -> tuple[World, FakeClock]:
+        world = World(str(tmp_path), link=link)
+        made.append(world)
+        if not late:
+            world.reopen()
+        return world, FakeClock()
+
+    yield make
+    for world in made:
+        world.close()
+
+
+def test_kill_after_a_rotated_file_is_read_at_start_does_not_read_its_last_block_again(
+    worlds: Worlds,
+) -> None:
+    world, clock = worlds()
+    Exporter(world, clock).kill()
+    world.append(1)
+    world.rotate_rename()
+    world.delete()  # the name is missing: the restart reads mail.log.1 and nothing after it
+    first = Exporter(world, clock)
+    assert first.sent() == 1
+    first.kill()  # its start position was written: it must lie after line 0
+    second = Exporter(world, clock)
+    assert (second.sent(), second.lines()) == (1, 1)
+
+
+def test_kill_after_the_end_of_a_copytruncate_copy_is_read_does_not_read_it_again(worlds: Worlds) -> None:
+    world, clock = worlds()
+    first = Exporter(world, clock)
+    world.append(1)
+    first.look()
+    world.append(1)
+    world.copytruncate()  # line 1 is read from the copy, then the emptied log from its start
+    first.look()
+    assert first.sent() == 2
+    first.flush()
+    first.kill()
+    second = Exporter(world, clock)
+    assert (second.sent(), second.lines()) == (2, 2)
+
+
+def test_restart_finds_the_saved_file_rotated_beside_the_target_of_a_symlinked_log(worlds: Worlds) -> None:
+    world, clock = worlds(link=True)
+    first = Exporter(world, clock)
+    world.append(2)
+    first.look()
+    first.stop()
+    world.append(1)  # line 2, read after the restart from targets/t0/mail.log.1
+    world.rotate_rename()
+    world.reopen()
+    world.append(1)
+    second = Exporter(world, clock)
+    assert (second.sent(), second.lines()) == (4, 4)
+
+
+def test_copytruncate_of_a_symlinked_log_reads_the_end_from_the_copy_beside_the_target(
+    worlds: Worlds,
+) -> None:
+    world, clock = worlds(link=True)
+    exporter = Exporter(world, clock)
+    world.append(1)
+    exporter.look()
+    world.append(1)
+    world.copytruncate()
+    exporter.look()
+    assert (exporter.sent(), exporter.lines()) == (2, 2)
+
+
+def test_a_generation_of_a_symlinked_log_rotated_between_two_looks_is_read(worlds: Worlds) -> None:
+    world, clock = worlds(link=True)
+    exporter = Exporter(world, clock)
+    world.append(1)
+    exporter.look()
+    for _ in range(2):  # the second file is created and rotated away between two looks
+        world.rotate_rename()
+        world.reopen()
+        world.append(1)
+    exporter.look()
+    assert (exporter.sent(), exporter.lines()) == (3, 3)
+
+
+def test_restart_drains_the_rotated_file_the_mta_still_writes_to(worlds: Worlds) -> None:
+    world, clock = worlds()
+    first = Exporter(world, clock)
+    world.append(1)
+    first.look()
+    first.stop()
+    world.rotate_rename()  # the MTA goes on writing to mail.log.1 until it reopens its log
+    second = Exporter(world, clock)
+    world.append(1)
+    second.look()
+    world.reopen()
+    world.append(1)
+    second.look()
+    assert (second.sent(), second.lines()) == (3, 3)
+
+
+def test_restart_does_not_count_half_a_line_the_mta_finishes_in_the_rotated_file(worlds: Worlds) -> None:
+    world, clock = worlds()
+    first = Exporter(world, clock)
+    world.append_split(100)
+    first.stop()
+    world.rotate_rename()
+    second = Exporter(world, clock)
+    world.append(1)  # the rest of the split line, then a whole one, to mail.log.1
+    second.look()
+    world.reopen()
+    clock.advance(GRACE_PASSED)
+    second.look()
+    assert (second.sent(), second.lines()) == (2, 2)
+
+
+def test_a_file_rotated_between_two_looks_is_drained_while_the_mta_still_writes_to_it(worlds: Worlds) -> None:
+    world, clock = worlds()
+    exporter = Exporter(world, clock)
+    world.append(1)
+    exporter.look()
+    world.rotate_rename()
+    world.reopen()
+    world.append(1)
+    world.rotate_rename()  # the second file is rotated away before a look; the MTA still writes to it
+    exporter.look()
+    world.append(1)
+    exporter.look()
+    assert (exporter.sent(), exporter.lines()) == (3, 3)
+
+
+def test_a_log_missing_when_the_exporter_was_killed_and_created_while_it_was_down_is_read_from_its_start(
+    worlds: Worlds,
+) -> None:
+    world, clock = worlds(late=True)
+    Exporter(world, clock).kill()  # following began while mail.log did not exist yet
+    world.reopen()
+    world.append(2)
+    second = Exporter(world, clock)
+    assert (second.sent(), second.lines()) == (2, 2)
+
+
+def test_kill_after_a_noticed_cut_to_a_middle_offset_resumes_at_the_cut(worlds: Worlds) -> None:
+    world, clock = worlds()
+    first = Exporter(world, clock)
+    world.append(3)
+    first.look()
+    world.truncate(2)  # line 2 (already counted) is cut away, the first bytes stay
+    first.look()
+    first.flush()
+    first.kill()
+    world.append(1)  # ends where line 2 ended: resuming at the old offset would skip it
+    second = Exporter(world, clock)
+    assert (second.sent(), second.lines()) == (4, 4)
+
+
+def test_restart_after_a_cut_to_a_middle_offset_while_down_does_not_count_the_kept_lines_again(
+    worlds: Worlds,
+) -> None:
+    world, clock = worlds()
+    first = Exporter(world, clock)
+    world.append(3)
+    first.look()
+    first.stop()
+    world.truncate(2)
+    second = Exporter(world, clock)
+    world.append(1)
+    second.look()
+    assert (second.sent(), second.lines()) == (4, 4)
+
+
+def test_the_old_target_of_a_re_pointed_link_is_read_after_its_last_rotation(worlds: Worlds) -> None:
+    world, clock = worlds(link=True)
+    exporter = Exporter(world, clock)
+    world.rotate_rename()  # targets/t0/mail.log is rotated, the MTA reopens the new one
+    world.reopen()
+    world.repoint()  # then the link moves on to targets/t1/mail.log before a look; the MTA still writes to t0
+    world.append(1)
+    exporter.look()
+    assert (exporter.sent(), exporter.lines()) == (1, 1)
+
+
+def test_a_former_link_targets_rotated_file_being_drained_at_a_kill_is_found_compressed(
+    worlds: Worlds,
+) -> None:
+    world, clock = worlds(link=True)
+    first = Exporter(world, clock)
+    world.append(1)
+    first.look()
+    first.stop()
+    world.rotate_rename()
+    world.append(1)
+    world.append_split(5)  # the MTA's last, unterminated line in targets/t0/mail.log.1
+    world.repoint()  # a new container: the link leads to targets/t1, and the MTA writes there
+    world.reopen()
+    second = Exporter(world, clock)  # reads t0/mail.log.1 and drains it: its last line is held
+    assert (second.sent(), second.lines()) == (2, 2)
+    second.flush()
+    second.kill()
+    (rotated,) = world.compressible()
+    world.compress(rotated)  # targets/t0/mail.log.1.gz, beside the link's former target
+    third = Exporter(world, clock)  # finds it and reads the unterminated line, once (free text: held back)
+    assert (third.sent(), third.lines(), third.held_lines()) == (2, 2, 1)
+
+
+def test_restart_does_not_take_the_saved_file_for_the_drained_file_it_shares_first_bytes_with(
+    worlds: Worlds,
+) -> None:
+    world, clock = worlds()
+    first = Exporter(world, clock)
+    world.append_split(1)  # the log's first byte: the fingerprint of the file being drained is that one byte
+    first.look()
+    world.rotate_rename()
+    first.look()  # mail.log.1 is being drained
+    world.reopen()
+    world.append(2)  # lines 1 and 2, in the new mail.log, which begins with the same byte
+    first.look()
+    first.flush()
+    first.kill()
+    (drained,) = [f for f in world.files if f.path is not None and f.path.endswith(".1")]
+    assert drained.path is not None
+    world._unlink(drained.path)  # logrotate removed the oldest generation: its half line is lost
+    drained.path = None
+    world.rotate_rename()  # the saved file is mail.log.1 now, where the drained file was
+    world.reopen()
+    second = Exporter(world, clock)
+    assert (second.sent(), second.lines()) == (2, 2)
+
+
+def test_a_drained_file_found_by_its_first_bytes_is_looked_for_in_its_own_family_first(
+    worlds: Worlds,
+) -> None:
+    world, clock = worlds(link=True)
+    Exporter(world, clock).stop()
+    world.append_split(1)  # all targets/t0/mail.log will hold: its fingerprint is this one byte
+    world.rotate_rename()
+    world.repoint()
+    world.reopen()
+    second = Exporter(world, clock)  # drains targets/t0/mail.log.1
+    second.flush()
+    second.kill()
+    for _ in range(2):  # the new target rotated twice: two more files that begin with that byte
+        world.append(1)
+        world.rotate_rename()
+        world.reopen()
+    (drained,) = [f for f in world.compressible() if f.path is not None and "/t0/" in f.path]
+    world.compress(drained)
+    third = Exporter(world, clock)
+    assert (third.sent(), third.lines() + third.held_lines()) == (2, 3)
+
+
+def test_restart_of_a_symlinked_log_resumes_in_the_file_the_link_leads_to(worlds: Worlds) -> None:
+    world, clock = worlds(link=True)
+    first = Exporter(world, clock)
+    world.append(2)
+    first.look()
+    first.stop()  # saved: the link's target, by its own path
+    world.append(1)
+    second = Exporter(world, clock)
+    assert (second.sent(), second.lines()) == (3, 3)
