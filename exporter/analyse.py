@@ -238,6 +238,8 @@ class Analyser:
         must be judged on its own). With the fast path, the lines it reads are found first (it keeps them) and
         the markers are searched for in the rest; the lines that a format's byte-level test rules out are left
         out then."""
+        if fast is not None:
+            fast.clear()
         if not blob:
             return 0, []
         size = len(blob) - 1 if blob.endswith(b"\n") else len(blob)

@@ -218,6 +218,11 @@ class FastPath:
             done = end + 1
         return spans
 
+    def clear(self) -> None:
+        """Forgets the lines of the last block (a block of bad lines or an empty one is not read here)."""
+        self.starts, self._matches, self._next = [], [], 0
+        self._refusals.clear()
+
     def has_line(self, start: int) -> bool:
         """Whether a line that find() found starts there."""
         at = bisect.bisect_left(self.starts, start)
