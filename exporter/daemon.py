@@ -263,7 +263,10 @@ class Daemon:
         sources that resume from its positions: what a start, or a restart after a kill, builds before serving."""
         metrics = new_metrics(cfg)
         ingest = self.ingest = Ingest(
-            metrics, lambda: self._analyser_factory(cfg, rules), learn=self.domains.learn
+            metrics,
+            lambda: self._analyser_factory(cfg, rules),
+            learn=self.domains.learn,
+            learn_domains=self.domains.learn_domains,
         )
         domains = self.domains
         self.checkpointer = Checkpointer(

@@ -18,6 +18,7 @@ from exporter.analyse import MAX_LINE_BYTES, Analyser, Skipped
 from exporter.compressed import READ_ERRORS, open_log
 from exporter.errors import ConfigError, WorkerError
 from exporter.events import STATUSES, Event, Reply
+from exporter.fastpath import Accepted
 from exporter.labels import code_label, enhanced_label
 from exporter.redact import redact, shorten, template
 from exporter.rules import CATEGORIES, UNMATCHED_REASON, Rules, load_rules, rule_stub
@@ -246,6 +247,14 @@ class Report:
     unmatched_not_listed: int = 0
     """Unmatched replies past the MAX_TEMPLATES templates listed."""
     _unmatched_codes: set[tuple[str | None, str | None]] = field(default_factory=set)
+
+    def add_accepted(self, run: Accepted) -> None:
+        """Counts a run of mail Google accepted, as add() would count each of its events."""
+        self.deliveries["sent"] += run.count
+        first, last = run.first, run.last
+        if first is not None and last is not None:
+            self.first_seen = first if self.first_seen is None else min(self.first_seen, first)
+            self.last_seen = last if self.last_seen is None else max(self.last_seen, last)
 
     def add(self, event: Event) -> None:
         d = event.delivery
@@ -495,7 +504,7 @@ def summarise(
 ) -> None:
     """Adds the lines of a file (of its plain bytes start..end when given) to the report; flushes the analyser at
     the end unless the next lines go on with it (a container's line still in parts only at the `end_of_input`)."""
-    analyse_block = analyser.analyse_block
+    summarise_block = analyser.summarise_block
     skipped = report.skipped
     with _open(path) if start == 0 and end is None else open(path, "rb") as stream:
         if start:
@@ -506,13 +515,15 @@ def summarise(
             block = next(blocks, None)
             if block is None and not flush:
                 break
-            count, results = analyse_block(block) if block is not None else analyser.flush(end=end_of_input)
+            count, results = summarise_block(block) if block is not None else analyser.flush(end=end_of_input)
             report.lines += count
             for result in results:
-                if isinstance(result, Skipped):
+                if isinstance(result, Event):
+                    report.add(result)
+                elif isinstance(result, Skipped):
                     skipped[result.reason] = skipped.get(result.reason, 0) + 1
                 else:
-                    report.add(result)
+                    report.add_accepted(result)
             if block is None:
                 break
             if progress is not None and progress.enabled:  # where the file is read up to, compressed or not

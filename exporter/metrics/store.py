@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from exporter.events import CONNECTION_ERROR_KINDS, STATUSES, Event
+from exporter.fastpath import Accepted
 from exporter.labels import NONE, OTHER, REASON_SHAPE, code_label, enhanced_label
 from exporter.redact import redact, shorten
 from exporter.sources import ROTATION_KINDS
@@ -165,6 +166,21 @@ class Metrics:
         future (a wrong clock, a forged line) cannot pin the "last" gauges ahead of every real event."""
         now = self.clock()
         return now if timestamp is None or timestamp > now else timestamp
+
+    def observe_accepted(self, run: Accepted) -> None:
+        """Counts a run of mail Google accepted, as observe() would count each of its events (no sender label:
+        the fast path that makes runs is off when senders are tracked)."""
+        if not run.count:
+            return
+        key = ("sent", *((self.sender_label(None),) if self.by_sender else ()))
+        self.deliveries[key] = self.deliveries.get(key, 0.0) + run.count
+        # log_time() of each line's stamp, at most: the latest stamp, or now when a line had none
+        when = self.log_time(None if run.unstamped else run.last)
+        if when > self.last_delivery:
+            self.last_delivery = when
+        self.consecutive = 0
+        if when > self.last_sent:
+            self.last_sent = when
 
     def observe(self, event: Event) -> None:
         """Counts one classified event."""

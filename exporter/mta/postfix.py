@@ -38,7 +38,8 @@ _NOT_DELIVERING: Final = rb"smtpd|cleanup|postscreen|pickup|anvil|dnsblog|bounce
 """Services that never deliver: those that receive mail (on an MX most lines naming Google are mail *from*
 Google's servers) and the one that writes our own delivery notices."""
 _NEVER_DELIVERIES: Final = re.compile(rb"/(?:" + _NOT_DELIVERING + rb")\[")
-_SERVICE_TAGS: Final = re.compile(rb"/(?:(qmgr)|" + _NOT_DELIVERING + rb")\[")
+SERVICE_TAGS: Final = re.compile(rb"/(?:(qmgr)|" + _NOT_DELIVERING + rb")\[")
+"""The service tags never_a_delivery() looks at: qmgr's, and those of the services that never deliver."""
 
 
 TAG_WITHIN: Final = 512
@@ -49,7 +50,7 @@ never deep inside the text (a long line is not searched whole for it)."""
 def never_a_delivery(line: bytes, ctx: Context) -> bool:
     """A cheap byte-level test: True for Postfix lines that cannot record a delivery to Google."""
     # One regex search instead of a substring search per service: this runs for every line naming Google.
-    tag = _SERVICE_TAGS.search(line, 0, TAG_WITHIN)
+    tag = SERVICE_TAGS.search(line, 0, TAG_WITHIN)
     if tag is None:
         return False
     if tag.group(1) is None or _NEVER_DELIVERIES.search(line, tag.end(), TAG_WITHIN) is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any, Final
 
 from exporter.events import Delivery
@@ -34,6 +35,15 @@ class GoogleDomains:
             return
         if domain not in GMAIL_DOMAINS:
             self.add(domain)
+
+    def learn_domains(self, domains: Iterable[str | None]) -> None:
+        """learn() of deliveries at a Google host to these recipient domains, in order (the daemon's fast path
+        counts accepted mail in runs and hands over only their domains)."""
+        last = None  # learning the domain just learnt again changes nothing
+        for domain in domains:
+            if domain is not None and domain != last and domain not in GMAIL_DOMAINS:
+                self.add(domain)
+                last = domain
 
     def add(self, domain: str) -> None:
         """Remembers one domain (ignored unless it looks like a domain name)."""

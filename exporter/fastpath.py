@@ -1,0 +1,334 @@
+"""The fast path: Postfix's outcome lines at Google relays, the lines that dominate a mail log about Google, read a
+block at a time at C speed, with the same results as the analyser's line-by-line path.
+
+One compiled pattern, found through the literal `relay=<Google relay>[` so that the regex engine skips the other
+lines in C, matches each such `postfix/smtp` line whole and captures what counting needs. The analyser's prefilter
+then searches for Google's markers in the rest of the block (these lines blanked out), and its loop asks for these
+lines between its own, in file order, so the clock, the queue-id joins and free text see every line as before.
+Mail Google accepted becomes an Accepted run: a count, the first and last timestamps and the lines, with no Event
+made. A refusal is keyed by its reply up to Google's session id: the first line with a key goes through the
+analyser's own path, whose reading vouches for the key (every later line with it gets that reply and verdict) or
+not (every line with it goes that way). Whatever the pattern does not match (another layout, an odd recipient, a
+reply of another shape, a character outside printable ASCII) stays with the line-by-line path, that line alone.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+from exporter.events import Delivery, Event, Reply, Verdict
+from exporter.mta.common import domain_of
+from exporter.mta.postfix import SERVICE_TAGS
+from exporter.reply import normalise
+
+_MONTH: Final = rb"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_ADDRESS: Final = rb"\[[0-9a-fA-F.:]{1,45}\](?::\d{1,5})?"
+# Each part is as strict as the line-by-line parser's reading of it needs: a syslog stamp at the start (the clock
+# reads that one), a recipient without '=' (so that the first 'relay=' of the line is the relay's), without '['
+# (so that no service tag hides in it) and in printable ASCII, the fields Postfix writes between relay and status.
+OUTCOME: Final = re.compile(
+    rb"(?P<stamp>" + _MONTH + rb" {1,2}\d{1,2} \d\d:\d\d:\d\d) [\w.-]{1,255} [\w.-]{0,64}/smtp\[\d{1,10}\]: "
+    rb"(?P<qid>(?!(?:warning|error|fatal|panic|info|statistics|NOQUEUE): )[0-9A-Za-z]{3,24}): "
+    rb"to=<(?P<rcpt>[!-;?-Z\\\]-~]{1,254})>, relay=(?P<host>[^\[\n]{1,255})" + _ADDRESS +
+    rb"(?:, conn_use=\d{1,9})?, delay=[\d.]{1,20}, delays=[\d./]{1,64}, dsn=\d\.\d{1,3}\.\d{1,3}, status=(?:"
+    rb"sent \(|(?P<status>deferred|bounced) \(host [A-Za-z0-9.-]{1,255}" + _ADDRESS + rb" (?:said|refused to talk to me): )"
+)  # fmt: skip
+"""The start of an outcome line at a relay, up to where the reply starts, matched at the line's start."""
+ANCHOR: Final = re.compile(rb"relay=([a-z0-9][a-z0-9.-]{0,200}\.(?:l\.google|googlemail)\.com)\[")
+"""Where such a line may be, at a Google relay whose name is its own canonical name: a literal start, so that
+the engine searches for it in C."""
+_SESSION_ID: Final = re.compile(rb"(?=[\w.-]*\d)[\w.-]{6,100}")
+"""Google's session id, as exporter.reply strips it before its marker."""
+_AFTER_MARKER: Final = frozenset(
+    b"" if command is None else b" (in reply to " + command + b" command)"
+    for command in (
+        None,
+        b"RCPT TO",
+        b"MAIL FROM",
+        b"end of DATA",
+        b"DATA",
+        b"HELO",
+        b"EHLO",
+        b"STARTTLS",
+        b"AUTH",
+    )
+)
+"""What Postfix may write after Google's marker: nothing, or the command replied to (no 'gsmtp' in it, so the
+marker is the reply's last)."""
+_STATUS: Final = {b"deferred": "deferred", b"bounced": "bounced"}
+MAX_REPLY_BYTES: Final = 4000
+"""Longer replies take the line-by-line path: below the normaliser's cut (MAX_REPLY_CHARS), a key's lines all keep
+their whole reply."""
+
+MAX_TEMPLATES: Final = 4096
+"""Reply templates remembered with their verdict; past that the memory starts afresh."""
+
+
+class Accepted:
+    """Consecutive lines of mail Google accepted, counted rather than made into Events: the count and the
+    timestamps that `report` and the metrics need, and the lines, so that events() gives the Events that the
+    line-by-line path makes of them."""
+
+    __slots__ = ("_lines", "_stamps")
+
+    def __init__(self) -> None:
+        self._stamps: list[float | None] = []
+        self._lines: list[re.Match[bytes]] = []
+        """Each line's match of OUTCOME."""
+
+    @property
+    def count(self) -> int:
+        return len(self._stamps)
+
+    @property
+    def unstamped(self) -> bool:
+        """Whether some line had no timestamp."""
+        return None in self._stamps
+
+    @property
+    def first(self) -> float | None:
+        """The earliest timestamp (None when no line had one)."""
+        return min(self._known(), default=None)
+
+    @property
+    def last(self) -> float | None:
+        """The latest timestamp (None when no line had one)."""
+        return max(self._known(), default=None)
+
+    def _known(self) -> list[float]:
+        stamps = self._stamps
+        return [s for s in stamps if s is not None] if None in stamps else stamps  # type: ignore[return-value]
+
+    def recipient_domains(self) -> list[str | None]:
+        """The recipient domain of each line, as its Delivery has it."""
+        return [recipient_domain(m[3]) for m in self._lines]
+
+    @property
+    def queue_ids(self) -> list[str]:
+        return [m.group("qid").decode() for m in self._lines]
+
+    def deliveries(self) -> Iterator[Delivery]:
+        for when, m in zip(self._stamps, self._lines, strict=True):
+            blob = m.string
+            end = blob.find(b"\n", m.end())
+            yield Delivery(
+                mta="postfix",
+                scope="recipient",
+                status="sent",
+                timestamp=when,
+                queue_id=m.group("qid").decode(),
+                recipient_domain=recipient_domain(m[3]),
+                google_host=m.group("host").decode(),
+                reply=blob[m.end() : end - 1 if end >= 0 else len(blob) - 1].decode("utf-8", "replace"),
+            )
+
+    def events(self) -> Iterator[Event]:
+        for delivery in self.deliveries():
+            yield Event(delivery, normalise(delivery.reply) if delivery.reply else None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """What the fast path asks of the analyser's own path."""
+
+    line: Callable[[bytes], object]
+    """The result of one line that passed the prefilter (an Event, a Skipped or None)."""
+    clock: Callable[[bytes], float | None]
+    """The timestamp of a line: the stream's clock, which infers the year from the lines in order."""
+    deferred: Callable[[str], None]
+    """Remembers the queue id of a message Google deferred (for a later expiry)."""
+
+
+@dataclass(slots=True)
+class _Template:
+    reply: Reply | None
+    verdict: Verdict | None
+    vouched: bool
+    """False when the analyser's path read the template's first line otherwise than the pattern does: then every
+    line of the template goes to it."""
+
+
+_BLANK: Final = memoryview(b" " * (1 << 16))
+
+
+class FastPath:
+    """Finds the outcome lines at Google relays in a block and reads them for one stream's analyser, which asks
+    for each in its own order of lines (see the module)."""
+
+    def __init__(self, reference: Reference) -> None:
+        self._ref = reference
+        self._clock = reference.clock
+        self._templates: dict[tuple[bytes, bytes], _Template] = {}
+        self.starts: list[int] = []
+        """Where the lines found in the current block start, in order."""
+        self._matches: list[re.Match[bytes]] = []
+        self._next = 0
+        """The first line found that take_until() has not passed yet."""
+        self._refusals: dict[int, tuple[int, int]] = {}
+        """For the refusals among them: where the line ends and where the session id before Google's marker
+        starts."""
+
+    def find(self, blob: bytes, size: int) -> list[tuple[int, int]]:
+        """Finds the lines of blob[:size] that the fast path reads; returns where they start and end, in order.
+        take_until() then reads them."""
+        starts: list[int] = []
+        matches: list[re.Match[bytes]] = []
+        refusals: dict[int, tuple[int, int]] = {}
+        spans: list[tuple[int, int]] = []
+        self.starts, self._matches, self._refusals, self._next = starts, matches, refusals, 0
+        match, find, rfind = OUTCOME.match, blob.find, blob.rfind
+        done = 0
+        for anchor in ANCHOR.finditer(blob, 0, size):
+            at = anchor.start()
+            if at < done:
+                continue
+            start = rfind(b"\n", 0, at) + 1
+            m = match(blob, start, size)
+            if m is None or m.start(4) != at + 6:
+                continue  # another line, or the relay named further on: the analyser's path reads it
+            reply = m.end()
+            end = find(b"\n", reply, size)
+            if end < 0:
+                end = size
+            if blob[end - 1] != 41 or end - 1 <= reply:  # the reply in parentheses ends the line
+                continue
+            if m.lastindex == 4:  # accepted
+                if find(b"[", reply, end) >= 0:
+                    continue  # a service tag could hide in the reply
+            else:
+                marker = rfind(b" - gsmtp", reply, end)
+                if (
+                    marker < 0
+                    or end - reply > MAX_REPLY_BYTES
+                    or blob[marker + 8 : end - 1] not in _AFTER_MARKER
+                ):
+                    continue
+                space = rfind(b" ", reply, marker)
+                if space <= reply or _SESSION_ID.fullmatch(blob, space + 1, marker) is None:
+                    continue
+                refusals[start] = (end, space)
+            starts.append(start)
+            matches.append(m)
+            spans.append((start, end))
+            done = end + 1
+        return spans
+
+    def clear(self) -> None:
+        """Forgets the lines of the last block (a block of bad lines or an empty one is not read here)."""
+        self.starts, self._matches, self._next = [], [], 0
+        self._refusals.clear()
+
+    def has_line(self, start: int) -> bool:
+        """Whether a line that find() found starts there."""
+        at = bisect.bisect_left(self.starts, start)
+        return at < len(self.starts) and self.starts[at] == start
+
+    @staticmethod
+    def mask(low: bytes | bytearray, spans: list[tuple[int, int]]) -> bytes | bytearray:
+        """The lower-cased block with the lines found blanked out, so that the search for Google's markers passes
+        over them."""
+        if not spans:
+            return low
+        masked = bytearray(low)
+        for start, end in spans:
+            masked[start:end] = _BLANK[: end - start]
+        return masked
+
+    def take_until(self, limit: int, covered: int, results: list[Any]) -> None:
+        """Adds the results of the lines found that start before `limit` and not before `covered` (the analyser's
+        path looked at those) to `results`, in order: accepted mail to the Accepted run that ends them."""
+        starts, first = self.starts, self._next
+        if first >= len(starts) or starts[first] >= limit:
+            return
+        last = bisect.bisect_left(starts, limit, first)
+        self._next = last
+        if starts[first] < covered:
+            first = bisect.bisect_left(starts, covered, first, last)
+        run = results[-1] if results else None
+        if run.__class__ is not Accepted:
+            run = None
+        clock, stamp, when = self._clock, b"", None  # the clock, and the last stamp it read with its time
+        for m in self._matches[first:last]:
+            if m.lastindex == 4:  # accepted
+                if run is None:
+                    run = Accepted()
+                    results.append(run)
+                new = m[1]
+                if new != stamp:
+                    stamp, when = new, clock(new)
+                run._stamps.append(when)
+                run._lines.append(m)
+            else:
+                self._take_refusal(m.start(), m, results)
+                run, stamp = None, b""  # the analyser's path may have read the clock
+
+    def _take_refusal(self, start: int, m: re.Match[bytes], results: list[Any]) -> None:
+        end, space = self._refusals[start]
+        blob = m.string
+        ref = self._ref
+        status = m.group(5)
+        key = (status, blob[m.end() : space])
+        template = self._templates.get(key)
+        if template is None or not template.vouched:
+            found = ref.line(blob[start:end])
+            if template is None:
+                self._learn(key, m, end, found)
+            if found is not None:
+                results.append(found)
+            return
+        when = ref.clock(m[1])
+        qid = m[2].decode()
+        if status == b"deferred":
+            ref.deferred(qid)
+        reply = blob[m.end() : end - 1].decode("utf-8", "replace")
+        domain = recipient_domain(m[3])
+        delivery = Delivery("postfix", "recipient", _STATUS[status], when, qid, domain, _host(m[4]), reply)
+        results.append(Event(delivery, template.reply, template.verdict))
+
+    def _learn(self, key: tuple[bytes, bytes], m: re.Match[bytes], end: int, found: object) -> None:
+        """Remembers a refusal's template from the analyser's reading of its first line: vouched for when that
+        reading is the pattern's and no service tag in the reply can make a line of it look like another
+        service's."""
+        vouched = False
+        reply: Reply | None = None
+        verdict: Verdict | None = None
+        if isinstance(found, Event):
+            d = found.delivery
+            reply, verdict = found.reply, found.verdict
+            vouched = (
+                SERVICE_TAGS.search(key[1]) is None
+                and d.mta == "postfix"
+                and d.scope == "recipient"
+                and d.status == key[0].decode()
+                and d.queue_id == m.group("qid").decode()
+                and d.recipient_domain == domain_of(m.group("rcpt").decode())
+                and d.google_host == m.group("host").decode()
+                and d.reply == m.string[m.end() : end - 1].decode("utf-8", "replace")
+                and d.connection_error is None
+                and d.sender is None
+            )
+        if len(self._templates) >= MAX_TEMPLATES:
+            self._templates.clear()
+        self._templates[key] = _Template(reply, verdict, vouched)
+
+
+def recipient_domain(recipient: bytes) -> str | None:
+    """domain_of() of a recipient the pattern matched (printable ASCII, no space or '<>'), which reads only what
+    follows its last '@': remembered per domain, as a log names a few domains over and over."""
+    at = recipient.rfind(b"@")
+    return _domain(recipient[at:]) if at >= 0 else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _domain(from_at: bytes) -> str | None:
+    return domain_of(from_at.decode())
+
+
+@functools.lru_cache(maxsize=1024)
+def _host(name: bytes) -> str:
+    return name.decode()
