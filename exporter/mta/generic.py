@@ -68,11 +68,17 @@ _CONNECTION_FAILURES: Final = (
     "no route to host",
     "connection timed out",
     "connection refused",
+    "lost connection with",
+    "conversation with",
 )
-"""Words that say a connection failed by themselves (Exim: 'H=host [ip] Network is unreachable')."""
+"""Words that say a connection failed by themselves (Exim: 'H=host [ip] Network is unreachable'; Postfix's reason
+pasted from its queue: '(delivery temporarily suspended: lost connection with host[ip] while …)', 'conversation
+with host[ip] timed out while …')."""
 
 MAX_LINES: Final = 40
 """Lines of one entry at most (Gmail's longest reply, folded at 76 columns, takes about 15)."""
+_TAIL_LINES: Final = 2
+"""Lines without a code that may follow a reply's last code line before its marker (see `continues`)."""
 _PREFIX_WITHIN: Final = 120
 """How far into a line a continuation's reply code may stand (behind a log or transcript prefix)."""
 
@@ -228,6 +234,10 @@ def _without_codes(text: str, ctx: Context) -> Delivery | None:
         reply = text[_quoted_from(text, marker) : marker + 5]
     elif ctx.nearby_google is not None and has_link(lower) and has_wording(text):
         reply = text.strip().rstrip(_TRAILING)  # right after lines naming Google's host
+    elif has_link(lower) and _ends_with_session_id(text):
+        # Gmail's words up to its link and session id, from before its marker, codes lost (JavaMail's message)
+        end = len(text.rstrip(_TRAILING))
+        reply = text[_quoted_from(text, end) : end]
     else:
         return None
     return _delivery(ctx, "bounced", None, host, reply)
@@ -283,7 +293,19 @@ def continues(entry: str, line: str) -> bool:
     if code is not None and entry.rfind(code + "-") > entry.rfind(code + " "):
         return True  # the last line announced more
     lower = line.lower()
-    return any(marker in lower for marker in _MARKERS) and _reply_start(line) is None
+    if _reply_start(line) is not None:
+        return False
+    if any(marker in lower for marker in _MARKERS):
+        return True
+    # After its last code line Gmail's words go on to its session id and marker: a line or two more where a
+    # bounce notice was pasted without its indentation.
+    final = entry.rfind(code + " ") if code is not None else -1
+    return (
+        final >= 0
+        and start is None
+        and entry.count("\n", final) < _TAIL_LINES
+        and (has_link(entry[begin:].lower()) or has_wording(entry[begin:]))
+    )
 
 
 _CONTINUATION: Final = re.compile(
