@@ -59,8 +59,8 @@ _TRAILING: Final = " \t\r\n'\"])},;."
 _CONNECT_WORDS: Final = ("connect", "dial ", "getaddrinfo", "lookup", "handshake")
 _FAILURE_WORDS: Final = (
     "fail", "error", "timed out", "timeout", "refused", "unreachable", "no route", "reset", "not known",
-    "not found", "no such host", "unable", "could not", "couldn't", "cannot", "etimedout", "econnrefused",
-    "enotfound",
+    "not found", "not available", "no such host", "unable", "could not", "couldn't", "cannot", "etimedout",
+    "econnrefused", "enotfound",
 )  # fmt: skip
 _MARKERS: Final = ("gsmtp", "gcdp")
 _CONNECTION_FAILURES: Final = (
