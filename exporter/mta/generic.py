@@ -26,12 +26,12 @@ _FULL: Final = re.compile(
 # An enhanced code standing alone before text: Python's smtplib and Go keep it on each line and put the basic
 # code elsewhere, .NET and MailKit drop the basic code.
 _ENHANCED_ONLY: Final = re.compile(
-    r"(?<![A-Za-z0-9_.\-/+@#%=:])([245]\.\d{1,3}\.\d{1,3})(?=[ \t]++[^\s,;'\"\])}])"
+    r"(?<![A-Za-z0-9_.\-/+@#%=])(?<!\S:)([245]\.\d{1,3}\.\d{1,3})(?=[ \t]++[^\s,;'\"\])}])"
 )
 _CODE_ONLY: Final = re.compile(_NOT_BEFORE + r"([2-5]\d\d)[ -] *+(?=[A-Za-z\[<])")
 _PYTHON_CODE: Final = re.compile(r"\(([2-5]\d\d),\s*b?$")
 _CODE_FIELD: Final = re.compile(
-    r"(?i)(?:response_?code|smtp_?code|status_?code|reply_?code|\bcode)[\"']?\s*[:=]\s*[\"']?([2-5]\d\d)(?!\d)"
+    r"(?i)(?:response_?code|smtp_?code|status_?code|reply_?code|(?<![a-z])code)[\"']?\s*[:=]\s*[\"']?([2-5]\d\d)(?!\d)"
 )
 _DOTNET_RESPONSE: Final = "the server response was:"
 # System.Net.Mail's message for each status it raises, before "The server response was: <text>"; the basic code
