@@ -19,8 +19,9 @@ from typing import Final
 from exporter.events import Reply
 from exporter.google import is_session_id
 
-# A reply starts with a basic code, then '-' (more lines follow) or ' ' (last line) or its end.
-_START: Final = re.compile(r"\s*['\"]?([2-5]\d\d)(?:[ -]|$)")
+# A reply starts with a basic code, then '-' (more lines follow) or ' ' (last line) or its end, or MailKit's ': '
+# before the enhanced code ('535: 5.7.8 Username and Password not accepted.').
+_START: Final = re.compile(r"\s*['\"]?([2-5]\d\d)(?:[ -]|: ?(?=[245]\.)|$)")
 _LONE_ENHANCED: Final = re.compile(r"\s*['\"]?([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _ENHANCED: Final = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _MASKED: Final = re.compile(r"[xX#*]\.[xX#*]{1,3}\.[xX#*]{1,3}(?![\w.])")

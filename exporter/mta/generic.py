@@ -17,11 +17,12 @@ from exporter.events import Delivery
 from exporter.google import has_link, has_wording, is_session_id
 from exporter.mta.common import Context, LogFormat, connection_delivery, connection_error_kind, domain_of
 
-# Where a reply starts: its basic and enhanced codes ('550-5.7.26', '550 5.7.26', folded '550\n  5.7.26'), not
-# glued to a word before (OpenSMTPD's and PHPMailer's glued continuation lines, dsn=, versions, addresses).
+# Where a reply starts: its basic and enhanced codes ('550-5.7.26', '550 5.7.26', folded '550\n  5.7.26', MailKit's
+# '535: 5.7.8'), not glued to a word before (OpenSMTPD's and PHPMailer's glued continuation lines, dsn=, versions,
+# addresses).
 _NOT_BEFORE: Final = r"(?<![A-Za-z0-9_.\-/+@#%])"
 _FULL: Final = re.compile(
-    _NOT_BEFORE + r"([2-5]\d\d)(?:-|[ \t]*+(?:\n[ \t]*+)?)([245]\.\d{1,3}\.\d{1,3})(?![\w.])"
+    _NOT_BEFORE + r"([2-5]\d\d)(?:-|:?[ \t]*+(?:\n[ \t]*+)?)([245]\.\d{1,3}\.\d{1,3})(?![\w.])"
 )
 # An enhanced code standing alone before text: Python's smtplib and Go keep it on each line and put the basic
 # code elsewhere, .NET and MailKit drop the basic code.
@@ -273,7 +274,12 @@ def continues(entry: str, line: str) -> bool:
     if found is None:
         return False
     begin, code, enhanced = found
-    if any(marker in entry[begin:].lower() for marker in _MARKERS):
+    # The reply still open is the one the last line started, if it started one: an exception's inner exception
+    # repeats the reply on an indented line, and that copy goes on to its own marker.
+    last_at = entry.rfind("\n") + 1
+    latest = _reply_start(entry[last_at:]) if last_at > 0 else None
+    opened = last_at + latest[0] if latest is not None else begin
+    if any(marker in entry[opened:].lower() for marker in _MARKERS):
         return False
     start = _CONTINUATION.search(line, 0, _PREFIX_WITHIN)
     if start is not None and start.start() > 0 and line[start.start() - 1] not in " \t:|>'\"[(":
