@@ -61,6 +61,8 @@ def _normalise_body(text: str, marked: bool) -> Reply:
         or "\u21b5" in text
         or ("?" in text and _QUESTION_JOIN.search(text))
     ):
+        if "\n" in text:  # a paste may leave spaces before a line's end: one join, not a gap in '550 5.7.1'
+            text = "\n".join(line.rstrip(" \t\r") for line in text.split("\n"))
         text = _JOINS.sub(" ", text)
     origin = "gsmtp"
     end = text.rstrip()

@@ -91,6 +91,8 @@ def claims(line: str) -> bool:
 
 def parse(text: str, ctx: Context) -> Delivery | None:
     """A Delivery for an entry (one or more lines) that carries Google's reply or a failure to reach Google."""
+    if "\u00a0" in text:  # text copied from a web page: its no-break spaces are spaces
+        text = text.replace("\u00a0", " ")
     found = _reply_start(text)
     if found is None:
         return _without_codes(text, ctx)
