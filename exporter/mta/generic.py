@@ -78,8 +78,9 @@ with host[ip] timed out while …')."""
 
 MAX_LINES: Final = 40
 """Lines of one entry at most (Gmail's longest reply, folded at 76 columns, takes about 15)."""
-_TAIL_LINES: Final = 2
-"""Lines without a code that may follow a reply's last code line before its marker (see `continues`)."""
+_TAIL_LINES: Final = 10
+"""Lines without a code that may follow a reply's last code line before its marker (see `continues`): Gmail's
+longest one-line reply, wrapped again at 60 columns."""
 _PREFIX_WITHIN: Final = 120
 """How far into a line a continuation's reply code may stand (behind a log or transcript prefix)."""
 
@@ -305,14 +306,14 @@ def continues(entry: str, line: str) -> bool:
         return False
     if any(marker in lower for marker in _MARKERS):
         return True
-    # After its last code line Gmail's words go on to its session id and marker: a line or two more where a
-    # bounce notice was pasted without its indentation.
+    # After its last code line Gmail's words go on to its session id and marker: the lines of a bounce notice
+    # pasted without its indentation, or of a one-line reply that a mail client or forum wrapped again.
     final = entry.rfind(code + " ") if code is not None else -1
     return (
         final >= 0
         and start is None
         and entry.count("\n", final) < _TAIL_LINES
-        and (has_link(entry[begin:].lower()) or has_wording(entry[begin:]))
+        and (has_link(lower) or has_link(entry[begin:].lower()) or has_wording(entry[begin:]))
     )
 
 
