@@ -98,10 +98,14 @@ def parse(text: str, ctx: Context) -> Delivery | None:
     if found is None:
         return _without_codes(text, ctx)
     begin, code, enhanced = found
+    host = ctx.google.named_in(text)
+    before = 0  # where another server's reply starts, when the entry holds one before Google's
+    if host is not None:
+        begin, code, enhanced = _reply_of_host(text, host, found)
+        before = found[0] if begin != found[0] else 0
     end = _reply_end(text, begin)
     reply = text[begin:end]
     lower = reply.lower()
-    host = ctx.google.named_in(text)
     if not (
         host is not None
         or ctx.nearby_google is not None
@@ -119,7 +123,10 @@ def parse(text: str, ctx: Context) -> Delivery | None:
     if first == "3" or (first == "2" and not (code == "250" and enhanced == "2.0.0")):
         return None  # a greeting, an EHLO answer, 'go ahead': no outcome of a delivery
     status = _STATUS.search(text)
-    recipient = _RECIPIENT.search(text, 0, begin)
+    if before:  # the last address before Google's reply, not one of the other server's reply
+        recipient = next(reversed(list(_RECIPIENT.finditer(text, before, begin))), None)
+    else:
+        recipient = _RECIPIENT.search(text, 0, begin)
     return _delivery(
         ctx,
         status.group(1) if status else {"2": "sent", "4": "deferred"}.get(first, "bounced"),
@@ -155,6 +162,26 @@ def _reply_start(text: str) -> tuple[int, str | None, str | None] | None:
     if bare is not None and "gsmtp" in text[bare.end() :].lower():
         return bare.start(), bare.group(1), None
     return None
+
+
+def _reply_of_host(
+    text: str, host: str, first: tuple[int, str | None, str | None]
+) -> tuple[int, str | None, str | None]:
+    """The reply Google's host gave when an entry holds several (a bounce that lists a recipient refused by
+    another server before the one Google refused): the first reply after the host's name, if the text before
+    that name shows none of Google's signs."""
+    begin = first[0]
+    named = text.lower().find(host, begin)
+    if named < 0:
+        return first
+    before = text[begin:named]
+    low = before.lower()
+    if any(m in low for m in _MARKERS) or has_link(low) or has_wording(before):
+        return first
+    later = _reply_start(text[named:])
+    if later is None:
+        return first
+    return named + later[0], later[1], later[2]
 
 
 def _reply_end(text: str, begin: int) -> int:
