@@ -92,6 +92,12 @@ _HOST_TOKEN: Final = re.compile(
     r"(?<![\w@.-])([A-Za-z0-9][A-Za-z0-9-]{0,62}(?:\.[A-Za-z0-9-]{1,63}){1,8})\.?"
 )
 
+_APEX_DOMAINS: Final = frozenset({"gmail.com", "googlemail.com"})
+_AS_HOST: Final = re.compile(r"\s?(?:\[|\((?:\d|[0-9a-f]*:))|:\d", re.IGNORECASE)
+"""What follows a host name where it names a host: its address ('gmail.com[142.251.31.83]', 'gmail.com
+(142.251.31.83)') or a port. Free text names Gmail's domains for much else ('not allowed to send from
+gmail.com', 'No SMTP servers were available for gmail.com')."""
+
 _KNOWN: Final = 1024
 """Host names whose answer canonical() remembers."""
 
@@ -156,7 +162,7 @@ class GoogleHosts:
             return None
         for token in _HOST_TOKEN.finditer(text):
             host = self.canonical(token.group(1))
-            if host is not None:
+            if host is not None and (host not in _APEX_DOMAINS or _AS_HOST.match(text, token.end())):
                 return host
         return None
 

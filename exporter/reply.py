@@ -19,8 +19,9 @@ from typing import Final
 from exporter.events import Reply
 from exporter.google import is_session_id
 
-# A reply starts with a basic code, then '-' (more lines follow) or ' ' (last line) or its end.
-_START: Final = re.compile(r"\s*['\"]?([2-5]\d\d)(?:[ -]|$)")
+# A reply starts with a basic code, then '-' (more lines follow) or ' ' (last line) or its end, or MailKit's ': '
+# before the enhanced code ('535: 5.7.8 Username and Password not accepted.').
+_START: Final = re.compile(r"\s*['\"]?([2-5]\d\d)(?:[ -]|: ?(?=[245]\.)|$)")
 _LONE_ENHANCED: Final = re.compile(r"\s*['\"]?([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _ENHANCED: Final = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _MASKED: Final = re.compile(r"[xX#*]\.[xX#*]{1,3}\.[xX#*]{1,3}(?![\w.])")
@@ -60,6 +61,8 @@ def _normalise_body(text: str, marked: bool) -> Reply:
         or "\u21b5" in text
         or ("?" in text and _QUESTION_JOIN.search(text))
     ):
+        if "\n" in text:  # a paste may leave spaces before a line's end: one join, not a gap in '550 5.7.1'
+            text = "\n".join(line.rstrip(" \t\r") for line in text.split("\n"))
         text = _JOINS.sub(" ", text)
     origin = "gsmtp"
     end = text.rstrip()

@@ -214,6 +214,31 @@ def test_exim_new_message_ids_and_deferral_and_host_line() -> None:
     assert (timeout.delivery.status, timeout.delivery.connection_error) == ("deferred", "timeout")
 
 
+def test_exim_deferral_when_gmail_com_does_not_resolve_is_a_dns_error_and_other_domains_are_not() -> None:
+    lines = [
+        "2026-11-29 21:46:30 1xXmj8-000000002ao-1zAb == x@gmail.com R=dnslookup defer (-1): host lookup did not "
+        "complete",
+        "  278   == x@googlemail.com R=dnslookup defer (-1): host lookup did not complete",
+        "2026-11-29 21:46:30 1xXmj8-000000002ao-1zAb == x@example.com R=dnslookup defer (-1): host lookup did not "
+        "complete",
+        "2026-11-29 21:46:30 1xXmj8-000000002ao-1zAb == x@gmail.com routing defer (-51): retry time not reached",
+    ]
+    results = [Analyser(RULES, now=NOW).analyse(line.encode()) for line in lines]
+    gmail, debug = results[0], results[1]
+    assert isinstance(gmail, Event) and isinstance(debug, Event)
+    assert (gmail.delivery.mta, gmail.delivery.queue_id, gmail.delivery.connection_error) == (
+        "exim",
+        "1xXmj8-000000002ao-1zAb",
+        "dns",
+    )
+    assert (debug.delivery.mta, debug.delivery.queue_id, debug.delivery.recipient_domain) == (
+        "exim",
+        None,
+        "googlemail.com",
+    )
+    assert results[2:] == [None, None]
+
+
 def test_sendmail_old_without_reply_and_sm_mta_deferred() -> None:
     a = Analyser(RULES, now=NOW)
     old = a.analyse(

@@ -187,6 +187,7 @@ _ERROR_KINDS: Final = (
     ("econnrefused", "refused"),
     ("econnreset", "lost_connection"),
     ("name service error", "dns"),
+    ("host lookup did not complete", "dns"),
     ("enotfound", "dns"),
     ("no such host", "dns"),
     ("name or service not known", "dns"),

@@ -7,6 +7,7 @@ from typing import Final
 
 from exporter.events import Delivery
 from exporter.mta.common import (
+    GMAIL_DOMAINS,
     REPLY_START,
     Context,
     LogFormat,
@@ -19,6 +20,9 @@ from exporter.mta.common import (
 _LINE: Final = re.compile(
     r"(?:^|\s)([0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}) (\*\*|==|=>|->|<=|H=)\s?"
 )
+# Exim's debug output (exim -d, the container images that run it) logs the same lines behind the process id,
+# without the message id, which an earlier 'delivering <id>' line named: '  278   == a@gmail.com R=dnslookup …'.
+_DEBUG_LINE: Final = re.compile(r"^ {0,8}\d{1,8} {3}(\*\*|==|=>|->) ")
 _HOST: Final = re.compile(r"(?:^|\s)H=([^\s\[]{1,255})(?: \([^)]{0,255}\))? \[[^\]]{1,64}\]")
 # Exim before 4.80 named the host inside the error: '…after RCPT TO:<a@b>: host gmail-smtp-in.l.google.com
 # [209.85.x.x]: 550-5.1.1 …'.
@@ -34,22 +38,27 @@ _DEFER: Final = re.compile(r"\sdefer \((-?\d+)\)(?::\s*(.*))?")
 
 
 def claims(line: str) -> bool:
-    """True for a mainlog line about a message (it names the message id and a delivery flag)."""
-    return _LINE.search(line) is not None
+    """True for a mainlog line about a message (it names the message id and a delivery flag), or such a line of
+    Exim's debug output."""
+    return _LINE.search(line) is not None or _DEBUG_LINE.match(line) is not None
 
 
 def parse(line: str, ctx: Context) -> Delivery | None:
     """A Delivery for an Exim mainlog line about Google, else None."""
     m = _LINE.search(line)
-    if m is None:
+    message_id: str | None
+    if m is not None:
+        message_id, flag = m.group(1), m.group(2)
+    elif (m := _DEBUG_LINE.match(line)) is not None:
+        message_id, flag = None, m.group(1)
+    else:
         return None
-    message_id, flag = m.group(1), m.group(2)
     rest = line[m.end() :]
-    if flag == "<=":
+    if flag == "<=" and message_id is not None:
         if ctx.track_senders:
             ctx.senders.remember(message_id, domain_of(rest.split(" ", 1)[0]) or "")
         return None
-    if flag == "H=":
+    if flag == "H=" and message_id is not None:
         rest = "H=" + rest
         return _host_line(rest, message_id, ctx)
 
@@ -57,11 +66,15 @@ def parse(line: str, ctx: Context) -> Delivery | None:
     host_match = _HOST.search(fields)
     host = ctx.google.canonical(host_match.group(1)) if host_match else _error_host(fields, ctx)
     reply = _reply(fields)
-    if host is None and not (reply and "gsmtp" in reply.lower()):
+    if (
+        host is None
+        and not (reply and "gsmtp" in reply.lower())
+        and not _gmail_dns_failure(flag, address, fields)
+    ):
         return None
     sender_match = _SENDER.search(fields)
     sender = domain_of(sender_match.group(1)) if sender_match else None
-    if sender is None and ctx.track_senders:
+    if sender is None and ctx.track_senders and message_id is not None:
         sender = ctx.senders.get(message_id)
 
     status: str
@@ -91,6 +104,15 @@ def parse(line: str, ctx: Context) -> Delivery | None:
         connection_error=connection_error,
         sender=sender,
     )
+
+
+def _gmail_dns_failure(flag: str, address: str, fields: str) -> bool:
+    """Whether a deferral names no host because Gmail's own domain did not resolve ('== a@gmail.com
+    R=dnslookup defer (-1): host lookup did not complete'): still about Google, as in Postfix."""
+    if flag != "==" or domain_of(address) not in GMAIL_DOMAINS:
+        return False
+    defer = _DEFER.search(fields)
+    return defer is not None and connection_error_kind(defer.group(2) or "") == "dns"
 
 
 def _host_line(rest: str, message_id: str, ctx: Context) -> Delivery | None:

@@ -17,21 +17,22 @@ from exporter.events import Delivery
 from exporter.google import has_link, has_wording, is_session_id
 from exporter.mta.common import Context, LogFormat, connection_delivery, connection_error_kind, domain_of
 
-# Where a reply starts: its basic and enhanced codes ('550-5.7.26', '550 5.7.26', folded '550\n  5.7.26'), not
-# glued to a word before (OpenSMTPD's and PHPMailer's glued continuation lines, dsn=, versions, addresses).
+# Where a reply starts: its basic and enhanced codes ('550-5.7.26', '550 5.7.26', folded '550\n  5.7.26', MailKit's
+# '535: 5.7.8'), not glued to a word before (OpenSMTPD's and PHPMailer's glued continuation lines, dsn=, versions,
+# addresses).
 _NOT_BEFORE: Final = r"(?<![A-Za-z0-9_.\-/+@#%])"
 _FULL: Final = re.compile(
-    _NOT_BEFORE + r"([2-5]\d\d)(?:-|[ \t]*+(?:\n[ \t]*+)?)([245]\.\d{1,3}\.\d{1,3})(?![\w.])"
+    _NOT_BEFORE + r"([2-5]\d\d)(?:-|:?[ \t]*+(?:\n[ \t]*+)?)([245]\.\d{1,3}\.\d{1,3})(?![\w.])"
 )
 # An enhanced code standing alone before text: Python's smtplib and Go keep it on each line and put the basic
 # code elsewhere, .NET and MailKit drop the basic code.
 _ENHANCED_ONLY: Final = re.compile(
-    r"(?<![A-Za-z0-9_.\-/+@#%=:])([245]\.\d{1,3}\.\d{1,3})(?=[ \t]++[^\s,;'\"\])}])"
+    r"(?<![A-Za-z0-9_.\-/+@#%=])(?<!\S:)([245]\.\d{1,3}\.\d{1,3})(?=[ \t]++[^\s,;'\"\])}])"
 )
 _CODE_ONLY: Final = re.compile(_NOT_BEFORE + r"([2-5]\d\d)[ -] *+(?=[A-Za-z\[<])")
 _PYTHON_CODE: Final = re.compile(r"\(([2-5]\d\d),\s*b?$")
 _CODE_FIELD: Final = re.compile(
-    r"(?i)(?:response_?code|smtp_?code|status_?code|reply_?code|\bcode)[\"']?\s*[:=]\s*[\"']?([2-5]\d\d)(?!\d)"
+    r"(?i)(?:response_?code|smtp_?code|status_?code|reply_?code|(?<![a-z])code)[\"']?\s*[:=]\s*[\"']?([2-5]\d\d)(?!\d)"
 )
 _DOTNET_RESPONSE: Final = "the server response was:"
 # System.Net.Mail's message for each status it raises, before "The server response was: <text>"; the basic code
@@ -59,8 +60,8 @@ _TRAILING: Final = " \t\r\n'\"])},;."
 _CONNECT_WORDS: Final = ("connect", "dial ", "getaddrinfo", "lookup", "handshake")
 _FAILURE_WORDS: Final = (
     "fail", "error", "timed out", "timeout", "refused", "unreachable", "no route", "reset", "not known",
-    "not found", "no such host", "unable", "could not", "couldn't", "cannot", "etimedout", "econnrefused",
-    "enotfound",
+    "not found", "not available", "no such host", "unable", "could not", "couldn't", "cannot", "etimedout",
+    "econnrefused", "enotfound",
 )  # fmt: skip
 _MARKERS: Final = ("gsmtp", "gcdp")
 _CONNECTION_FAILURES: Final = (
@@ -68,11 +69,18 @@ _CONNECTION_FAILURES: Final = (
     "no route to host",
     "connection timed out",
     "connection refused",
+    "lost connection with",
+    "conversation with",
 )
-"""Words that say a connection failed by themselves (Exim: 'H=host [ip] Network is unreachable')."""
+"""Words that say a connection failed by themselves (Exim: 'H=host [ip] Network is unreachable'; Postfix's reason
+pasted from its queue: '(delivery temporarily suspended: lost connection with host[ip] while …)', 'conversation
+with host[ip] timed out while …')."""
 
 MAX_LINES: Final = 40
 """Lines of one entry at most (Gmail's longest reply, folded at 76 columns, takes about 15)."""
+_TAIL_LINES: Final = 10
+"""Lines without a code that may follow a reply's last code line before its marker (see `continues`): Gmail's
+longest one-line reply, wrapped again at 60 columns."""
 _PREFIX_WITHIN: Final = 120
 """How far into a line a continuation's reply code may stand (behind a log or transcript prefix)."""
 
@@ -84,14 +92,20 @@ def claims(line: str) -> bool:
 
 def parse(text: str, ctx: Context) -> Delivery | None:
     """A Delivery for an entry (one or more lines) that carries Google's reply or a failure to reach Google."""
+    if "\u00a0" in text:  # text copied from a web page: its no-break spaces are spaces
+        text = text.replace("\u00a0", " ")
     found = _reply_start(text)
     if found is None:
         return _without_codes(text, ctx)
     begin, code, enhanced = found
+    host = ctx.google.named_in(text)
+    before = 0  # where another server's reply starts, when the entry holds one before Google's
+    if host is not None:
+        begin, code, enhanced = _reply_of_host(text, host, found)
+        before = found[0] if begin != found[0] else 0
     end = _reply_end(text, begin)
     reply = text[begin:end]
     lower = reply.lower()
-    host = ctx.google.named_in(text)
     if not (
         host is not None
         or ctx.nearby_google is not None
@@ -109,7 +123,10 @@ def parse(text: str, ctx: Context) -> Delivery | None:
     if first == "3" or (first == "2" and not (code == "250" and enhanced == "2.0.0")):
         return None  # a greeting, an EHLO answer, 'go ahead': no outcome of a delivery
     status = _STATUS.search(text)
-    recipient = _RECIPIENT.search(text, 0, begin)
+    if before:  # the last address before Google's reply, not one of the other server's reply
+        recipient = next(reversed(list(_RECIPIENT.finditer(text, before, begin))), None)
+    else:
+        recipient = _RECIPIENT.search(text, 0, begin)
     return _delivery(
         ctx,
         status.group(1) if status else {"2": "sent", "4": "deferred"}.get(first, "bounced"),
@@ -145,6 +162,26 @@ def _reply_start(text: str) -> tuple[int, str | None, str | None] | None:
     if bare is not None and "gsmtp" in text[bare.end() :].lower():
         return bare.start(), bare.group(1), None
     return None
+
+
+def _reply_of_host(
+    text: str, host: str, first: tuple[int, str | None, str | None]
+) -> tuple[int, str | None, str | None]:
+    """The reply Google's host gave when an entry holds several (a bounce that lists a recipient refused by
+    another server before the one Google refused): the first reply after the host's name, if the text before
+    that name shows none of Google's signs."""
+    begin = first[0]
+    named = text.lower().find(host, begin)
+    if named < 0:
+        return first
+    before = text[begin:named]
+    low = before.lower()
+    if any(m in low for m in _MARKERS) or has_link(low) or has_wording(before):
+        return first
+    later = _reply_start(text[named:])
+    if later is None:
+        return first
+    return named + later[0], later[1], later[2]
 
 
 def _reply_end(text: str, begin: int) -> int:
@@ -228,6 +265,10 @@ def _without_codes(text: str, ctx: Context) -> Delivery | None:
         reply = text[_quoted_from(text, marker) : marker + 5]
     elif ctx.nearby_google is not None and has_link(lower) and has_wording(text):
         reply = text.strip().rstrip(_TRAILING)  # right after lines naming Google's host
+    elif has_link(lower) and _ends_with_session_id(text):
+        # Gmail's words up to its link and session id, from before its marker, codes lost (JavaMail's message)
+        end = len(text.rstrip(_TRAILING))
+        reply = text[_quoted_from(text, end) : end]
     else:
         return None
     return _delivery(ctx, "bounced", None, host, reply)
@@ -263,7 +304,12 @@ def continues(entry: str, line: str) -> bool:
     if found is None:
         return False
     begin, code, enhanced = found
-    if any(marker in entry[begin:].lower() for marker in _MARKERS):
+    # The reply still open is the one the last line started, if it started one: an exception's inner exception
+    # repeats the reply on an indented line, and that copy goes on to its own marker.
+    last_at = entry.rfind("\n") + 1
+    latest = _reply_start(entry[last_at:]) if last_at > 0 else None
+    opened = last_at + latest[0] if latest is not None else begin
+    if any(marker in entry[opened:].lower() for marker in _MARKERS):
         return False
     start = _CONTINUATION.search(line, 0, _PREFIX_WITHIN)
     if start is not None and start.start() > 0 and line[start.start() - 1] not in " \t:|>'\"[(":
@@ -283,7 +329,19 @@ def continues(entry: str, line: str) -> bool:
     if code is not None and entry.rfind(code + "-") > entry.rfind(code + " "):
         return True  # the last line announced more
     lower = line.lower()
-    return any(marker in lower for marker in _MARKERS) and _reply_start(line) is None
+    if _reply_start(line) is not None:
+        return False
+    if any(marker in lower for marker in _MARKERS):
+        return True
+    # After its last code line Gmail's words go on to its session id and marker: the lines of a bounce notice
+    # pasted without its indentation, or of a one-line reply that a mail client or forum wrapped again.
+    final = entry.rfind(code + " ") if code is not None else -1
+    return (
+        final >= 0
+        and start is None
+        and entry.count("\n", final) < _TAIL_LINES
+        and (has_link(lower) or has_link(entry[begin:].lower()) or has_wording(entry[begin:]))
+    )
 
 
 _CONTINUATION: Final = re.compile(
