@@ -13,7 +13,7 @@ from exporter.events import Delivery, Event
 from exporter.fastpath import Accepted, FastPath, Reference
 from exporter.google import WORDINGS, GoogleHosts
 from exporter.mta import generic, postfix
-from exporter.mta.common import Context
+from exporter.mta.common import Context, classic_syslog
 from exporter.mta.containers import Unwrapper
 from exporter.reply import normalise
 from exporter.rules import Rules
@@ -588,7 +588,7 @@ class Analyser:
         except UnicodeDecodeError:
             text = line.decode("utf-8", "replace")
             valid = False
-        text = text.rstrip("\r\n")
+        text = classic_syslog(text.rstrip("\r\n"))
         for claims, parse in self._dispatch:  # noqa: B007 - the loop picks the parser used below
             if claims(text):
                 break

@@ -71,6 +71,14 @@ BETWEEN = [
     "Nov 29 21:32:50 mx1 postfix/smtp[3]: connect to alt1.gmail-smtp-in.l.google.com[142.250.1.2]:25: Connection "
     "timed out",
     "Nov 29 21:32:51 mx1 postfix/smtpd[1]: disconnect from unknown[192.0.2.1] ehlo=1 mail=1 rcpt=0/1 quit=1",
+    # RFC 5424 syslog: the reference path reads these, the fast path must leave them to it.
+    "<22>1 2026-11-29T21:32:52.1+00:00 mx1 postfix/smtp 3 - - 1A2B3C4D5E: to=<alice@gmail.com>, "
+    "relay=gmail-smtp-in.l.google.com[142.250.1.1]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 2.0.0 OK "
+    "q16si3475662wrs.311 - gsmtp)",
+    '<22>1 2026-11-29T21:32:52Z mx1 postfix/smtp 3 - [origin ip="192.0.2.1"] B2ADD2181B9: to=<b@gmail.com>, '
+    "relay=gmail-smtp-in.l.google.com[142.250.1.1]:25, delay=1, delays=0/0/0/1, dsn=4.7.28, status=deferred (host "
+    "gmail-smtp-in.l.google.com[142.250.1.1] said: 421 4.7.28 Rate limited. q16si3475662wrs.311 - gsmtp (in reply "
+    "to end of DATA command))",
     "The mail system",
     "<alice@gmail.com>: host gmail-smtp-in.l.google.com[142.250.1.1] said:",
     "    550-5.1.1 The email account that you tried to reach does not exist. q16si3475662wrs.311 - gsmtp",

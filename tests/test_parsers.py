@@ -65,6 +65,54 @@ def test_postfix_outcome_with_any_prefix(prefix: str) -> None:
     assert (event.delivery.timestamp is None) == (prefix in ("",))
 
 
+@pytest.mark.parametrize(
+    ("header", "stamp"),
+    [
+        ("<22>1 2026-11-29T21:32:49.123456+01:00 mx1 postfix/smtp 9001 - - ", 1_795_984_369.123456),
+        (
+            '<22>1 2026-11-29T21:32:49Z mx1 postfix/smtp 9001 ID47 [exampleSDID@32473 iut="3"] \ufeff',
+            1_795_987_969.0,
+        ),
+        (
+            "1 2026-11-29T21:32:49Z mx1.example.org postfix/smtp 9001 - - ",
+            1_795_987_969.0,
+        ),  # written without PRI
+    ],
+)
+def test_postfix_outcome_in_rfc5424_syslog(header: str, stamp: float) -> None:
+    """rsyslog's RFC 5424 template and syslog-ng's syslog-protocol put the process id after the program name, not
+    in brackets, and a message id and structured data before the message: such lines printed nothing."""
+    line = header + POSTFIX_OUTCOME.split(": ", 1)[1]
+    event = analyse(line)
+    assert summary(event) == (
+        "postfix", "recipient", "bounced", "gmail-smtp-in.l.google.com", "authentication", "dmarc_policy"
+    )  # fmt: skip
+    assert event.delivery.queue_id == "0F8D71680EE"
+    assert event.delivery.timestamp == stamp
+
+
+def test_exim_deferral_in_rfc5424_syslog_and_a_line_that_only_looks_like_it() -> None:
+    line = (
+        "<22>1 2026-11-29T21:32:49Z mx1 exim 4242 - - 1xXmj8-0002ao-1z == a@gmail.com "
+        "R=dnslookup T=remote_smtp defer (-44) H=gmail-smtp-in.l.google.com [142.250.27.26]: SMTP error from remote "
+        "mail server after pipelined end of data: 421-4.7.28 Our system has detected an unusual rate of 421 4.7.28 "
+        "unsolicited mail. a1si2 - gsmtp"
+    )
+    event = analyse(line)
+    assert summary(event) == (
+        "exim",
+        "recipient",
+        "deferred",
+        "gmail-smtp-in.l.google.com",
+        "rate_limit",
+        "ip_unusual_rate",
+    )
+    from exporter.mta.common import classic_syslog
+
+    plain = "1 message from alice@gmail.com was deferred"
+    assert classic_syslog(plain) == plain
+
+
 def test_custom_syslog_name_and_lmtp_and_upper_case_mx() -> None:
     line = POSTFIX_OUTCOME.replace("postfix/smtp", "postfix-out/smtp").replace(
         "gmail-smtp-in.l.google.com[", "ASPMX.L.GOOGLE.COM["

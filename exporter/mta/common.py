@@ -23,6 +23,27 @@ REPLY_START: Final = re.compile(
 """Where a reply with an enhanced code starts inside an MTA's own words: 'NNN-N.N.N' or 'NNN N.N.N'."""
 
 
+_RFC5424: Final = re.compile(
+    r"(?:<\d{1,3}>)?1 (\S+) (\S+) (\S+) (\S+) \S+ (?:-|(?:\[(?:[^\]\\]|\\.)*\])+)(?: \ufeff?|$)"
+)
+"""The header of a line in RFC 5424's syslog format (rsyslog's RSYSLOG_SyslogProtocol23Format, syslog-ng's
+syslog-protocol, remote syslog collectors): PRI and version, time, host, app name, process id, message id,
+structured data; the message after it may start with a byte order mark."""
+
+
+def classic_syslog(text: str) -> str:
+    """A line in RFC 5424's syslog format written as the traditional 'TIME HOST APP[PID]: MESSAGE' that every MTA
+    parser reads; any other line as it is."""
+    if not text or text[0] not in "<1":
+        return text
+    m = _RFC5424.match(text)
+    if m is None:
+        return text
+    stamp, host, app, pid = m.groups()
+    tag = app if pid == "-" else f"{app}[{pid}]"
+    return f"{stamp} {host} {tag}: {text[m.end():]}"
+
+
 MAX_MEMORY_CHARS: Final = 1024
 """A remembered key or value is a queue id, a domain, an address or one reply: never longer than this."""
 
