@@ -41,7 +41,7 @@ def classic_syslog(text: str) -> str:
         return text
     stamp, host, app, pid = m.groups()
     tag = app if pid == "-" else f"{app}[{pid}]"
-    return f"{stamp} {host} {tag}: {text[m.end():]}"
+    return f"{stamp} {host} {tag}: {text[m.end() :]}"
 
 
 MAX_MEMORY_CHARS: Final = 1024
