@@ -187,12 +187,13 @@ def _best_of_3(tmp_path: Path, name: str, lines: int, make: object) -> tuple[flo
 def test_distinct_fake_codes_and_domains_keep_throughput_within_3x(tmp_path: Path) -> None:
     """A busy relay's log in which every line about Google carries a distinct fake enhanced code, recipient domain,
     local part and client IP, against the same log as Gmail really answers: within 3x. The worst case, a log of
-    nothing but new refusals, is held within 4x of the same refusals repeated.
+    nothing but new refusals, is held within 8x of the same refusals repeated.
 
     A distinct reply misses the classification cache by design (its text is normalised and matched against the
-    rules), which alone costs about twice a cached line; the bounds leave room for a busy machine and catch what
-    they are for: work that grows with the number of distinct values (a scan of a growing table, an unbounded
-    cache), which costs tens of times more.
+    rules), which alone costs about twice a cached line; and the fast path classifies a reply it has seen once,
+    so repeated refusals cost a quarter of new ones (26.5 against 103.5 us per line). The bounds leave room for a
+    busy machine and catch what they are for: work that grows with the number of distinct values (a scan of a
+    growing table, an unbounded cache), which costs tens of times more.
 
     Compared in the exporter's CPU time per line, which is what its throughput is while it reads a backlog (it is
     CPU-bound), measured without the 50 ms granularity of polling /metrics for the end."""
@@ -221,7 +222,7 @@ def test_distinct_fake_codes_and_domains_keep_throughput_within_3x(tmp_path: Pat
     assert series["gmail_rejections_total"] <= 2 * SERIES_BOUND["gmail_rejections_total"]
     assert "victim" not in landing
     assert hostile_cpu <= 3 * normal_cpu
-    assert new_cpu <= 4 * repeated_cpu
+    assert new_cpu <= 8 * repeated_cpu
 
 
 def test_baits_and_garbage_keep_byte_throughput_within_2x(tmp_path: Path) -> None:
