@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +116,7 @@ class Exporter:
             f"127.0.0.1:{self.port}",
             "--state.file",
             str(self.state_file),
-            # No queue listing unless a test asks for one: the machine's own MTA is not the test's.
-            *(() if "--queue.mta" in self.args else ("--queue.mta", "none")),
+            *no_queue_unless_asked(self.args),
             *self.args,
         ]
 
@@ -217,6 +216,11 @@ class Exporter:
 
 
 NOBODY = 65534
+
+
+def no_queue_unless_asked(args: Sequence[str]) -> tuple[str, ...]:
+    """`--queue.mta none` unless a test names a queue: the machine's own MTA is not the test's."""
+    return () if "--queue.mta" in args else ("--queue.mta", "none")
 
 
 def as_nobody(command: list[str]) -> list[str]:

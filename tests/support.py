@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from daemon_harness import free_port, parse_metrics
+from daemon_harness import free_port, no_queue_unless_asked, parse_metrics
 
 if TYPE_CHECKING:
     from exporter.sources import Source
@@ -168,11 +168,8 @@ class InProcessDaemon:
         from exporter.daemon import Daemon
 
         self.port = free_port()
-        queue = (
-            () if "--queue.mta" in args else ("--queue.mta", "none")
-        )  # this machine's MTA is not the test's
         parsed = build_parser("run").parse_args(
-            ["run", "--web.listen-address", f"127.0.0.1:{self.port}", *queue, *args]
+            ["run", "--web.listen-address", f"127.0.0.1:{self.port}", *no_queue_unless_asked(args), *args]
         )
         self.daemon = Daemon(parsed)
         self.thread = threading.Thread(target=self.daemon.run, name="daemon", daemon=True)
