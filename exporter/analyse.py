@@ -17,7 +17,7 @@ from exporter.mta.common import Context, classic_syslog
 from exporter.mta.containers import Unwrapper
 from exporter.reply import normalise
 from exporter.rules import Rules
-from exporter.timestamps import log_lead
+from exporter.timestamps import SYSLOG_LEADS, log_lead
 
 if TYPE_CHECKING:
     from exporter.config import Config
@@ -64,6 +64,29 @@ def _has_long_line(blob: bytes, size: int) -> bool:
             return True
         pos = newline + 1
     return False
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What two C-speed passes tell of a block (a final newline is allowed), for the prefilter and the envelope
+    test to share."""
+
+    size: int
+    """The block's length without its final newline."""
+    count: int
+    """Its lines."""
+    led: bool
+    """Whether every line starts with the same timestamp lead (see timestamps.log_lead)."""
+    syslog: bool
+    """Whether that lead is a classic syslog month: then no line is in a container's envelope."""
+
+    @classmethod
+    def of(cls, blob: bytes) -> Shape:
+        size = len(blob) - 1 if blob.endswith(b"\n") else len(blob)
+        newlines = blob.count(b"\n", 0, size)
+        lead = log_lead(blob, 0)
+        led = lead is not None and blob.count(b"\n" + lead, 0, size) == newlines
+        return cls(size, newlines + 1, led, led and lead in SYSLOG_LEADS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,12 +312,13 @@ class Analyser:
         """analyse_block() for readers that count rather than list: the same results, except that runs of mail
         Google accepted can come as Accepted runs (whose events() are the Events that analyse_block() gives),
         read by the fast path (see exporter.fastpath). Lines in a container's envelope take analyse_block()'s way."""
-        if self._enveloped or self._unwrapper.wrapped(blob):
+        shape = None if self._held else Shape.of(blob)
+        if self._enveloped or self._unwrapper.wrapped(blob, syslog=shape is not None and shape.syslog):
             return self.analyse_block(blob)  # type: ignore[return-value]
         if self._held:
             blob = self._held + b"\n" + blob if blob else self._held
             self._held = b""
-        count, results = self._analyse_blob(blob, hold=True, lines_out=None, fast=self._fast)
+        count, results = self._analyse_blob(blob, hold=True, lines_out=None, fast=self._fast, shape=shape)
         self._counted += count
         return count, results  # type: ignore[return-value]
 
@@ -323,19 +347,20 @@ class Analyser:
         return 0, results
 
     def prefilter(
-        self, blob: bytes, fast: FastPath | None = None
+        self, blob: bytes, fast: FastPath | None = None, shape: Shape | None = None
     ) -> tuple[int, list[tuple[int, int]] | None]:
         """The byte-level prefilter of analyse_block(): the number of lines, and where the lines that can concern
         Google start and end, in order (None when the block holds a NUL byte or an overlong line: then each line
         must be judged on its own). With the fast path, the lines it reads are found first (it keeps them) and
         the markers are searched for in the rest; the lines that a format's byte-level test rules out are left
-        out then."""
+        out then. `shape` is the block's, when the caller has it."""
         if fast is not None:
             fast.clear()
         if not blob:
             return 0, []
-        size = len(blob) - 1 if blob.endswith(b"\n") else len(blob)
-        count = blob.count(b"\n", 0, size) + 1
+        if shape is None:
+            shape = Shape.of(blob)
+        size, count = shape.size, shape.count
         if b"\x00" in blob or _has_long_line(blob, size):
             return count, None
         ends: dict[int, int] = {}
@@ -355,8 +380,7 @@ class Analyser:
                         end = size
                     ends[start] = end
                 at = find(marker, end, size)
-        lead = log_lead(blob, 0)
-        if lead is None or blob.count(b"\n" + lead) != count - 1:  # not every line starts with a timestamp
+        if not shape.led:
             for marker in _WORDING_MARKERS:
                 at = find(marker, 0, size)
                 while at >= 0:
@@ -377,9 +401,15 @@ class Analyser:
         return count, sorted(kept)
 
     def _analyse_blob(
-        self, blob: bytes, *, hold: bool, lines_out: list[int] | None, fast: FastPath | None = None
+        self,
+        blob: bytes,
+        *,
+        hold: bool,
+        lines_out: list[int] | None,
+        fast: FastPath | None = None,
+        shape: Shape | None = None,
     ) -> tuple[int, list[Event | Skipped]]:
-        count, spans = self.prefilter(blob, fast)
+        count, spans = self.prefilter(blob, fast, shape)
         if spans is None:
             return self._analyse_around_bad_lines(blob, hold=hold, lines_out=lines_out)
         size = len(blob) - 1 if blob.endswith(b"\n") else len(blob)

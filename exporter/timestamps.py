@@ -37,14 +37,15 @@ _SAVED_RANGE: Final = (-2_208_988_800.0, 253_402_300_799.0)
 """Unix times of 1900-01-01 and 9999-12-31: what a saved reference may be."""
 
 
-_LEADS: Final = frozenset(month + b" " for month in _MONTHS)
+SYSLOG_LEADS: Final = frozenset(month + b" " for month in _MONTHS)
+"""How a classic syslog stamp starts."""
 
 
 def log_lead(blob: bytes, start: int) -> bytes | None:
     """The start of a log line's timestamp ('Nov ' of syslog, '2026-' of ISO and Exim stamps) if the line at
     `start` begins with one."""
     lead = blob[start : start + 4]
-    if lead in _LEADS:
+    if lead in SYSLOG_LEADS:
         return lead
     year = blob[start : start + 5]
     if year[:2] in (b"19", b"20") and year[2:4].isdigit() and year[4:] == b"-":

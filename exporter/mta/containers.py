@@ -183,11 +183,12 @@ class Unwrapper:
         self.seen = 0
         """The file's lines read so far, over the stream (for line numbers)."""
 
-    def wrapped(self, blob: bytes) -> bool:
-        """Whether a block may hold an enveloped line (else it is passed on as it is)."""
+    def wrapped(self, blob: bytes, *, syslog: bool = False) -> bool:
+        """Whether a block may hold an enveloped line (else it is passed on as it is). `syslog` says that every
+        line of it starts with a classic syslog stamp, which no envelope does: then no search is needed."""
         if self.only is not None or self._parts or self._dropping:
             return True
-        return any(sign in blob for sign in _SIGNS)
+        return not syslog and any(sign in blob for sign in _SIGNS)
 
     def unwrap(self, blob: bytes, *, numbered: bool = False) -> Unwrapped:
         """The lines inside a block of whole lines (a final newline is allowed)."""
