@@ -355,7 +355,7 @@ class Analyser:
         the markers are searched for in the rest; the lines that a format's byte-level test rules out are left
         out then. `shape` is the block's, when the caller has it."""
         if fast is not None:
-            fast.clear()
+            fast.begin()
         if not blob:
             return 0, []
         if shape is None:
@@ -364,11 +364,10 @@ class Analyser:
         if b"\x00" in blob or _has_long_line(blob, size):
             return count, None
         ends: dict[int, int] = {}
-        low: bytes | bytearray = blob.lower()  # same offsets; one pass instead of one search per letter case
-        found = fast.find(blob, size) if fast is not None else []
-        if fast is not None and found:
-            low = fast.mask(low, found)
+        taken: set[int] = set()  # where the lines that the fast path reads start
+        low = blob.lower()  # same offsets; one pass instead of one search per letter case
         find, rfind = low.find, low.rfind
+        take = fast.take if fast is not None else None
         for marker in self._all_markers:
             at = find(marker, 0, size)
             while at >= 0:
@@ -379,7 +378,11 @@ class Analyser:
                     if end < 0:
                         end = size
                     ends[start] = end
+                    if take is not None and take(blob, start, end):
+                        taken.add(start)
                 at = find(marker, end, size)
+        if fast is not None:
+            fast.done()
         if not shape.led:
             for marker in _WORDING_MARKERS:
                 at = find(marker, 0, size)
@@ -395,7 +398,8 @@ class Analyser:
             return count, sorted(ends.items())
         # The lines a byte-level test rules out (mail from Google's servers, on an MX) give nothing and change
         # nothing: left out here, they cost one test instead of a turn of the analysing loop each.
-        ctx, kept = self._ctx, list(ends.items())
+        ctx = self._ctx
+        kept = [(s, e) for s, e in ends.items() if s not in taken] if taken else list(ends.items())
         for test in self._byte_tests:
             kept = [(s, e) for s, e in kept if not test(blob[s:e], ctx)]
         return count, sorted(kept)

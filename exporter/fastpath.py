@@ -39,9 +39,8 @@ OUTCOME: Final = re.compile(
     rb"sent \(|(?P<status>deferred|bounced) \(host [A-Za-z0-9.-]{1,255}" + _ADDRESS + rb" (?:said|refused to talk to me): )"
 )  # fmt: skip
 """The start of an outcome line at a relay, up to where the reply starts, matched at the line's start."""
-ANCHOR: Final = re.compile(rb"relay=([a-z0-9][a-z0-9.-]{0,200}\.(?:l\.google|googlemail)\.com)\[")
-"""Where such a line may be, at a Google relay whose name is its own canonical name: a literal start, so that
-the engine searches for it in C."""
+RELAY: Final = re.compile(rb"[a-z0-9][a-z0-9.-]{0,200}\.(?:l\.google|googlemail)\.com")
+"""A Google relay whose name is its own canonical name (the parser lower-cases any other)."""
 _SESSION_ID: Final = re.compile(rb"(?=[\w.-]*\d)[\w.-]{6,100}")
 """Google's session id, as exporter.reply strips it before its marker."""
 _AFTER_MARKER: Final = frozenset(
@@ -153,9 +152,6 @@ class _Template:
     line of the template goes to it."""
 
 
-_BLANK: Final = memoryview(b" " * (1 << 16))
-
-
 class FastPath:
     """Finds the outcome lines at Google relays in a block and reads them for one stream's analyser, which asks
     for each in its own order of lines (see the module)."""
@@ -172,72 +168,48 @@ class FastPath:
         self._refusals: dict[int, tuple[int, int]] = {}
         """For the refusals among them: where the line ends and where the session id before Google's marker
         starts."""
+        self._found: list[tuple[int, re.Match[bytes]]] = []
+        """The lines take() took from the current block so far, in the prefilter's order."""
 
-    def find(self, blob: bytes, size: int) -> list[tuple[int, int]]:
-        """Finds the lines of blob[:size] that the fast path reads; returns where they start and end, in order.
-        take_until() then reads them."""
-        starts: list[int] = []
-        matches: list[re.Match[bytes]] = []
-        refusals: dict[int, tuple[int, int]] = {}
-        spans: list[tuple[int, int]] = []
-        self.starts, self._matches, self._refusals, self._next = starts, matches, refusals, 0
-        match, find, rfind = OUTCOME.match, blob.find, blob.rfind
-        done = 0
-        for anchor in ANCHOR.finditer(blob, 0, size):
-            at = anchor.start()
-            if at < done:
-                continue
-            start = rfind(b"\n", 0, at) + 1
-            m = match(blob, start, size)
-            if m is None or m.start(4) != at + 6:
-                continue  # another line, or the relay named further on: the analyser's path reads it
-            reply = m.end()
-            end = find(b"\n", reply, size)
-            if end < 0:
-                end = size
-            if blob[end - 1] != 41 or end - 1 <= reply:  # the reply in parentheses ends the line
-                continue
-            if m.lastindex == 4:  # accepted
-                if find(b"[", reply, end) >= 0:
-                    continue  # a service tag could hide in the reply
-            else:
-                marker = rfind(b" - gsmtp", reply, end)
-                if (
-                    marker < 0
-                    or end - reply > MAX_REPLY_BYTES
-                    or blob[marker + 8 : end - 1] not in _AFTER_MARKER
-                ):
-                    continue
-                space = rfind(b" ", reply, marker)
-                if space <= reply or _SESSION_ID.fullmatch(blob, space + 1, marker) is None:
-                    continue
-                refusals[start] = (end, space)
-            starts.append(start)
-            matches.append(m)
-            spans.append((start, end))
-            done = end + 1
-        return spans
-
-    def clear(self) -> None:
-        """Forgets the lines of the last block (a block of bad lines or an empty one is not read here)."""
+    def begin(self) -> None:
+        """Forgets the lines of the last block: take() then finds those of the next one."""
         self.starts, self._matches, self._next = [], [], 0
-        self._refusals.clear()
+        self._refusals, self._found = {}, []
+
+    def take(self, blob: bytes, start: int, end: int) -> bool:
+        """Whether the fast path reads the line blob[start:end] (whole, without its newline); it keeps it then.
+        The prefilter asks for each line it finds, in any order; done() puts those taken in order."""
+        m = OUTCOME.match(blob, start, end)
+        if m is None or RELAY.fullmatch(m[4]) is None:
+            return False  # another line, or a relay the parser names otherwise: the analyser's path reads it
+        reply = m.end()
+        if blob[end - 1] != 41 or end - 1 <= reply:  # the reply in parentheses ends the line
+            return False
+        if m.lastindex == 4:  # accepted
+            if blob.find(b"[", reply, end) >= 0:
+                return False  # a service tag could hide in the reply
+        else:
+            marker = blob.rfind(b" - gsmtp", reply, end)
+            if marker < 0 or end - reply > MAX_REPLY_BYTES or blob[marker + 8 : end - 1] not in _AFTER_MARKER:
+                return False
+            space = blob.rfind(b" ", reply, marker)
+            if space <= reply or _SESSION_ID.fullmatch(blob, space + 1, marker) is None:
+                return False
+            self._refusals[start] = (end, space)
+        self._found.append((start, m))
+        return True
+
+    def done(self) -> None:
+        """Puts the lines taken from the block in order, for take_until()."""
+        found = self._found
+        found.sort(key=_first)
+        self.starts = [start for start, _ in found]
+        self._matches = [m for _, m in found]
 
     def has_line(self, start: int) -> bool:
         """Whether a line that find() found starts there."""
         at = bisect.bisect_left(self.starts, start)
         return at < len(self.starts) and self.starts[at] == start
-
-    @staticmethod
-    def mask(low: bytes | bytearray, spans: list[tuple[int, int]]) -> bytes | bytearray:
-        """The lower-cased block with the lines found blanked out, so that the search for Google's markers passes
-        over them."""
-        if not spans:
-            return low
-        masked = bytearray(low)
-        for start, end in spans:
-            masked[start:end] = _BLANK[: end - start]
-        return masked
 
     def take_until(self, limit: int, covered: int, results: list[Any]) -> None:
         """Adds the results of the lines found that start before `limit` and not before `covered` (the analyser's
@@ -315,6 +287,10 @@ class FastPath:
         if len(self._templates) >= MAX_TEMPLATES:
             self._templates.clear()
         self._templates[key] = _Template(reply, verdict, vouched)
+
+
+def _first(found: tuple[int, re.Match[bytes]]) -> int:
+    return found[0]
 
 
 def recipient_domain(recipient: bytes) -> str | None:
