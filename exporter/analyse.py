@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from exporter import mta
 from exporter.events import Delivery, Event
-from exporter.fastpath import Accepted, FastPath, Reference
+from exporter.fastpath import OTHER_LINE, Accepted, FastPath, Reference
 from exporter.google import WORDINGS, GoogleHosts
 from exporter.mta import generic, postfix
 from exporter.mta.common import Context, classic_syslog
@@ -364,7 +364,7 @@ class Analyser:
         if b"\x00" in blob or _has_long_line(blob, size):
             return count, None
         ends: dict[int, int] = {}
-        taken: set[int] = set()  # where the lines that the fast path reads start
+        taken: set[int] = set()  # where the lines that the fast path reads, or knows to give nothing, start
         low = blob.lower()  # same offsets; one pass instead of one search per letter case
         find, rfind = low.find, low.rfind
         take = fast.take if fast is not None else None
@@ -378,7 +378,7 @@ class Analyser:
                     if end < 0:
                         end = size
                     ends[start] = end
-                    if take is not None and take(blob, start, end):
+                    if take is not None and take(blob, start, end) != OTHER_LINE:
                         taken.add(start)
                 at = find(marker, end, size)
         if fast is not None:

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from exporter.events import Delivery, Event, Reply, Verdict
 from exporter.mta.common import domain_of
-from exporter.mta.postfix import SERVICE_TAGS
+from exporter.mta.postfix import NOT_DELIVERING, SERVICE_TAGS
 from exporter.reply import normalise
 
 _MONTH: Final = rb"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
@@ -31,16 +31,21 @@ _ADDRESS: Final = rb"\[[0-9a-fA-F.:]{1,45}\](?::\d{1,5})?"
 # Each part is as strict as the line-by-line parser's reading of it needs: a syslog stamp at the start (the clock
 # reads that one), a recipient without '=' (so that the first 'relay=' of the line is the relay's), without '['
 # (so that no service tag hides in it) and in printable ASCII, the fields Postfix writes between relay and status.
+_LINE_START: Final = rb"(?P<stamp>" + _MONTH + rb" {1,2}\d{1,2} \d\d:\d\d:\d\d) [\w.-]{1,255} [\w.-]{0,64}/"
+"""A Postfix line's syslog stamp, host and syslog name, up to its service: no '/' before the service's."""
 OUTCOME: Final = re.compile(
-    rb"(?P<stamp>" + _MONTH + rb" {1,2}\d{1,2} \d\d:\d\d:\d\d) [\w.-]{1,255} [\w.-]{0,64}/smtp\[\d{1,10}\]: "
+    _LINE_START + rb"smtp\[\d{1,10}\]: "
     rb"(?P<qid>(?!(?:warning|error|fatal|panic|info|statistics|NOQUEUE): )[0-9A-Za-z]{3,24}): "
-    rb"to=<(?P<rcpt>[!-;?-Z\\\]-~]{1,254})>, relay=(?P<host>[^\[\n]{1,255})" + _ADDRESS +
+    rb"to=<(?P<rcpt>[!-;?-Z\\\]-~]{1,254})>, relay=(?P<host>[a-z0-9][a-z0-9.-]{0,200}\.(?:l\.google|googlemail)\.com)"
+    + _ADDRESS +
     rb"(?:, conn_use=\d{1,9})?, delay=[\d.]{1,20}, delays=[\d./]{1,64}, dsn=\d\.\d{1,3}\.\d{1,3}, status=(?:"
     rb"sent \(|(?P<status>deferred|bounced) \(host [A-Za-z0-9.-]{1,255}" + _ADDRESS + rb" (?:said|refused to talk to me): )"
 )  # fmt: skip
-"""The start of an outcome line at a relay, up to where the reply starts, matched at the line's start."""
-RELAY: Final = re.compile(rb"[a-z0-9][a-z0-9.-]{0,200}\.(?:l\.google|googlemail)\.com")
-"""A Google relay whose name is its own canonical name (the parser lower-cases any other)."""
+"""The start of an outcome line at a Google relay whose name is its own canonical name (the parser lower-cases
+any other), up to where the reply starts, matched at the line's start."""
+QUIET: Final = re.compile(_LINE_START + rb"(?:" + NOT_DELIVERING + rb")\[")
+"""The start of a line of a Postfix service that never delivers: never_a_delivery() says so of it (its tag is the
+line's first), so the line gives nothing and changes nothing."""
 _SESSION_ID: Final = re.compile(rb"(?=[\w.-]*\d)[\w.-]{6,100}")
 """Google's session id, as exporter.reply strips it before its marker."""
 _AFTER_MARKER: Final = frozenset(
@@ -64,6 +69,8 @@ MAX_REPLY_BYTES: Final = 4000
 """Longer replies take the line-by-line path: below the normaliser's cut (MAX_REPLY_CHARS), a key's lines all keep
 their whole reply."""
 
+OTHER_LINE, TAKEN_LINE, QUIET_LINE = 0, 1, 2
+"""What take() says of a line."""
 MAX_TEMPLATES: Final = 4096
 """Reply templates remembered with their verdict; past that the memory starts afresh."""
 
@@ -176,28 +183,29 @@ class FastPath:
         self.starts, self._matches, self._next = [], [], 0
         self._refusals, self._found = {}, []
 
-    def take(self, blob: bytes, start: int, end: int) -> bool:
-        """Whether the fast path reads the line blob[start:end] (whole, without its newline); it keeps it then.
-        The prefilter asks for each line it finds, in any order; done() puts those taken in order."""
+    def take(self, blob: bytes, start: int, end: int) -> int:
+        """Whether the fast path reads the line blob[start:end] (whole, without its newline): TAKEN (it keeps it
+        then), QUIET (a line that gives nothing) or OTHER (the analyser's path reads it). The prefilter asks for
+        each line it finds, in any order; done() puts those taken in order."""
         m = OUTCOME.match(blob, start, end)
-        if m is None or RELAY.fullmatch(m[4]) is None:
-            return False  # another line, or a relay the parser names otherwise: the analyser's path reads it
+        if m is None:
+            return QUIET_LINE if QUIET.match(blob, start, end) is not None else OTHER_LINE
         reply = m.end()
         if blob[end - 1] != 41 or end - 1 <= reply:  # the reply in parentheses ends the line
-            return False
+            return OTHER_LINE
         if m.lastindex == 4:  # accepted
             if blob.find(b"[", reply, end) >= 0:
-                return False  # a service tag could hide in the reply
+                return OTHER_LINE  # a service tag could hide in the reply
         else:
             marker = blob.rfind(b" - gsmtp", reply, end)
             if marker < 0 or end - reply > MAX_REPLY_BYTES or blob[marker + 8 : end - 1] not in _AFTER_MARKER:
-                return False
+                return OTHER_LINE
             space = blob.rfind(b" ", reply, marker)
             if space <= reply or _SESSION_ID.fullmatch(blob, space + 1, marker) is None:
-                return False
+                return OTHER_LINE
             self._refusals[start] = (end, space)
         self._found.append((start, m))
-        return True
+        return TAKEN_LINE
 
     def done(self) -> None:
         """Puts the lines taken from the block in order, for take_until()."""

@@ -305,7 +305,7 @@ def caught() -> bool:
 
 def test_gate_catches_a_fast_path_that_takes_upper_case_relays(monkeypatch: pytest.MonkeyPatch) -> None:
     # The parser lower-cases a relay's name; a fast path that took 'ASPMX.L.GOOGLE.COM' as it stands would not.
-    broken(monkeypatch, "RELAY", flags=re.IGNORECASE)
+    broken(monkeypatch, "OUTCOME", flags=re.IGNORECASE)
     assert caught()
 
 
@@ -314,6 +314,14 @@ def test_gate_catches_a_fast_path_that_lets_a_recipient_hold_anything(
 ) -> None:
     # 'relay=' or ', status=' inside a recipient moves what the parser reads; a loose recipient rule misses that.
     broken(monkeypatch, "OUTCOME", rb"(?P<rcpt>[!-;?-Z\\\]-~]{1,254})", rb"(?P<rcpt>[^>\n]{1,254})")
+    assert caught()
+
+
+def test_gate_catches_a_fast_path_that_calls_a_delivering_service_quiet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A line of a service that delivers (smtp) taken for one that never does would vanish from the results.
+    broken(monkeypatch, "QUIET", b"(?:", b"(?:smtp|")
     assert caught()
 
 

@@ -34,11 +34,11 @@ _CONNECT_PHRASES: Final = ("connect to ", "conversation with ", "lost connection
 _FROM: Final = re.compile(r"from=<([^>]{0,512})>")
 
 
-_NOT_DELIVERING: Final = rb"smtpd|cleanup|postscreen|pickup|anvil|dnsblog|bounce"
+NOT_DELIVERING: Final = rb"smtpd|cleanup|postscreen|pickup|anvil|dnsblog|bounce"
 """Services that never deliver: those that receive mail (on an MX most lines naming Google are mail *from*
 Google's servers) and the one that writes our own delivery notices."""
-_NEVER_DELIVERIES: Final = re.compile(rb"/(?:" + _NOT_DELIVERING + rb")\[")
-SERVICE_TAGS: Final = re.compile(rb"/(?:(qmgr)|" + _NOT_DELIVERING + rb")\[")
+_NEVER_DELIVERIES: Final = re.compile(rb"/(?:" + NOT_DELIVERING + rb")\[")
+SERVICE_TAGS: Final = re.compile(rb"/(?:(qmgr)|" + NOT_DELIVERING + rb")\[")
 """The service tags never_a_delivery() looks at: qmgr's, and those of the services that never deliver."""
 
 
