@@ -53,6 +53,10 @@ def log_lead(blob: bytes, start: int) -> bytes | None:
     return None
 
 
+MAX_MINUTES: Final = 4096
+"""Minutes whose local time a parser remembers; past that it starts afresh."""
+
+
 def _new_year(year: int) -> float:
     return time.mktime((year, 1, 1, 0, 0, 0, 0, 0, -1))
 
@@ -88,6 +92,8 @@ class TimestampParser:
         self._iso_value: float | None = None
         self._leading = b"\x00"
         """The syslog stamp that began the last line when it began with one (most lines of a log)."""
+        self._minutes: dict[tuple[int, int, int, int, int], float] = {}
+        """(year, month, day, hour, minute) -> the local time of its start (see _minute)."""
 
     def parse(self, line: bytes) -> float | None:
         """Unix time of the line's timestamp, or None if it has none we know."""
@@ -155,6 +161,19 @@ class TimestampParser:
         self._leading = stamp if m.start() == 0 else b"\x00"
         return self._value
 
+    def _minute(self, year: int, month: int, day: int, hour: int, minute: int) -> float:
+        """The local time of a minute's start, remembered: the C library's mktime() reads the zone's file again at
+        each call (a stat per new stamp, a tenth of report's time), and a zone's offset changes at a whole minute,
+        so a stamp's time is its minute's plus its second. Raises what mktime() raises."""
+        key = (year, month, day, hour, minute)
+        value = self._minutes.get(key)
+        if value is None:
+            value = time.mktime((year, month, day, hour, minute, 0, 0, 0, -1))
+            if len(self._minutes) >= MAX_MINUTES:
+                self._minutes.clear()
+            self._minutes[key] = value
+        return value
+
     def _infer(self, m: re.Match[bytes]) -> float | None:
         """The time of a syslog stamp, with the year nearest to the reference (see the class)."""
         month = _MONTHS[m.group(1)]
@@ -174,7 +193,7 @@ class TimestampParser:
             if month == 2 and day == 29 and not calendar.isleap(candidate):
                 continue
             try:
-                value = time.mktime((candidate, month, day, hour, minute, second, 0, 0, -1))
+                value = self._minute(candidate, month, day, hour, minute) + second
             except (OverflowError, ValueError):
                 continue
             if value <= limit and (best is None or abs(value - reference) < abs(best - reference)):

@@ -354,3 +354,49 @@ def test_the_shortcut_gives_what_the_full_search_gives_for_any_sequence(
             sequence.insert(at, sequence[at])
     fast, full = TimestampParser(NOW), FullSearch(NOW)
     assert [fast.parse(line) for line in sequence] == [full.parse(line) for line in sequence]
+
+
+@pytest.mark.parametrize(
+    ("tz", "day"),
+    [
+        ("CET-1CEST,M3.5.0,M10.5.0/3", (2026, 3, 29)),  # Berlin: an hour skipped at 02:00
+        ("CET-1CEST,M3.5.0,M10.5.0/3", (2026, 10, 25)),  # and repeated at 03:00
+        ("NST3:30NDT,M3.2.0/0:01,M11.1.0/0:01", (2010, 3, 14)),  # St John's until 2011: at one past midnight
+        ("NST3:30NDT,M3.2.0/0:01,M11.1.0/0:01", (2010, 11, 7)),
+        ("LHST-10:30LHDT-11,M10.1.0,M4.1.0", (2026, 10, 4)),  # Lord Howe: half an hour
+        ("LHST-10:30LHDT-11,M10.1.0,M4.1.0", (2026, 4, 5)),
+    ],
+)
+def test_each_second_of_a_day_of_summer_time_change_is_the_c_librarys_local_time(
+    zone: Callable[[str], None], tz: str, day: tuple[int, int, int]
+) -> None:
+    """A stamp's time is its minute's, remembered, plus its second: the same as mktime() of the whole stamp at
+    every second of a day on which the zone's offset changes, the skipped and repeated hours included."""
+    zone(tz)
+    year, month, mday = day
+    parser = TimestampParser(local(year, month, mday, 12, 0, 0))
+    name = time.strftime("%b", (year, month, mday, 0, 0, 0, 0, 1, -1)).encode()
+    for second_of_day in range(0, DAY, 7):  # 7 s steps: every second of a minute comes up over the day
+        hour, rest = divmod(second_of_day, HOUR)
+        minute, second = divmod(rest, 60)
+        line = b"%s %2d %02d:%02d:%02d mx postfix/smtp[1]: x" % (name, mday, hour, minute, second)
+        assert parser.parse(line) == local(year, month, mday, hour, minute, second), line
+
+
+def test_the_c_library_is_asked_once_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """glibc's mktime() reads the zone's file at each call: a log's stamps of the same minute ask it once."""
+    calls: list[tuple[int, ...]] = []
+    real = time.mktime
+
+    def counted(fields: tuple[int, ...]) -> float:
+        calls.append(fields)
+        return real(fields)  # type: ignore[arg-type]
+
+    start = local(2026, 12, 31, 10, 0, 0)
+    parser = TimestampParser(start + HOUR)
+    monkeypatch.setattr(time, "mktime", counted)
+    values = [parser.parse(stamp(start + s) + b" mx postfix/smtp[1]: x") for s in range(600)]
+    assert values == [start + s for s in range(600)]
+    minutes = [fields for fields in calls if fields[:4] == (2026, 12, 31, 10)]
+    assert [fields[4] for fields in minutes] == list(range(10))
+    assert len(calls) - len(minutes) == 2  # the year's bounds
