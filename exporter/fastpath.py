@@ -39,10 +39,11 @@ OUTCOME: Final = re.compile(
     rb"to=<(?P<rcpt>[!-;?-Z\\\]-~]{1,254})>, relay=(?P<host>[a-z0-9][a-z0-9.-]{0,200}\.(?:l\.google|googlemail)\.com)"
     + _ADDRESS +
     rb"(?:, conn_use=\d{1,9})?, delay=[\d.]{1,20}, delays=[\d./]{1,64}, dsn=\d\.\d{1,3}\.\d{1,3}, status=(?:"
-    rb"sent \(|(?P<status>deferred|bounced) \(host [A-Za-z0-9.-]{1,255}" + _ADDRESS + rb" (?:said|refused to talk to me): )"
+    rb"sent \((?=[^\[\n]+\)$)|(?P<status>deferred|bounced) \(host [A-Za-z0-9.-]{1,255}" + _ADDRESS + rb" (?:said|refused to talk to me): )"
 )  # fmt: skip
 """The start of an outcome line at a Google relay whose name is its own canonical name (the parser lower-cases
-any other), up to where the reply starts, matched at the line's start."""
+any other), up to where the reply starts, matched at the line's start with the line's end as endpos. Accepted
+mail's reply must end the line in parentheses, with no '[' in it (no service tag can hide there)."""
 QUIET: Final = re.compile(_LINE_START + rb"(?:" + NOT_DELIVERING + rb")\[")
 """The start of a line of a Postfix service that never delivers: never_a_delivery() says so of it (its tag is the
 line's first), so the line gives nothing and changes nothing."""
@@ -175,13 +176,11 @@ class FastPath:
         self._refusals: dict[int, tuple[int, int]] = {}
         """For the refusals among them: where the line ends and where the session id before Google's marker
         starts."""
-        self._found: list[tuple[int, re.Match[bytes]]] = []
-        """The lines take() took from the current block so far, in the prefilter's order."""
 
     def begin(self) -> None:
         """Forgets the lines of the last block: take() then finds those of the next one."""
         self.starts, self._matches, self._next = [], [], 0
-        self._refusals, self._found = {}, []
+        self._refusals = {}
 
     def take(self, blob: bytes, start: int, end: int) -> int:
         """Whether the fast path reads the line blob[start:end] (whole, without its newline): TAKEN (it keeps it
@@ -190,13 +189,10 @@ class FastPath:
         m = OUTCOME.match(blob, start, end)
         if m is None:
             return QUIET_LINE if QUIET.match(blob, start, end) is not None else OTHER_LINE
-        reply = m.end()
-        if blob[end - 1] != 41 or end - 1 <= reply:  # the reply in parentheses ends the line
-            return OTHER_LINE
-        if m.lastindex == 4:  # accepted
-            if blob.find(b"[", reply, end) >= 0:
-                return OTHER_LINE  # a service tag could hide in the reply
-        else:
+        if m.lastindex != 4:  # a refusal (accepted mail's reply is checked by the pattern)
+            reply = m.end()
+            if blob[end - 1] != 41:  # the reply in parentheses ends the line
+                return OTHER_LINE
             marker = blob.rfind(b" - gsmtp", reply, end)
             if marker < 0 or end - reply > MAX_REPLY_BYTES or blob[marker + 8 : end - 1] not in _AFTER_MARKER:
                 return OTHER_LINE
@@ -204,15 +200,17 @@ class FastPath:
             if space <= reply or _SESSION_ID.fullmatch(blob, space + 1, marker) is None:
                 return OTHER_LINE
             self._refusals[start] = (end, space)
-        self._found.append((start, m))
+        self._matches.append(m)
         return TAKEN_LINE
 
     def done(self) -> None:
-        """Puts the lines taken from the block in order, for take_until()."""
-        found = self._found
-        found.sort(key=_first)
-        self.starts = [start for start, _ in found]
-        self._matches = [m for _, m in found]
+        """Puts the lines taken from the block in order, for take_until() (the prefilter's first marker finds them
+        in order, unless a configured one comes first)."""
+        starts = [m.start() for m in self._matches]
+        if starts != sorted(starts):
+            self._matches.sort(key=_start)
+            starts.sort()
+        self.starts = starts
 
     def has_line(self, start: int) -> bool:
         """Whether a line that find() found starts there."""
@@ -297,8 +295,8 @@ class FastPath:
         self._templates[key] = _Template(reply, verdict, vouched)
 
 
-def _first(found: tuple[int, re.Match[bytes]]) -> int:
-    return found[0]
+def _start(m: re.Match[bytes]) -> int:
+    return m.start()
 
 
 def recipient_domain(recipient: bytes) -> str | None:
