@@ -34,19 +34,21 @@ _ADDRESS: Final = rb"\[[0-9a-fA-F.:]{1,45}\](?::\d{1,5})?"
 _LINE_START: Final = rb"(?P<stamp>" + _MONTH + rb" {1,2}\d{1,2} \d\d:\d\d:\d\d) [\w.-]{1,255} [\w.-]{0,64}/"
 """A Postfix line's syslog stamp, host and syslog name, up to its service: no '/' before the service's."""
 OUTCOME: Final = re.compile(
-    _LINE_START + rb"smtp\[\d{1,10}\]: "
+    _LINE_START + rb"(?:smtp\[\d{1,10}\]: "
     rb"(?P<qid>(?!(?:warning|error|fatal|panic|info|statistics|NOQUEUE): )[0-9A-Za-z]{3,24}): "
     rb"to=<(?P<rcpt>[!-;?-Z\\\]-~]{1,254})>, relay=(?P<host>[a-z0-9][a-z0-9.-]{0,200}\.(?:l\.google|googlemail)\.com)"
     + _ADDRESS +
     rb"(?:, conn_use=\d{1,9})?, delay=[\d.]{1,20}, delays=[\d./]{1,64}, dsn=\d\.\d{1,3}\.\d{1,3}, status=(?:"
     rb"sent \((?=[^\[\n]+\)$)|(?P<status>deferred|bounced) \(host [A-Za-z0-9.-]{1,255}" + _ADDRESS + rb" (?:said|refused to talk to me): )"
+    rb"|(?P<quiet>" + NOT_DELIVERING + rb")\[)"
 )  # fmt: skip
-"""The start of an outcome line at a Google relay whose name is its own canonical name (the parser lower-cases
-any other), up to where the reply starts, matched at the line's start with the line's end as endpos. Accepted
-mail's reply must end the line in parentheses, with no '[' in it (no service tag can hide there)."""
-QUIET: Final = re.compile(_LINE_START + rb"(?:" + NOT_DELIVERING + rb")\[")
-"""The start of a line of a Postfix service that never delivers: never_a_delivery() says so of it (its tag is the
+"""Matched at a line's start with the line's end as endpos: the start of an outcome line at a Google relay whose
+name is its own canonical name (the parser lower-cases any other), up to where the reply starts; accepted mail's
+reply must end the line in parentheses, with no '[' in it (no service tag can hide there). Or (group `quiet`)
+the start of a line of a Postfix service that never delivers: never_a_delivery() says so of it (its tag is the
 line's first), so the line gives nothing and changes nothing."""
+_ACCEPTED, _REFUSED, _QUIET = 4, 5, 6
+"""OUTCOME's lastindex for each kind of line (its last group that matched: host, status or quiet)."""
 _SESSION_ID: Final = re.compile(rb"(?=[\w.-]*\d)[\w.-]{6,100}")
 """Google's session id, as exporter.reply strips it before its marker."""
 _AFTER_MARKER: Final = frozenset(
@@ -188,8 +190,11 @@ class FastPath:
         each line it finds, in any order; done() puts those taken in order."""
         m = OUTCOME.match(blob, start, end)
         if m is None:
-            return QUIET_LINE if QUIET.match(blob, start, end) is not None else OTHER_LINE
-        if m.lastindex != 4:  # a refusal (accepted mail's reply is checked by the pattern)
+            return OTHER_LINE
+        kind = m.lastindex
+        if kind == _QUIET:
+            return QUIET_LINE
+        if kind == _REFUSED:  # (accepted mail's reply is checked by the pattern)
             reply = m.end()
             if blob[end - 1] != 41:  # the reply in parentheses ends the line
                 return OTHER_LINE
@@ -232,7 +237,7 @@ class FastPath:
             run = None
         clock, stamp, when = self._clock, b"", None  # the clock, and the last stamp it read with its time
         for m in self._matches[first:last]:
-            if m.lastindex == 4:  # accepted
+            if m.lastindex == _ACCEPTED:
                 if run is None:
                     run = Accepted()
                     results.append(run)

@@ -321,7 +321,7 @@ def test_gate_catches_a_fast_path_that_calls_a_delivering_service_quiet(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A line of a service that delivers (smtp) taken for one that never does would vanish from the results.
-    broken(monkeypatch, "QUIET", b"(?:", b"(?:smtp|")
+    broken(monkeypatch, "OUTCOME", b"(?P<quiet>", b"(?P<quiet>smtp|")
     assert caught()
 
 
