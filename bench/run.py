@@ -416,10 +416,32 @@ def main(argv: list[str] | None = None) -> int:
     m["report_cri"] = ours.report(cri_log, truth, size.repeat, "Postfix, CRI container log")
     m["report_docker"] = ours.report(docker_log, truth, size.repeat, "Postfix, json-file container log")
     done()
-    done = step(f"daemon following the Postfix log as it is appended, {size.repeat}x")
-    m["daemon"], daemon, followed = ours.daemon_throughput(
-        work, postfix_log, truth, size.repeat, timeout=timeout
+    done = step(
+        f"daemon and prometheus-postfix-exporter following the Postfix log as it is appended, side by side, "
+        f"{size.repeat}x"
     )
+    running: list[tuple[ours.Daemon, Path]] = []
+    """Our daemon of the last round, kept running for the measures below."""
+
+    def daemon_round() -> Measure:
+        if running:
+            running.pop()[0].stop()
+        measure, daemon, followed = ours.daemon_throughput(work, postfix_log, truth, 1, timeout=timeout)
+        running.append((daemon, followed))
+        return measure
+
+    m.update(
+        side_by_side(
+            {
+                "daemon": daemon_round,
+                "postfix_exporter": lambda: peers.postfix_exporter_follow(
+                    work, postfix_log, truth, 1, timeout=timeout
+                ),
+            },
+            size.repeat,
+        )
+    )
+    daemon, followed = running.pop()
     done()
     try:
         done = step(f"append-to-metric latency, {size.appends} appends at {size.rate:g}/s")
@@ -438,11 +460,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         daemon.stop()
         followed.unlink(missing_ok=True)
-    done = step(f"prometheus-postfix-exporter following the Postfix log, {size.repeat}x")
-    m["postfix_exporter"] = peers.postfix_exporter_follow(
-        work, postfix_log, truth, size.repeat, timeout=timeout
-    )
-    done()
     if size.long_factor > 0:
         done = step(f"daemon memory over {size.long_factor * truth.postfix_lines:,} lines")
         m["long"] = ours.long_rss(work, postfix_log, size.long_factor)
