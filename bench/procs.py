@@ -93,18 +93,22 @@ class Server:
     def pid(self) -> int:
         return self.proc.pid
 
-    def scrape(self, timeout: float = 10.0) -> str:
-        """The metrics page, as text."""
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, str]:
+        """The status and text of a page of the server."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            conn.request("GET", self.path)
+            conn.request("GET", path)
             response = conn.getresponse()
-            body = response.read()
-            if response.status != 200:
-                raise RuntimeError(f"{self.argv[0]}: /metrics answered {response.status}")
-            return body.decode("utf-8", "replace")
+            return response.status, response.read().decode("utf-8", "replace")
         finally:
             conn.close()
+
+    def scrape(self, timeout: float = 10.0) -> str:
+        """The metrics page, as text."""
+        status, body = self.get(self.path, timeout)
+        if status != 200:
+            raise RuntimeError(f"{self.argv[0]}: {self.path} answered {status}")
+        return body
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
