@@ -22,9 +22,8 @@ from exporter.fastpath import Accepted
 from exporter.labels import code_label, enhanced_label
 from exporter.redact import redact, shorten, template
 from exporter.rules import CATEGORIES, UNMATCHED_REASON, Rules, load_rules, rule_stub
-from exporter.sources.lines import BlockSplitter, LineSplitter
+from exporter.sources.lines import READ_BYTES, BlockSplitter, LineSplitter
 
-_CHUNK: Final = 1 << 18
 EXAMPLE_CHARS: Final = 300
 """Longest example reply `report` prints per reason, the ellipsis included."""
 
@@ -86,7 +85,7 @@ def read_batches(stream: IO[bytes]) -> Iterator[list[bytes]]:
     held whole."""
     splitter = LineSplitter(MAX_LINE_BYTES)
     read = stream.read
-    while chunk := read(_CHUNK):
+    while chunk := read(READ_BYTES):
         yield splitter.feed(chunk)
     yield splitter.flush()
 
@@ -96,10 +95,10 @@ def read_blocks(stream: IO[bytes], limit: int | None = None) -> Iterator[bytes]:
     splitter = BlockSplitter(MAX_LINE_BYTES)
     read = stream.read
     if limit is None:
-        while chunk := read(_CHUNK):
+        while chunk := read(READ_BYTES):
             yield splitter.feed(chunk)
     else:
-        while limit > 0 and (chunk := read(min(_CHUNK, limit))):
+        while limit > 0 and (chunk := read(min(READ_BYTES, limit))):
             limit -= len(chunk)
             yield splitter.feed(chunk)
     yield splitter.flush()

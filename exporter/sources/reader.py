@@ -17,10 +17,9 @@ from exporter.sources.identity import (
     open_generation,
     open_regular,
 )
-from exporter.sources.lines import BlockSplitter
+from exporter.sources.lines import READ_BYTES, BlockSplitter
 from exporter.sources.position import FilePosition
 
-READ_CHUNK: Final = 1 << 16
 TAIL_BYTES: Final = 1 << 16
 """How much of what was read last is kept to tell a file truncated to a middle offset (its first bytes unchanged)
 from one truncated to nothing: the lines still in the file up to where it was cut are not read again."""
@@ -55,7 +54,7 @@ class Reader:
 
     def read_chunk(self) -> bytes:
         """The next bytes of the file (empty at its end), with the identity and the tail kept up to date."""
-        data = self.file.read(READ_CHUNK)
+        data = self.file.read(READ_BYTES)
         if not data:
             return data
         self.offset += len(data)
