@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from exporter import mta
 from exporter.events import Delivery, Event
-from exporter.fastpath import OTHER_LINE, Accepted, FastPath, Reference
+from exporter.fastpath import Accepted, FastPath, Reference
 from exporter.google import WORDINGS, GoogleHosts
 from exporter.mta import generic, postfix
 from exporter.mta.common import Context, classic_syslog
@@ -351,9 +351,9 @@ class Analyser:
     ) -> tuple[int, list[tuple[int, int]] | None]:
         """The byte-level prefilter of analyse_block(): the number of lines, and where the lines that can concern
         Google start and end, in order (None when the block holds a NUL byte or an overlong line: then each line
-        must be judged on its own). With the fast path, the lines it reads are found first (it keeps them) and
-        the markers are searched for in the rest; the lines that a format's byte-level test rules out are left
-        out then. `shape` is the block's, when the caller has it."""
+        must be judged on its own). With the fast path, each line the markers find is offered to it first: the lines
+        it reads (it keeps them) or knows to give nothing are left out, and so are the lines that a format's
+        byte-level test rules out. `shape` is the block's, when the caller has it."""
         if fast is not None:
             fast.begin()
         if not blob:
@@ -378,7 +378,7 @@ class Analyser:
                     if end < 0:
                         end = size
                     ends[start] = end
-                    if take is not None and take(blob, start, end) != OTHER_LINE:
+                    if take is not None and take(blob, start, end):
                         taken.add(start)
                 at = find(marker, end, size)
         if fast is not None:

@@ -1,10 +1,11 @@
 """The fast path: Postfix's outcome lines at Google relays, the lines that dominate a mail log about Google, read a
 block at a time at C speed, with the same results as the analyser's line-by-line path.
 
-One compiled pattern, found through the literal `relay=<Google relay>[` so that the regex engine skips the other
-lines in C, matches each such `postfix/smtp` line whole and captures what counting needs. The analyser's prefilter
-then searches for Google's markers in the rest of the block (these lines blanked out), and its loop asks for these
-lines between its own, in file order, so the clock, the queue-id joins and free text see every line as before.
+The analyser's prefilter offers the fast path each line its searches for Google's markers find; one compiled
+pattern, matched at the line's start, matches each such `postfix/smtp` line whole and captures what counting needs
+(or tells a line of a Postfix service that never delivers, which gives nothing). The analyser's loop asks for
+these lines between its own, in file order, so the clock, the queue-id joins and free text see every line as
+before.
 Mail Google accepted becomes an Accepted run: a count, the first and last timestamps and the lines, with no Event
 made. A refusal is keyed by its reply up to Google's session id: the first line with a key goes through the
 analyser's own path, whose reading vouches for the key (every later line with it gets that reply and verdict) or
@@ -72,8 +73,6 @@ MAX_REPLY_BYTES: Final = 4000
 """Longer replies take the line-by-line path: below the normaliser's cut (MAX_REPLY_CHARS), a key's lines all keep
 their whole reply."""
 
-OTHER_LINE, TAKEN_LINE, QUIET_LINE = 0, 1, 2
-"""What take() says of a line."""
 MAX_TEMPLATES: Final = 4096
 """Reply templates remembered with their verdict; past that the memory starts afresh."""
 
@@ -173,6 +172,7 @@ class FastPath:
         self.starts: list[int] = []
         """Where the lines found in the current block start, in order."""
         self._matches: list[re.Match[bytes]] = []
+        """OUTCOME's match of each line kept: in the order take() kept them, then (done()) in the order of `starts`."""
         self._next = 0
         """The first line found that take_until() has not passed yet."""
         self._refusals: dict[int, tuple[int, int]] = {}
@@ -184,29 +184,29 @@ class FastPath:
         self.starts, self._matches, self._next = [], [], 0
         self._refusals = {}
 
-    def take(self, blob: bytes, start: int, end: int) -> int:
-        """Whether the fast path reads the line blob[start:end] (whole, without its newline): TAKEN (it keeps it
-        then), QUIET (a line that gives nothing) or OTHER (the analyser's path reads it). The prefilter asks for
-        each line it finds, in any order; done() puts those taken in order."""
+    def take(self, blob: bytes, start: int, end: int) -> bool:
+        """Whether the fast path answers for the line blob[start:end] (whole, without its newline): it reads it (and
+        keeps it), or knows it gives nothing; False leaves it to the analyser's path. The prefilter asks for each
+        line it finds, in any order; done() puts those kept in order."""
         m = OUTCOME.match(blob, start, end)
         if m is None:
-            return OTHER_LINE
+            return False
         kind = m.lastindex
         if kind == _QUIET:
-            return QUIET_LINE
+            return True
         if kind == _REFUSED:  # (accepted mail's reply is checked by the pattern)
             reply = m.end()
             if blob[end - 1] != 41:  # the reply in parentheses ends the line
-                return OTHER_LINE
+                return False
             marker = blob.rfind(b" - gsmtp", reply, end)
             if marker < 0 or end - reply > MAX_REPLY_BYTES or blob[marker + 8 : end - 1] not in _AFTER_MARKER:
-                return OTHER_LINE
+                return False
             space = blob.rfind(b" ", reply, marker)
             if space <= reply or _SESSION_ID.fullmatch(blob, space + 1, marker) is None:
-                return OTHER_LINE
+                return False
             self._refusals[start] = (end, space)
         self._matches.append(m)
-        return TAKEN_LINE
+        return True
 
     def done(self) -> None:
         """Puts the lines taken from the block in order, for take_until() (the prefilter's first marker finds them
@@ -218,7 +218,7 @@ class FastPath:
         self.starts = starts
 
     def has_line(self, start: int) -> bool:
-        """Whether a line that find() found starts there."""
+        """Whether a line that take() kept starts there."""
         at = bisect.bisect_left(self.starts, start)
         return at < len(self.starts) and self.starts[at] == start
 
