@@ -117,11 +117,12 @@ def test_a_file_on_a_hung_filesystem_stalls_no_other_file_and_is_named_when_stop
     hung, other = tmp_path / "hung.log", tmp_path / "mail.log"
     hung.touch()
     other.touch()
-    release = threading.Event()
+    release, hanging = threading.Event(), threading.Event()
     real_look = FollowedFile.look
 
     def look(self: FollowedFile, stop: threading.Event) -> None:
         if self.path == str(hung):
+            hanging.set()
             release.wait()
         real_look(self, stop)
 
@@ -138,6 +139,9 @@ def test_a_file_on_a_hung_filesystem_stalls_no_other_file_and_is_named_when_stop
         with sink.changed:
             assert sink.changed.wait_for(lambda: sum(sink.seen.values()) >= 50, 10), sink.seen
         assert sum(sink.seen.values()) == 50 and len(sink.seen) == 50
+        # Stopped only once the hung file's reader is inside its read: a reader that has not reached it yet (a
+        # starved thread on a busy machine) sees the stop and ends, and there is nothing to name.
+        assert hanging.wait(10), "the hung file was never read"
         with caplog.at_level(logging.WARNING, logger="exporter.sources.files"):
             stop.set()
             source.stop_waking()
