@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
-from exporter import config
+from exporter import config, heap
 from exporter.analyse import MAX_LINE_BYTES, Analyser, Skipped
 from exporter.compressed import READ_ERRORS, open_log
 from exporter.errors import ConfigError, WorkerError
@@ -24,6 +24,8 @@ from exporter.redact import redact, shorten, template
 from exporter.rules import CATEGORIES, UNMATCHED_REASON, Rules, load_rules, rule_stub
 from exporter.sources.lines import READ_BYTES, BlockSplitter, LineSplitter
 
+LARGE_INPUT_BYTES: Final = 16 << 20
+"""An input file this large makes `report` keep freed memory for its next blocks (see heap.py)."""
 EXAMPLE_CHARS: Final = 300
 """Longest example reply `report` prints per reason, the ellipsis included."""
 
@@ -534,6 +536,8 @@ def summarise(
 def build_report(paths: Sequence[str], analyser: Analyser, jobs: int = 1) -> Report:
     """Read the files in order (oldest first) and summarise; memory stays bounded whatever their size. With
     jobs > 1, large plain files are cut into pieces read at once by that many processes (see parallel.py)."""
+    if any(_size(path) >= LARGE_INPUT_BYTES for path in paths):
+        heap.keep_freed_blocks()
     if jobs > 1:
         from exporter import parallel  # it builds on this module
 
@@ -550,6 +554,14 @@ def build_report(paths: Sequence[str], analyser: Analyser, jobs: int = 1) -> Rep
         summarise(report, analyser, path, progress=progress, end_of_input=number == len(paths))
     progress.finish()
     return report
+
+
+def _size(path: str) -> int:
+    """A file's size in bytes (0 for stdin and for what cannot be looked at: opening it says why)."""
+    try:
+        return 0 if path == "-" else os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def run_report(args: argparse.Namespace) -> int:
