@@ -18,7 +18,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 
 from exporter.errors import ConfigError
 from exporter.mta import FORMATS
-from exporter.queue.command import MTAS, mta_of_command, split_command
+from exporter.queue.programs import MTAS, mta_of_command, split_command
 from exporter.yamlfile import compose, items, line_of
 
 DEFAULT_PORT: Final = 9791

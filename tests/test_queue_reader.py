@@ -25,8 +25,9 @@ from exporter.events import Delivery
 from exporter.google import GoogleHosts
 from exporter.queue.classify import UNANSWERED_KINDS, QueueClassifier
 from exporter.queue.collector import QueueCollector
-from exporter.queue.command import detect, is_sendmail, mta_of_command, split_command
+from exporter.queue.command import detect, is_sendmail
 from exporter.queue.domains import GoogleDomains
+from exporter.queue.programs import mta_of_command, split_command
 from exporter.queue.reader import QueueReader, QueueSnapshot, build, choose
 from exporter.rules import CATEGORIES, load_rules
 

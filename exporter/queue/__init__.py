@@ -1,6 +1,7 @@
 """The queue reader: what is waiting for Google in the MTA's own queue right now, and why.
 
 command.py   which listing command (auto-detected or --queue.command), run streamed with a deadline
+programs.py  the MTAs known and the programs that name them (what the configuration checks)
 listing.py   the queued recipient every parser yields, bounded line splitting, unreadable entries
 postfix.py   postqueue -j          exim.py  exim -bpr + msglog/
 sendmail.py  mailq -v              opensmtpd.py  smtpctl show queue

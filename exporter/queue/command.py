@@ -7,7 +7,6 @@ import contextlib
 import ctypes
 import os
 import selectors
-import shlex
 import shutil
 import signal
 import subprocess
@@ -18,17 +17,12 @@ from typing import Final
 
 from exporter.queue import exim, opensmtpd, postfix, sendmail
 
-MTAS: Final = ("auto", "postfix", "exim", "sendmail", "opensmtpd", "none")
-"""--queue.mta: auto picks the MTA whose queue command is installed; none turns the queue reader off."""
 COMMANDS: Final[dict[str, tuple[str, ...]]] = {
     "postfix": postfix.COMMAND,
     "exim": exim.COMMAND,
     "sendmail": sendmail.COMMAND,
     "opensmtpd": opensmtpd.COMMAND,
 }
-_PROGRAMS: Final = {"postqueue": "postfix", "exim": "exim", "exim4": "exim", "smtpctl": "opensmtpd"}
-"""Programs that name their MTA when they appear in --queue.command (mailq and sendmail name none: every MTA
-installs them)."""
 _SBIN: Final = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 STDERR_KEPT: Final = 4096
 TERM_GRACE_SECONDS: Final = 1.0
@@ -77,23 +71,6 @@ def detect(find: Callable[[str], str | None] = which) -> str | None:
     if found and is_sendmail(found):
         return "sendmail"
     return None
-
-
-def mta_of_command(argv: Sequence[str]) -> str | None:
-    """The MTA a --queue.command lists, when one of its words names it (`sudo -n postqueue -j`)."""
-    for word in argv:
-        mta = _PROGRAMS.get(os.path.basename(word))
-        if mta is not None:
-            return mta
-    return None
-
-
-def split_command(command: str) -> list[str]:
-    """--queue.command split as a shell would (quotes, backslashes), never run by one. Raises ValueError."""
-    argv = shlex.split(command)
-    if not argv:
-        raise ValueError("empty command")
-    return argv
 
 
 def default_command(mta: str, find: Callable[[str], str | None] = which) -> list[str]:

@@ -20,9 +20,9 @@ from exporter.queue.command import (
     ListingError,
     default_command,
     detect,
-    mta_of_command,
 )
 from exporter.queue.listing import UNREADABLE_REASONS, ListingStats, QueuedRecipient, split_lines
+from exporter.queue.programs import mta_of_command
 from exporter.queue.shared import CATEGORIES
 
 log = logging.getLogger("exporter.queue")
