@@ -11,9 +11,10 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
-from exporter.sources.position import Position
+if TYPE_CHECKING:  # only named in annotations: `report` imports sources.lines without the state file's machinery
+    from exporter.sources.position import Position
 
 ROTATION_KINDS: Final = ("rename", "truncate", "recreate")
 """How a followed file was replaced: `rename` (logrotate `create`: the name now points to a new inode; the
