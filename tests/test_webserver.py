@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from daemon_harness import REPO
+from support import wait_until
 from test_web_connections import A_FIFTH_OF_A_CORE, _closed_by_server, _cpu_share
 
 from exporter.webserver import ConnectionServer, Limits, Respond
@@ -104,6 +105,9 @@ def test_accept_failing_for_want_of_descriptors_backs_off_instead_of_spinning(tm
         clients += [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(10)]
         for client in clients:
             client.sendall(REQUEST)
+        # Measured once accept() has failed: the server's thread, starved on a busy machine, may not have tried
+        # yet; released before it tries, it would accept at once and never fail.
+        wait_until(lambda: "cannot accept connections" in stderr.read_text(), "accept() failing", 30)
         share = _cpu_share(child.pid, 3.0)
         print(f"\naccept failing: {share:.1%} of a core")
         assert share < A_FIFTH_OF_A_CORE
