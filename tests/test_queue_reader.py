@@ -14,6 +14,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -128,12 +129,30 @@ def wait_dead(pid: int, seconds: float = 10.0) -> bool:
     return False
 
 
+def hanging_from(pids: Path) -> Callable[[], float]:
+    """The listing's clock, at 0 until the listing has written its two pids (it then hangs, its helper started):
+    its timeout counts from there. Counted from the fork, a listing starved on a busy machine could be ended
+    before it wrote them, with nothing left to check. After 30 s without them the clock runs anyway."""
+    first_call = time.monotonic()
+    hanging: list[float] = []
+
+    def monotonic() -> float:
+        if not hanging:
+            written = pids.read_text() if pids.exists() else ""
+            if written.count("\n") < 2 and time.monotonic() - first_call < 30:
+                return 0.0
+            hanging.append(time.monotonic())
+        return time.monotonic() - hanging[0]
+
+    return monotonic
+
+
 def test_timed_out_listing_kills_its_whole_process_group(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     # A listing that starts a helper in the background, prints half a line and hangs.
     script = f"sleep 300 & echo $! > {pids}; echo $$ >> {pids}; printf 'partial'; sleep 300"
     started = time.monotonic()
-    snap = reader("opensmtpd", ["sh", "-c", script], timeout=1.0).scrape()
+    snap = reader("opensmtpd", ["sh", "-c", script], timeout=1.0, monotonic=hanging_from(pids)).scrape()
     assert not snap.success and snap.error == "timed out after 1s"
     assert time.monotonic() - started < 60  # ended by the deadline, not by the listing's own sleep
     for pid in map(int, pids.read_text().split()):
@@ -143,7 +162,8 @@ def test_timed_out_listing_kills_its_whole_process_group(tmp_path: Path) -> None
 def test_listing_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     script = f"trap '' TERM; sleep 300 & echo $! > {pids}; echo $$ >> {pids}; wait"
-    snap = reader("opensmtpd", ["sh", "-c", script], timeout=1.0).scrape()
+    # Timed out once the listing ignores SIGTERM (the trap comes before the pids).
+    snap = reader("opensmtpd", ["sh", "-c", script], timeout=1.0, monotonic=hanging_from(pids)).scrape()
     assert not snap.success and snap.error == "timed out after 1s"
     for pid in map(int, pids.read_text().split()):
         assert wait_dead(pid), f"process {pid} ignored SIGTERM and outlived the listing"

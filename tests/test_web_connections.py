@@ -34,8 +34,8 @@ class LimitedExporter(Exporter):
         return ["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--", *super().command()]
 
 
-def _connect(port: int) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=2)
+def _connect(port: int, timeout: float = 2) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
 
 
 def _flood(count: int, hold: list[socket.socket], opener: Callable[[], socket.socket]) -> None:
@@ -175,7 +175,8 @@ def test_connections_that_idle_or_dribble_are_closed_after_the_read_timeout(tmp_
         for sent in stalls.values():
             socks.append(_connect(exporter.port))
             socks[-1].sendall(sent)
-        keep_alive = _connect(exporter.port)
+        # Its answers may come late from an exporter starved on a busy machine.
+        keep_alive = _connect(exporter.port, timeout=30)
         socks.append(keep_alive)
         for _ in range(2):  # the server keeps the connection for a second request
             keep_alive.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -203,7 +204,8 @@ def test_tls_connections_that_stall_are_closed_after_the_read_timeout(tmp_path: 
         socks.append(_connect(exporter.port))  # never starts the handshake
         socks.append(_connect(exporter.port))
         socks[-1].sendall(_client_hello(client))  # never finishes it
-        socks.append(client.wrap_socket(_connect(exporter.port), server_hostname="localhost"))  # then idles
+        # Then idles; its handshake may be answered late by an exporter starved on a busy machine.
+        socks.append(client.wrap_socket(_connect(exporter.port, timeout=30), server_hostname="localhost"))
         still_open = [
             name
             for name, sock in zip(("before", "during", "after the handshake"), socks, strict=True)

@@ -4,6 +4,7 @@ never drain, the connection bound, accept() failing for want of descriptors."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import subprocess
 import sys
@@ -11,7 +12,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from daemon_harness import REPO
+from support import wait_until
 from test_web_connections import A_FIFTH_OF_A_CORE, _closed_by_server, _cpu_share
 
 from exporter.webserver import ConnectionServer, Limits, Respond
@@ -30,10 +33,13 @@ def serving(respond: Respond, limits: Limits) -> Iterator[tuple[str, int]]:
         server.stop()
 
 
-def test_a_client_that_never_reads_its_response_is_closed_after_the_write_timeout() -> None:
+def test_a_client_that_never_reads_its_response_is_closed_after_the_write_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     size = 16 << 20  # more than the kernel buffers of both ends hold
     response = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
     with (
+        caplog.at_level(logging.DEBUG, logger="exporter.webserver"),
         serving(lambda head, client: (response, True), Limits(write_timeout=0.5)) as address,
         socket.socket() as sock,
     ):
@@ -41,6 +47,9 @@ def test_a_client_that_never_reads_its_response_is_closed_after_the_write_timeou
         sock.connect(address)
         sock.sendall(REQUEST)
         time.sleep(3)  # six write timeouts without reading
+        # Not read before the server gave up on the write: its thread, starved on a busy machine, may not even have
+        # accepted the connection in those 3 s, and a client that reads from then on is sent the whole response.
+        wait_until(lambda: "timed out in state write" in caplog.text, "the write timeout", 30)
         received = 0
         sock.settimeout(10)
         with contextlib.suppress(ConnectionResetError):
@@ -104,6 +113,9 @@ def test_accept_failing_for_want_of_descriptors_backs_off_instead_of_spinning(tm
         clients += [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(10)]
         for client in clients:
             client.sendall(REQUEST)
+        # Measured once accept() has failed: the server's thread, starved on a busy machine, may not have tried
+        # yet; released before it tries, it would accept at once and never fail.
+        wait_until(lambda: "cannot accept connections" in stderr.read_text(), "accept() failing", 30)
         share = _cpu_share(child.pid, 3.0)
         print(f"\naccept failing: {share:.1%} of a core")
         assert share < A_FIFTH_OF_A_CORE
