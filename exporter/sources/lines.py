@@ -86,7 +86,10 @@ class BlockSplitter:
                 return b""
             cut, self.partial, self.discarding = self.partial[: self._limit], b"", True
             return cut + b"\n"
-        block = self.partial + data[: last + 1] if self.partial else data[: last + 1]
+        if self.partial:  # one copy: a slice first would copy the block twice
+            block = b"".join((self.partial, memoryview(data)[: last + 1]))
+        else:
+            block = data if last == len(data) - 1 else data[: last + 1]
         tail = data[last + 1 :]
         self.partial = b""
         if len(tail) >= self._limit:
