@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
-if TYPE_CHECKING:  # only named in annotations: `report` imports sources.lines without the state file's machinery
+# Position is only named in annotations: `report` imports sources.lines without the state file's machinery.
+if TYPE_CHECKING:
     from exporter.sources.position import Position
 
 ROTATION_KINDS: Final = ("rename", "truncate", "recreate")
