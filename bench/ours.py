@@ -102,17 +102,9 @@ class Daemon(Server):
             str(state),
         ]
         super().__init__(argv, port, self._output)
-        self.wait_ready()
-        self.wait_following()
-
-    def wait_following(self, timeout: float = 30.0) -> None:
-        """Until /-/ready says the log is open: a file there at start is followed from its end as it is when it is
-        opened, so lines appended before that are not the daemon's to count (/metrics answers earlier)."""
-        deadline = time.monotonic() + timeout
-        while self.get("/-/ready")[0] != 200:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{' '.join(self.argv)}: not ready within {timeout:g} s")
-            time.sleep(0.02)
+        # Until /-/ready says the log is open, not only /metrics: a file there at start is followed from its end as it
+        # is when it is opened, so lines appended before that are not the daemon's to count.
+        self.wait_ready(path="/-/ready")
 
     def stop(self) -> None:
         super().stop()

@@ -110,18 +110,23 @@ class Server:
             raise RuntimeError(f"{self.argv[0]}: {self.path} answered {status}")
         return body
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 30.0, path: str | None = None) -> None:
+        """Until `path` (the metrics page by default) answers 200."""
+        path = path or self.path
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{' '.join(self.argv)} exited with {self.proc.returncode}")
             try:
-                self.scrape(timeout=1.0)
-                return
-            except (OSError, RuntimeError, http.client.HTTPException):
+                status, _ = self.get(path, timeout=1.0)
+                if status == 200:
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{' '.join(self.argv)}: {path} answered {status} for {timeout:g} s")
+            except (OSError, http.client.HTTPException):
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.05)
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
