@@ -4,6 +4,7 @@ in the test's own process (to inject faults into its parts), a small filesystem 
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import threading
 import time
@@ -141,6 +142,20 @@ def small_tmpfs(where: Path) -> Iterator[Path]:
 def remount(where: Path, mode: str) -> None:
     """Remounts a small_tmpfs read-only ("ro") or writable ("rw")."""
     subprocess.run(["mount", "-o", f"remount,{mode}", str(where)], check=True)
+
+
+def open_fds(pid: int, path: Path) -> list[int]:
+    """The exporter's descriptors open on the file `path` names now (by inode, whatever its name becomes)."""
+    st = os.stat(path)
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.stat(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if (target.st_dev, target.st_ino) == (st.st_dev, st.st_ino):
+            found.append(int(fd))
+    return found
 
 
 def process_running(pid: int) -> bool:

@@ -15,8 +15,7 @@ from exporter.offline import LARGE_INPUT_BYTES
 # A child reads the file as report does (blocks, each lower-cased) and prints its minor page faults.
 _READ = """
 import resource, sys
-from exporter import heap, offline
-from exporter.cli import build_parser
+from exporter import heap
 from exporter.offline import read_blocks
 if sys.argv[2] == "keep":
     assert heap.keep_freed_blocks()
@@ -55,9 +54,8 @@ def test_report_keeps_freed_blocks_only_for_a_large_input(
     small.write_bytes(b"x\n")
     with large.open("wb") as stream:
         stream.truncate(LARGE_INPUT_BYTES)  # sparse: its size is what counts
-    offline.build_report([str(small)], offline._analyser(build_parser("report").parse_args(["report", "x"])))
+    args = build_parser("report").parse_args(["report", "x"])
+    offline.build_report([str(small)], offline._analyser(args))
     assert asked == []
-    offline.build_report(
-        [str(small), str(large)], offline._analyser(build_parser("report").parse_args(["report", "x"]))
-    )
+    offline.build_report([str(small), str(large)], offline._analyser(args))
     assert asked == [True]

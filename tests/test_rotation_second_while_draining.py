@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from daemon_harness import Exporter, bounced, sent_lines
+from support import open_fds
 
 BIG_LINES = 50_000
 """Lines in the live file at the second rotation: reading them keeps the exporter busy long enough to be
@@ -51,20 +52,6 @@ def _all_threads_stopped(pid: int) -> bool:
         if stat.rsplit(")", 1)[1].split()[0] != "T":
             return False
     return True
-
-
-def _open_fds(pid: int, path: Path) -> list[int]:
-    """The exporter's descriptors open on the file `path` names now (by inode, whatever its name becomes)."""
-    st = os.stat(path)
-    found = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.stat(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if (target.st_dev, target.st_ino) == (st.st_dev, st.st_ino):
-            found.append(int(fd))
-    return found
 
 
 def _offset(pid: int, fd: int) -> int:
@@ -107,7 +94,7 @@ def test_second_rotation_reads_the_draining_file_to_its_end_before_closing_it(tm
             exporter.wait_for("gmail_exporter_lines_total", sent + bounced_total)
 
             pid = _stop(exporter)
-            first, second = _open_fds(pid, tmp_path / "mail.log.1"), _open_fds(pid, log)
+            first, second = open_fds(pid, tmp_path / "mail.log.1"), open_fds(pid, log)
             assert len(first) == 1 and len(second) == 1, (first, second)
             assert _offset(pid, second[0]) == os.path.getsize(log)  # idle: everything was read
             write(mta, 100, 10, with_bounce=True)  # read by the next look's first read of the draining file
@@ -134,7 +121,7 @@ def test_second_rotation_reads_the_draining_file_to_its_end_before_closing_it(tm
                     caught,
                     big_end,
                 )
-                assert _open_fds(pid, tmp_path / "mail.log.2") == first  # the first file is still open
+                assert open_fds(pid, tmp_path / "mail.log.2") == first  # the first file is still open
                 write(mta, 300, 7, with_bounce=True)  # only the last read before closing it can see these
             finally:
                 _resume(exporter)
@@ -152,6 +139,6 @@ def test_second_rotation_reads_the_draining_file_to_its_end_before_closing_it(tm
             assert exporter.value("gmail_exporter_log_rotations_total", kind="rename") == 2
             assert exporter.value("gmail_exporter_log_rotations_total", kind="recreate") == 0
             # Closed at the second rotation, not after the grace period.
-            assert _open_fds(pid, tmp_path / "mail.log.2") == []
+            assert open_fds(pid, tmp_path / "mail.log.2") == []
         finally:
             os.close(mta)

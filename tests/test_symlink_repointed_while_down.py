@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 from daemon_harness import STOPS, Exporter, append, bounced, sent_lines
-from support import RecordingSink, running
-from test_rotation_second_while_draining import _open_fds
+from support import RecordingSink, open_fds, running
 
 from exporter.sources.files import FileSource
 from exporter.sources.pacer import Timing
@@ -46,7 +45,7 @@ def test_a_symlink_repointed_while_down_reads_the_old_targets_tail_then_the_new_
         # it some time after the grace, and reads what is appended when it gets to its look.
         assert exporter.proc is not None
         pid = exporter.proc.pid
-        exporter.wait_until(lambda: not _open_fds(pid, first), 30, "the old target let go")
+        exporter.wait_until(lambda: not open_fds(pid, first), 30, "the old target let go")
         append(first, sent_lines(700, 3))
         exporter.wait_for("gmail_exporter_lines_total", 653, source=str(link))
         assert exporter.value("gmail_exporter_log_offset_bytes", source=str(link)) == second.stat().st_size
