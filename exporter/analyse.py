@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from exporter import mta
 from exporter.events import Delivery, Event
-from exporter.fastpath import Accepted, FastPath, Reference
+from exporter.fastpath import Accepted, FastPath, Reference, Refused
 from exporter.google import WORDINGS, GoogleHosts
 from exporter.mta import generic, postfix
 from exporter.mta.common import Context, classic_syslog
@@ -308,10 +308,10 @@ class Analyser:
         taken, self._origins = self._origins[:count], self._origins[count:]
         lines_out.extend(taken[index] - self._counted for index in inner)
 
-    def summarise_block(self, blob: bytes) -> tuple[int, list[Event | Skipped | Accepted]]:
+    def summarise_block(self, blob: bytes) -> tuple[int, list[Event | Skipped | Accepted | Refused]]:
         """analyse_block() for readers that count rather than list: the same results, except that runs of mail
-        Google accepted can come as Accepted runs (whose events() are the Events that analyse_block() gives),
-        read by the fast path (see exporter.fastpath). Lines in a container's envelope take analyse_block()'s way."""
+        Google accepted can come as Accepted runs (whose events() are the Events that analyse_block() gives) and
+        refusals as Refused (whose event() is the Event), read by the fast path (see exporter.fastpath). Lines in a container's envelope take analyse_block()'s way."""
         shape = None if self._held else Shape.of(blob)
         if self._enveloped or self._unwrapper.wrapped(blob, syslog=shape is not None and shape.syslog):
             return self.analyse_block(blob)  # type: ignore[return-value]

@@ -8,8 +8,8 @@ these lines between its own, in file order, so the clock, the queue-id joins and
 before.
 Mail Google accepted becomes an Accepted run: a count, the first and last timestamps and the lines, with no Event
 made. A refusal is keyed by its reply up to Google's session id: the first line with a key goes through the
-analyser's own path, whose reading vouches for the key (every later line with it gets that reply and verdict) or
-not (every line with it goes that way). Whatever the pattern does not match (another layout, an odd recipient, a
+analyser's own path, whose reading vouches for the key (every later line with it gets that reply and verdict, as a
+Refused that `report` counts by its template without making an Event) or not (every line with it goes that way). Whatever the pattern does not match (another layout, an odd recipient, a
 reply of another shape, a character outside printable ASCII) stays with the line-by-line path, that line alone.
 """
 
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from exporter.events import Delivery, Event, Reply, Verdict
+from exporter.labels import reason_key
 from exporter.mta.common import domain_of
 from exporter.mta.postfix import NOT_DELIVERING, SERVICE_TAGS
 from exporter.reply import normalise
@@ -152,13 +153,47 @@ class Reference:
     """Remembers the queue id of a message Google deferred (for a later expiry)."""
 
 
-@dataclass(slots=True)
-class _Template:
+@dataclass(slots=True, eq=False)
+class Template:
+    """A refusal's reply up to Google's session id, as the analyser's path read its first line."""
+
+    status: str
     reply: Reply | None
     verdict: Verdict | None
     vouched: bool
     """False when the analyser's path read the template's first line otherwise than the pattern does: then every
     line of the template goes to it."""
+    reason: tuple[str, str, str | None, str | None] | None
+    """reason_key() of its verdict and reply (None without a verdict): what `report` counts it under."""
+
+
+class Refused:
+    """A refusal whose template the analyser's path vouched for: counted by its template, its Event made only
+    when asked for (the Event the analyser's path makes of the line)."""
+
+    __slots__ = ("_end", "_match", "template", "when")
+
+    def __init__(self, template: Template, when: float | None, match: re.Match[bytes], end: int) -> None:
+        self.template = template
+        self.when = when
+        self._match = match
+        """The line's match of OUTCOME."""
+        self._end = end
+        """Where the line ends."""
+
+    def event(self) -> Event:
+        m = self._match
+        delivery = Delivery(
+            "postfix",
+            "recipient",
+            self.template.status,
+            self.when,
+            m[2].decode(),
+            recipient_domain(m[3]),
+            _host(m[4]),
+            m.string[m.end() : self._end - 1].decode("utf-8", "replace"),
+        )
+        return Event(delivery, self.template.reply, self.template.verdict)
 
 
 class FastPath:
@@ -168,7 +203,7 @@ class FastPath:
     def __init__(self, reference: Reference) -> None:
         self._ref = reference
         self._clock = reference.clock
-        self._templates: dict[tuple[bytes, bytes], _Template] = {}
+        self._templates: dict[tuple[bytes, bytes], Template] = {}
         self.starts: list[int] = []
         """Where the lines found in the current block start, in order."""
         self._matches: list[re.Match[bytes]] = []
@@ -257,7 +292,7 @@ class FastPath:
         end, space = self._refusals[start]
         blob = m.string
         ref = self._ref
-        status = m.group(5)
+        status = m[5]
         key = (status, blob[m.end() : space])
         template = self._templates.get(key)
         if template is None or not template.vouched:
@@ -268,13 +303,9 @@ class FastPath:
                 results.append(found)
             return
         when = ref.clock(m[1])
-        qid = m[2].decode()
         if status == b"deferred":
-            ref.deferred(qid)
-        reply = blob[m.end() : end - 1].decode("utf-8", "replace")
-        domain = recipient_domain(m[3])
-        delivery = Delivery("postfix", "recipient", _STATUS[status], when, qid, domain, _host(m[4]), reply)
-        results.append(Event(delivery, template.reply, template.verdict))
+            ref.deferred(m[2].decode())
+        results.append(Refused(template, when, m, end))
 
     def _learn(self, key: tuple[bytes, bytes], m: re.Match[bytes], end: int, found: object) -> None:
         """Remembers a refusal's template from the analyser's reading of its first line: vouched for when that
@@ -300,7 +331,8 @@ class FastPath:
             )
         if len(self._templates) >= MAX_TEMPLATES:
             self._templates.clear()
-        self._templates[key] = _Template(reply, verdict, vouched)
+        reason = reason_key(verdict, reply) if verdict is not None else None
+        self._templates[key] = Template(_STATUS[key[0]], reply, verdict, vouched, reason)
 
 
 def _start(m: re.Match[bytes]) -> int:

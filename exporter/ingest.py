@@ -15,7 +15,7 @@ from typing import Any, Final, Protocol
 
 from exporter.analyse import Skipped
 from exporter.events import Delivery, Event
-from exporter.fastpath import Accepted
+from exporter.fastpath import Accepted, Refused
 from exporter.metrics import Metrics
 from exporter.metrics.saved import dump
 from exporter.sources import MAX_RETIRED
@@ -30,7 +30,7 @@ class LineAnalyser(Protocol):
 
     def analyse_block(self, blob: bytes) -> tuple[int, list[Event | Skipped]]: ...
 
-    def summarise_block(self, blob: bytes) -> tuple[int, list[Event | Skipped | Accepted]]: ...
+    def summarise_block(self, blob: bytes) -> tuple[int, list[Event | Skipped | Accepted | Refused]]: ...
 
     def memory(self) -> dict[str, Any]: ...
 
@@ -138,7 +138,8 @@ class Ingest:
         with stream.lock:
             results: list[Event | Skipped | Accepted]
             if len(block) >= FAST_PATH_BYTES:
-                n, results = stream.analyser.summarise_block(block)
+                n, summarised = stream.analyser.summarise_block(block)
+                results = [r.event() if isinstance(r, Refused) else r for r in summarised]
             elif block or count:
                 n, results = stream.analyser.analyse_block(block)  # type: ignore[assignment]
             else:

@@ -4,7 +4,10 @@ field."""
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from exporter.events import Reply, Verdict
 
 NONE: Final = "none"
 """Label value for a code the reply did not carry."""
@@ -33,3 +36,10 @@ def enhanced_label(enhanced: str | None) -> str | None:
     if enhanced is None:
         return None
     return enhanced if _ENHANCED.fullmatch(enhanced) else OTHER
+
+
+def reason_key(verdict: Verdict, reply: Reply | None) -> tuple[str, str, str | None, str | None]:
+    """What `report` counts a refusal under: its category, reason, code and enhanced code labels."""
+    if reply is None:
+        return (verdict.category, verdict.reason, None, None)
+    return (verdict.category, verdict.reason, code_label(reply.code), enhanced_label(reply.enhanced_code))

@@ -17,9 +17,9 @@ from exporter import config, heap
 from exporter.analyse import MAX_LINE_BYTES, Analyser, Skipped
 from exporter.compressed import READ_ERRORS, open_log
 from exporter.errors import ConfigError, WorkerError
-from exporter.events import STATUSES, Event, Reply
-from exporter.fastpath import Accepted
-from exporter.labels import code_label, enhanced_label
+from exporter.events import STATUSES, Event, Reply, Verdict
+from exporter.fastpath import Accepted, Refused
+from exporter.labels import code_label, enhanced_label, reason_key
 from exporter.redact import redact, shorten, template
 from exporter.rules import CATEGORIES, UNMATCHED_REASON, Rules, load_rules, rule_stub
 from exporter.sources.lines import READ_BYTES, BlockSplitter, LineSplitter
@@ -257,28 +257,47 @@ class Report:
             self.first_seen = first if self.first_seen is None else min(self.first_seen, first)
             self.last_seen = last if self.last_seen is None else max(self.last_seen, last)
 
+    def add_refused(self, refused: Refused) -> None:
+        """Counts a refusal the fast path read, as add() would count its event, by its template."""
+        template, when = refused.template, refused.when
+        if when is not None:
+            self.first_seen = when if self.first_seen is None else min(self.first_seen, when)
+            self.last_seen = when if self.last_seen is None else max(self.last_seen, when)
+        self.deliveries[template.status] += 1
+        if template.verdict is not None:
+            self._add_verdict(template.verdict, template.reply, when, True, template.reason)
+
     def add(self, event: Event) -> None:
         d = event.delivery
         when = d.timestamp
         if when is not None:
             self.first_seen = when if self.first_seen is None else min(self.first_seen, when)
             self.last_seen = when if self.last_seen is None else max(self.last_seen, when)
-        if d.scope == "recipient" and d.status in self.deliveries:
+        recipient = d.scope == "recipient"
+        if recipient and d.status in self.deliveries:
             self.deliveries[d.status] += 1
-        if d.connection_error is not None and d.scope == "recipient":
+        if d.connection_error is not None and recipient:
             self.connection_errors[d.connection_error] = self.connection_errors.get(d.connection_error, 0) + 1
-        verdict, reply = event.verdict, event.reply
-        if verdict is None:
-            return
+        if event.verdict is not None:
+            self._add_verdict(event.verdict, event.reply, when, recipient)
+
+    def _add_verdict(
+        self,
+        verdict: Verdict,
+        reply: Reply | None,
+        when: float | None,
+        recipient: bool,
+        reason: tuple[str, str, str | None, str | None] | None = None,
+    ) -> None:
+        """Counts a classified reply: a refusal of one recipient (Event.is_rejection) under its reason_key(),
+        which the caller may know already."""
         if verdict.reason == UNMATCHED_REASON and reply is not None:
             self._add_unmatched(reply, when)
-        if not event.is_rejection:
+        if not recipient:
             self.connection_scope_replies += 1
             return
         self.categories[verdict.category] = self.categories.get(verdict.category, 0) + 1
-        code = code_label(reply.code) if reply else None
-        enhanced = enhanced_label(reply.enhanced_code) if reply else None
-        key = (verdict.category, verdict.reason, code, enhanced)
+        key = reason or reason_key(verdict, reply)
         summary = self.reasons.get(key)
         if summary is None:
             example = shorten(redact(reply.text), EXAMPLE_CHARS) if reply else ""
@@ -519,12 +538,14 @@ def summarise(
             count, results = summarise_block(block) if block is not None else analyser.flush(end=end_of_input)
             report.lines += count
             for result in results:
-                if isinstance(result, Event):
-                    report.add(result)
+                if isinstance(result, Refused):
+                    report.add_refused(result)
+                elif isinstance(result, Accepted):
+                    report.add_accepted(result)
                 elif isinstance(result, Skipped):
                     skipped[result.reason] = skipped.get(result.reason, 0) + 1
                 else:
-                    report.add_accepted(result)
+                    report.add(result)
             if block is None:
                 break
             if progress is not None and progress.enabled:  # where the file is read up to, compressed or not

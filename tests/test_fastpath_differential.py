@@ -22,10 +22,11 @@ from test_shapes_corpus import SHAPES
 from exporter import fastpath
 from exporter.analyse import MAX_LINE_BYTES, SKIP_REASONS, Analyser, Skipped
 from exporter.events import Event
-from exporter.fastpath import Accepted
+from exporter.fastpath import Accepted, Refused
 from exporter.ingest import FAST_PATH_BYTES, Ingest
 from exporter.metrics import Metrics
 from exporter.metrics.saved import dump
+from exporter.offline import Report
 from exporter.queue.domains import GoogleDomains
 from exporter.rules import CATEGORIES, load_rules
 
@@ -175,6 +176,8 @@ def expanded(results: list[object]) -> list[object]:
         if isinstance(result, Accepted):
             assert result.count == len(list(result.events())) > 0
             out.extend(result.events())
+        elif isinstance(result, Refused):
+            out.append(result.event())
         else:
             assert isinstance(result, Event | Skipped)
             out.append(result)
@@ -186,9 +189,21 @@ def differences(text: bytes, cuts: list[int], **analyser: object) -> list[str]:
     reference = Analyser(RULES, now=NOW, **analyser)  # type: ignore[arg-type]
     fast = Analyser(RULES, now=NOW, **analyser)  # type: ignore[arg-type]
     found: list[str] = []
+    # `report` counts the fast path's results as they come (runs, refusals by template), not their events.
+    wanted, counted = Report(rules=RULES), Report(rules=RULES)
     for number, block in enumerate([*blocks_of(text, cuts), None]):
         want = reference.analyse_block(block) if block is not None else reference.flush()
         got = fast.summarise_block(block) if block is not None else fast.flush()
+        for result in want[1]:
+            if isinstance(result, Event):
+                wanted.add(result)
+        for result in got[1]:
+            if isinstance(result, Refused):
+                counted.add_refused(result)
+            elif isinstance(result, Accepted):
+                counted.add_accepted(result)
+            elif isinstance(result, Event):
+                counted.add(result)
         if want[0] != got[0]:
             found.append(f"block {number}: {want[0]} lines read, fast path says {got[0]}")
         events = expanded(list(got[1]))
@@ -199,6 +214,8 @@ def differences(text: bytes, cuts: list[int], **analyser: object) -> list[str]:
             found.append(f"block {number}: {len(want[1])} results, fast path gives {len(events)}")
     if reference.memory() != fast.memory():
         found.append("join memory differs")
+    if wanted.as_json() != counted.as_json():
+        found.append(f"reports differ:\n  reference {wanted.as_json()}\n  fast      {counted.as_json()}")
     return found
 
 
