@@ -83,35 +83,33 @@ class Accepted:
     timestamps that `report` and the metrics need, and the lines, so that events() gives the Events that the
     line-by-line path makes of them."""
 
-    __slots__ = ("_lines", "_stamps")
+    __slots__ = ("_lines", "_stamps", "first", "last", "unstamped")
 
     def __init__(self) -> None:
         self._stamps: list[float | None] = []
         self._lines: list[re.Match[bytes]] = []
         """Each line's match of OUTCOME."""
+        self.first: float | None = None
+        """The earliest timestamp (None when no line had one)."""
+        self.last: float | None = None
+        """The latest timestamp (None when no line had one)."""
+        self.unstamped = False
+        """Whether some line had no timestamp."""
 
     @property
     def count(self) -> int:
         return len(self._stamps)
 
-    @property
-    def unstamped(self) -> bool:
-        """Whether some line had no timestamp."""
-        return None in self._stamps
-
-    @property
-    def first(self) -> float | None:
-        """The earliest timestamp (None when no line had one)."""
-        return min(self._known(), default=None)
-
-    @property
-    def last(self) -> float | None:
-        """The latest timestamp (None when no line had one)."""
-        return max(self._known(), default=None)
-
-    def _known(self) -> list[float]:
-        stamps = self._stamps
-        return [s for s in stamps if s is not None] if None in stamps else stamps  # type: ignore[return-value]
+    def _saw(self, when: float | None) -> None:
+        """Takes a timestamp of its lines into first, last and unstamped (take_until() tells each one once, at
+        least, rather than each line's)."""
+        if when is None:
+            self.unstamped = True
+            return
+        if self.first is None or when < self.first:
+            self.first = when
+        if self.last is None or when > self.last:
+            self.last = when
 
     def recipient_domains(self) -> list[str | None]:
         """The recipient domain of each line, as its Delivery has it."""
@@ -280,8 +278,9 @@ class FastPath:
                     run = Accepted()
                     results.append(run)
                 new = m[1]
-                if new != stamp:
+                if new != stamp:  # the first line of each run too: a refusal resets the stamp
                     stamp, when = new, clock(new)
+                    run._saw(when)
                 run._stamps.append(when)
                 run._lines.append(m)
             else:
