@@ -41,15 +41,17 @@ OUTCOME: Final = re.compile(
     rb"to=<(?P<rcpt>[!-;?-Z\\\]-~]{1,254})>, relay=(?P<host>[a-z0-9][a-z0-9.-]{0,200}\.(?:l\.google|googlemail)\.com)"
     + _ADDRESS +
     rb"(?:, conn_use=\d{1,9})?, delay=[\d.]{1,20}, delays=[\d./]{1,64}, dsn=\d\.\d{1,3}\.\d{1,3}, status=(?:"
-    rb"sent \(|(?P<status>deferred|bounced) \(host [A-Za-z0-9.-]{1,255}" + _ADDRESS + rb" (?:said|refused to talk to me): )"
-    rb"|(?P<quiet>" + NOT_DELIVERING + rb")\[)"
+    rb"sent \((?=[^\[]+\)\Z)|(?P<status>deferred|bounced) \(host [A-Za-z0-9.-]{1,255}" + _ADDRESS +
+    rb" (?:said|refused to talk to me): )|(?P<quiet>" + NOT_DELIVERING + rb")\[|(?P<qmgr>qmgr)\[)"
 )  # fmt: skip
 """Matched at a line's start with the line's end as endpos: the start of an outcome line at a Google relay whose
-name is its own canonical name (the parser lower-cases any other), up to where the reply starts (take() checks
-the reply: sre reads a character class at several ns a character, a substring search at C speed). Or (group `quiet`)
-the start of a line of a Postfix service that never delivers: never_a_delivery() says so of it (its tag is the
-line's first), so the line gives nothing and changes nothing."""
-_ACCEPTED, _REFUSED, _QUIET = 4, 5, 6
+name is its own canonical name (the parser lower-cases any other), up to where the reply starts; accepted mail's
+reply is checked here too (it ends the line in parentheses and holds no '[', so no service tag hides in it: a
+negated single character is one of the few things sre reads at C speed), a refusal's by take(). Or (group `quiet`)
+the start of a line of a Postfix service that never delivers, or (group `qmgr`) of a qmgr line: never_a_delivery()
+says so of the first, and of the second unless it holds 'status=expired' (the tag is the line's first), so the line
+gives nothing and changes nothing."""
+_ACCEPTED, _REFUSED, _QUIET, _QMGR = 4, 5, 6, 7
 """OUTCOME's lastindex for each kind of line (its last group that matched: host, status or quiet)."""
 _SESSION_ID: Final = re.compile(rb"(?=[\w.-]*\d)[\w.-]{6,100}")
 """Google's session id, as exporter.reply strips it before its marker."""
@@ -225,22 +227,23 @@ class FastPath:
         if m is None:
             return False
         kind = m.lastindex
+        if kind == _ACCEPTED:
+            self._matches.append(m)
+            return True
         if kind == _QUIET:
             return True
-        reply = m.end()
-        if blob[end - 1] != 41 or end - reply < 2:  # a reply in parentheses ends the line
+        if kind == _QMGR:
+            return blob.find(b"status=expired", start, end) < 0
+        reply = m.end()  # a refusal: its reply ends the line in parentheses, with Google's marker
+        if blob[end - 1] != 41 or end - reply < 2:
             return False
-        if kind == _ACCEPTED:
-            if blob.find(b"[", reply, end) >= 0:  # no service tag can hide in accepted mail's reply
-                return False
-        else:
-            marker = blob.rfind(b" - gsmtp", reply, end)
-            if marker < 0 or end - reply > MAX_REPLY_BYTES or blob[marker + 8 : end - 1] not in _AFTER_MARKER:
-                return False
-            space = blob.rfind(b" ", reply, marker)
-            if space <= reply or _SESSION_ID.fullmatch(blob, space + 1, marker) is None:
-                return False
-            self._refusals[start] = (end, space)
+        marker = blob.rfind(b" - gsmtp", reply, end)
+        if marker < 0 or end - reply > MAX_REPLY_BYTES or blob[marker + 8 : end - 1] not in _AFTER_MARKER:
+            return False
+        space = blob.rfind(b" ", reply, marker)
+        if space <= reply or _SESSION_ID.fullmatch(blob, space + 1, marker) is None:
+            return False
+        self._refusals[start] = (end, space)
         self._matches.append(m)
         return True
 
