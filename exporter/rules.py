@@ -25,7 +25,6 @@ import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Final, cast
 
 import yaml
@@ -260,7 +259,7 @@ def severity_of(reply: Reply, fallback: str) -> str:
 
 def builtin_rules_path() -> str:
     """Path of the rules file shipped with the package (config/rules.yml in the source tree)."""
-    return str(resources.files("exporter").joinpath("data", "rules.yml"))
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "rules.yml")
 
 
 def load_rules(user_files: Sequence[str] = (), *, builtin: str | None = None) -> Rules:
