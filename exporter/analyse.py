@@ -151,14 +151,18 @@ class Analyser:
         self._fast: FastPath | None = None
         """The fast path for Postfix's outcome lines, where Postfix is asked first and no join needs every line."""
         if self._formats[0] is postfix.FORMAT and not track_senders:
-            ctx = self._ctx
+            # Bound methods, which look up the context's clock and join when called: `report --jobs` puts recording
+            # ones in their place, and a copy of the analyser (copy.deepcopy) gets its own (a closure would keep
+            # this one's).
             self._fast = FastPath(
-                Reference(
-                    line=self._analyse_candidate,
-                    clock=ctx.clock.parse,
-                    deferred=lambda queue_id: ctx.google_queue_ids.remember(queue_id, ""),
-                )
+                Reference(line=self._analyse_candidate, clock=self._stamp_time, deferred=self._deferred)
             )
+
+    def _stamp_time(self, stamp: bytes) -> float | None:
+        return self._ctx.clock.parse(stamp)
+
+    def _deferred(self, queue_id: str) -> None:
+        self._ctx.google_queue_ids.remember(queue_id, "")
 
     @classmethod
     def for_config(cls, cfg: Config, rules: Rules) -> Analyser:

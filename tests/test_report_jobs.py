@@ -92,7 +92,8 @@ def stamp(when: float) -> str:
 
 
 def outcome(when: str, queue_id: str, n: int, status: str, dsn: str, reply: str) -> str:
-    """A Postfix smtp outcome line at Gmail's MX."""
+    """A Postfix smtp outcome line at Gmail's MX (with a session id of Google's length, so that the fast path reads
+    every line of a reply after its first)."""
     return (
         f"{when} {HOST} postfix/smtp[{100 + n % 900}]: {queue_id}: to=<user{n}@gmail.com>, "
         f"relay=gmail-smtp-in.l.google.com[192.0.2.7]:25, delay=1, delays=0/0/0/1, dsn={dsn}, status={status} "
@@ -100,10 +101,19 @@ def outcome(when: str, queue_id: str, n: int, status: str, dsn: str, reply: str)
     )
 
 
+def sent(when: str, queue_id: str, n: int) -> str:
+    """Mail Gmail accepted: the fast path counts it without the analyser's own path ever reading it."""
+    return (
+        f"{when} {HOST} postfix/smtp[{100 + n % 900}]: {queue_id}: to=<user{n}@gmail.com>, "
+        f"relay=gmail-smtp-in.l.google.com[192.0.2.7]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent "
+        f"(250 2.0.0 OK  1764300001 x9si9012345.99 - gsmtp)\n"
+    )
+
+
 def deferral(when: str, queue_id: str, n: int) -> str:
     reply = (
         "421-4.7.28 Our system has detected an unusual rate of unsolicited mail originating from your IP "
-        "address. 421 4.7.28 x1si1"
+        "address. 421 4.7.28 x1si1023456.12"
     )
     return outcome(when, queue_id, n, "deferred", "4.7.28", reply)
 
@@ -111,7 +121,7 @@ def deferral(when: str, queue_id: str, n: int) -> str:
 def bounce(when: str, queue_id: str, n: int) -> str:
     reply = (
         "550-5.1.1 The email account that you tried to reach does not exist. 550 5.1.1 "
-        "https://support.google.com/mail/?p=NoSuchUser x2si2"
+        "https://support.google.com/mail/?p=NoSuchUser x2si2034567.21"
     )
     return outcome(when, queue_id, n, "bounced", "5.1.1", reply)
 
@@ -206,9 +216,7 @@ def test_a_year_that_depends_on_the_lines_before_the_cut_is_read_again(
 ) -> None:
     """Eight months ago, then a stamp seven months later: one process reads it as the year before (nearest to the
     log's time), a piece starting at it alone as last month. The replay sees it and the piece is read again."""
-    now = time.localtime()
-    early = time.mktime((now.tm_year, now.tm_mon - 8, 10, 12, 0, 0, 0, 0, -1))
-    late = time.mktime((now.tm_year, now.tm_mon - 1, 10, 12, 0, 0, 0, 0, -1))
+    early, late = months_apart()
     lines = [bounce(stamp(early + i), f"G{i:04X}", i) for i in range(5)]
     lines += [bounce(stamp(late + i), f"H{i:04X}", i) for i in range(5)]
     log = tmp_path / "mail.log"
@@ -216,6 +224,45 @@ def test_a_year_that_depends_on_the_lines_before_the_cut_is_read_again(
     expected = one_process([log])
     assert in_pieces([log], cut_at(log, line_starts(log)[4])) == expected
     assert replaced_advance[0] == "exact"
+    assert "depends on the lines before the cut" in replaced_advance[1]
+
+
+def months_apart() -> tuple[float, float]:
+    """Eight months ago and one month ago: a stamp of the second read after the first is the year before."""
+    now = time.localtime()
+    early = time.mktime((now.tm_year, now.tm_mon - 8, 10, 12, 0, 0, 0, 0, -1))
+    late = time.mktime((now.tm_year, now.tm_mon - 1, 10, 12, 0, 0, 0, 0, -1))
+    return early, late
+
+
+def test_accepted_mail_after_the_cut_has_its_year_replayed(
+    tmp_path: Path, replaced_advance: list[str]
+) -> None:
+    """A piece that starts with mail Google accepted, whose year depends on the lines before the cut: the fast path
+    reads its stamps with the piece's recording clock, so the replay sees them (it once read them with a clock of its
+    own, and the piece's dates came out a year late)."""
+    early, late = months_apart()
+    lines = [bounce(stamp(early + i), f"G{i:04X}", i) for i in range(5)]
+    lines += [sent(stamp(late + i), f"H{i:04X}", i) for i in range(5)]
+    log = tmp_path / "mail.log"
+    log.write_text("".join(lines))
+    expected = one_process([log])
+    assert in_pieces([log], cut_at(log, line_starts(log)[4])) == expected
+    assert "depends on the lines before the cut" in replaced_advance[1]
+
+
+def test_a_piece_read_again_joins_the_deferrals_it_reads(tmp_path: Path, replaced_advance: list[str]) -> None:
+    """A piece read again in the parent, from a copy of the analyser: the deferrals its fast path reads go to the
+    copy's join, so the expiries after them are Google's (they once went to the original's, and were lost)."""
+    early, late = months_apart()
+    lines = [bounce(stamp(early + i), f"G{i:04X}", i) for i in range(5)]
+    lines += [deferral(stamp(late + i), f"H{i:04X}", i) for i in range(3)]
+    lines += [expiry(stamp(late + 10 + i), f"H{i:04X}") for i in range(3)]
+    log = tmp_path / "mail.log"
+    log.write_text("".join(lines))
+    expected = one_process([log])
+    assert '"expired": 3' in expected
+    assert in_pieces([log], cut_at(log, line_starts(log)[4])) == expected
     assert "depends on the lines before the cut" in replaced_advance[1]
 
 
@@ -235,7 +282,7 @@ def hostile_log(path: Path) -> None:
         elif kind == 3:
             out.append("Remote-MTA: dns; gmail-smtp-in.l.google.com\n")
             out.append("Diagnostic-Code: smtp; 550-5.7.1 Our system has detected that this message is\n")
-            out.append("    likely unsolicited mail. 550 5.7.1 x3si3 - gsmtp\n")
+            out.append("    likely unsolicited mail. 550 5.7.1 x3si3045678.33 - gsmtp\n")
         elif kind == 4:
             out.append(
                 deferral(when, f"L{i:04X}", i).replace(
