@@ -159,7 +159,7 @@ class Analyser:
             )
 
     def _stamp_time(self, stamp: bytes) -> float | None:
-        return self._ctx.clock.parse(stamp)
+        return self._ctx.clock.syslog_time(stamp)
 
     def _deferred(self, queue_id: str) -> None:
         self._ctx.google_queue_ids.remember(queue_id, "")

@@ -154,7 +154,8 @@ class Reference:
     line: Callable[[bytes], object]
     """The result of one line that passed the prefilter (an Event, a Skipped or None)."""
     clock: Callable[[bytes], float | None]
-    """The timestamp of a line: the stream's clock, which infers the year from the lines in order."""
+    """The time of a line's syslog stamp (OUTCOME's group `stamp`): the stream's clock, which infers the year from
+    the lines in order."""
     deferred: Callable[[str], None]
     """Remembers the queue id of a message Google deferred (for a later expiry)."""
 

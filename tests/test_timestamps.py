@@ -100,6 +100,19 @@ def test_the_repeated_stamp_shortcut_gives_what_the_full_search_gives() -> None:
     assert [fast.parse(line) for line in LINES] == [full.parse(line) for line in LINES]
 
 
+def test_a_syslog_stamp_alone_gives_what_the_full_search_gives() -> None:
+    """syslog_time(), the fast path's entry, between lines read whole: the same times and year."""
+    fast, full = TimestampParser(NOW), FullSearch(NOW)
+    got, expected = [], []
+    for line in LINES:
+        stamp = line[:15].rstrip()
+        alone = stamp if stamp[:3].isalpha() and stamp[-3:-2] == b":" else None
+        got.append(fast.syslog_time(alone) if alone is not None else fast.parse(line))
+        expected.append(full.parse(line))
+    assert got == expected
+    assert TimestampParser(NOW).syslog_time(b"Feb 30 10:00:00") is None
+
+
 def test_the_year_moves_forward_at_new_year() -> None:
     parser = TimestampParser(NOW)
     got = [parser.parse(line) for line in LINES[:9]]
