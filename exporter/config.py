@@ -11,15 +11,14 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
-
-import yaml
-from yaml.constructor import ConstructorError, SafeConstructor
+from typing import TYPE_CHECKING, Any, Final
 
 from exporter.errors import ConfigError
 from exporter.mta import FORMATS
 from exporter.queue.programs import MTAS, mta_of_command, split_command
-from exporter.yamlfile import compose, items, line_of
+
+if TYPE_CHECKING:
+    import yaml
 
 DEFAULT_PORT: Final = 9791
 """Collides with no common mail-server port (25, 465, 587, 10024-10026, ...) nor with a registered Prometheus
@@ -126,6 +125,10 @@ SCHEMA: Final[dict[str, dict[str, str]]] = {
 
 def typed_value(file: str, node: yaml.Node, key: str, kind: str) -> Any:
     """A YAML value checked against `kind` (one of the schema's kinds)."""
+    from yaml.constructor import ConstructorError, SafeConstructor
+
+    from exporter.yamlfile import line_of
+
     try:
         value = SafeConstructor().construct_object(node, deep=True)
     except ConstructorError as err:
@@ -152,6 +155,10 @@ def _describe(value: Any) -> str:
 
 def _read_file(path: str) -> tuple[dict[str, Any], dict[str, int]]:
     """The file's values as {"section.key": value} and the line of each."""
+    import yaml  # only for a file to read: PyYAML's import is a tenth of a command's start
+
+    from exporter.yamlfile import compose, items, line_of
+
     root = compose(path)
     values: dict[str, Any] = {}
     lines: dict[str, int] = {}

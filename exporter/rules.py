@@ -19,21 +19,19 @@ found through an index by code and enhanced code, so rules for other codes cost 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, cast
+from typing import Any, Final
 
-import yaml
-
-from exporter import yamlfile
 from exporter.categories import CATEGORIES as CATEGORIES  # re-exported: stages import it from here
 from exporter.errors import ConfigError, did_you_mean
 from exporter.events import Reply, Verdict
-from exporter.labels import REASON_SHAPE
 from exporter.redact import MASK
 from exporter.reply import squeeze
 
@@ -269,10 +267,12 @@ def load_rules(user_files: Sequence[str] = (), *, builtin: str | None = None) ->
     disabled: list[tuple[str, str, int]] = []
     user_rules: list[Rule] = []
     for path in user_files:
-        file_rules, file_disabled = _parse_file(path, MAX_RULES - len(user_rules))
+        from exporter.rulesfile import parse_file  # PyYAML, imported only for a file to parse
+
+        file_rules, file_disabled = parse_file(path, MAX_RULES - len(user_rules))
         user_rules.extend(file_rules)
         disabled.extend((reason, path, line) for reason, line in file_disabled)
-    builtin_rules, _ = _parse_file(builtin, MAX_RULES)
+    builtin_rules = _bundled(builtin)
     builtin_reasons = {r.reason for r in builtin_rules}
     for reason, path, line in disabled:
         if reason not in builtin_reasons:
@@ -305,222 +305,57 @@ def _check_reason_categories(rules: Sequence[Rule]) -> None:
             )
 
 
-def _parse_file(path: str, room: int) -> tuple[list[Rule], list[tuple[str, int]]]:
-    """The rules and disabled reasons (with their lines) of one file, which may hold `room` rules at most."""
+_CACHE_VERSION: Final = 1
+
+
+def _bundled(path: str) -> list[Rule]:
+    """The rules of the bundled file: as the last parse of the same bytes left them in the `__pycache__` folder
+    beside it (PyYAML's import and parse are a fifth of a command's start), else parsed and left there when the
+    folder can be written. The cache is keyed by the file's length and CRC and checked field by field; anything
+    else in its place is ignored."""
     try:
-        size = os.stat(path).st_size
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
     except OSError:
-        size = 0  # reading it says why it cannot be read
-    if size > MAX_FILE_BYTES:
-        raise ConfigError(path, None, None, f"{size} bytes; a rules file may have {MAX_FILE_BYTES} at most")
-    rules: list[Rule] = []
-    disabled: list[tuple[str, int]] = []
+        data = b""  # parsing it says why it cannot be read
+    key = f"{_CACHE_VERSION}:{len(data)}:{zlib.crc32(data):08x}"
+    cache = os.path.join(os.path.dirname(path), "__pycache__", os.path.basename(path) + ".json")
+    found = _cached(cache, key, path) if data else None
+    if found is not None:
+        return found
+    from exporter.rulesfile import parse_file
+
+    rules, _ = parse_file(path, MAX_RULES)
+    if data:
+        _keep(cache, key, rules, path)
+    return rules
+
+
+def _cached(cache: str, key: str, path: str) -> list[Rule] | None:
     try:
-        with open(path, encoding="utf-8") as handle:
-            reader = _NodeReader(yaml.parse(handle, Loader=yamlfile._FAST_LOADER))
-            for key, items in reader.top_level(path):
-                if key == "rules":
-                    for item in items:
-                        if len(rules) == room:
-                            raise ConfigError(
-                                path,
-                                yamlfile.line_of(item),
-                                "rules",
-                                f"more than {MAX_RULES} rules in the rules files together; "
-                                "merge rules that share codes, or drop some",
-                            )
-                        rules.append(_parse_rule(path, item))
-                else:
-                    disabled.extend(
-                        (yamlfile.scalar(path, item, "disable").strip(), yamlfile.line_of(item))
-                        for item in items
-                    )
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        raise _unusable(path) from None
-    return rules, disabled
-
-
-def _unusable(path: str) -> ConfigError:
-    """What is wrong with a file that cannot be read or parsed, as the config files say it."""
-    try:
-        yamlfile.compose(path)
-    except ConfigError as err:
-        return err
-    return ConfigError(path, None, None, "invalid YAML")
-
-
-class _NodeReader:
-    """A rules file's YAML nodes, composed from the parser's events one rule at a time: the whole tree of a large
-    file takes many times its size in memory, and the rules are checked one by one anyway."""
-
-    def __init__(self, events: Iterator[yaml.Event]) -> None:
-        self._events = events
-        self._anchors: dict[str, yaml.Node] = {}
-
-    def top_level(self, path: str) -> Iterator[tuple[str, Iterator[yaml.Node]]]:
-        """('rules' or 'disable', its items) for each top-level key; any other key is a ConfigError."""
-        next(self._events)  # the stream's start
-        if isinstance(next(self._events), yaml.StreamEndEvent):
-            raise ConfigError(path, None, None, "empty rules file: expected a 'rules:' list")
-        first = next(self._events)  # after the document's start
-        if not isinstance(first, yaml.MappingStartEvent):
-            for _ in yamlfile.items(path, self.node(first), "top level"):  # says it is not a mapping
-                pass
-        seen: set[str] = set()
-        for event in self._until(yaml.MappingEndEvent):
-            key_node = self.node(event)
-            key = str(key_node.value)
-            if key in seen:
-                raise ConfigError(path, yamlfile.line_of(key_node), key, "duplicate key")
-            if key not in _FILE_KEYS:
-                raise ConfigError(
-                    path,
-                    yamlfile.line_of(key_node),
-                    key,
-                    f"unknown key; expected one of: {', '.join(_FILE_KEYS)}",
-                )
-            seen.add(key)
-            value = next(self._events)
-            if isinstance(value, yaml.SequenceStartEvent) and value.anchor is None:
-                items = self._until(yaml.SequenceEndEvent)
-                yield key, map(self.node, items)
-                for _ in items:  # what the caller left
-                    pass
-            else:
-                yield key, iter(yamlfile.sequence(path, self.node(value), key))
-        next(self._events)  # the document's end
-        if not isinstance(next(self._events), yaml.StreamEndEvent):
-            raise yaml.YAMLError("expected a single document in the stream")
-
-    def node(self, first: yaml.Event) -> yaml.Node:
-        """The node that starts with event `first`, composed from the events that follow it."""
-        if isinstance(first, yaml.AliasEvent):
-            if first.anchor not in self._anchors:
-                raise yaml.YAMLError(f"found undefined alias {first.anchor!r}")
-            return self._anchors[first.anchor]
-        node: yaml.Node
-        # libyaml's marks have the attributes of PyYAML's, which the stubs do not know.
-        start, end = cast(yaml.Mark, first.start_mark), cast(yaml.Mark, first.end_mark)
-        if isinstance(first, yaml.ScalarEvent):
-            node = yaml.ScalarNode("tag:yaml.org,2002:str", first.value, start, end)
-        elif isinstance(first, yaml.SequenceStartEvent):
-            node = yaml.SequenceNode("tag:yaml.org,2002:seq", [], start, end)
-        elif isinstance(first, yaml.MappingStartEvent):
-            node = yaml.MappingNode("tag:yaml.org,2002:map", [], start, end)
-        else:
-            raise yaml.YAMLError(f"unexpected {first}")
-        if first.anchor is not None:
-            self._anchors[first.anchor] = node
-        if isinstance(first, yaml.SequenceStartEvent):
-            node.value.extend(map(self.node, self._until(yaml.SequenceEndEvent)))
-        elif isinstance(first, yaml.MappingStartEvent):
-            for event in self._until(yaml.MappingEndEvent):
-                node.value.append((self.node(event), self.node(next(self._events))))
-        return node
-
-    def _until(self, end: type[yaml.Event]) -> Iterator[yaml.Event]:
-        """The next events, up to one of type `end` (consumed, not given)."""
-        while not isinstance(event := next(self._events), end):
-            yield event
-
-
-def _parse_rule(path: str, node: yaml.Node) -> Rule:
-    line = yamlfile.line_of(node)
-    fields: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-    for key, key_node, value_node in yamlfile.items(path, node, "rule"):
-        if key not in _RULE_KEYS:
-            raise ConfigError(
-                path,
-                yamlfile.line_of(key_node),
-                key,
-                f"unknown rule key; expected one of: {', '.join(_RULE_KEYS)}",
-            )
-        fields[key] = (key_node, value_node)
-
-    def text(key: str) -> str | None:
-        if key not in fields:
+        with open(cache, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        if not isinstance(saved, dict) or saved.get("key") != key or not isinstance(saved.get("rules"), list):
             return None
-        return yamlfile.scalar(path, fields[key][1], key).strip()
+        return [_rule_of(row, path) for row in saved["rules"]]
+    except (OSError, ValueError, TypeError):
+        return None
 
-    def texts(key: str) -> list[tuple[str, int]]:
-        if key not in fields:
-            return []
-        nodes = yamlfile.sequence(path, fields[key][1], key)
-        if len(nodes) > MAX_LIST_ITEMS:
-            raise ConfigError(
-                path,
-                yamlfile.line_of(nodes[MAX_LIST_ITEMS]),
-                key,
-                f"{len(nodes)} items; a rule may list {MAX_LIST_ITEMS} at most (split it into several rules)",
-            )
-        return [(yamlfile.scalar(path, n, key).strip(), yamlfile.line_of(n)) for n in nodes]
 
-    reason = text("reason")
-    if not reason:
-        raise ConfigError(path, line, "reason", "every rule needs a reason (snake_case, e.g. dmarc_policy)")
-    if not REASON_SHAPE.fullmatch(reason):
-        raise ConfigError(
-            path,
-            yamlfile.line_of(fields["reason"][1]),
-            "reason",
-            f"{reason!r} is not snake_case (a-z, 0-9, _, from a letter on, at most 63 characters)",
-        )
-    category = text("category")
-    if category is None:
-        raise ConfigError(path, line, "category", f"missing; one of: {', '.join(CATEGORIES)}")
-    if category not in CATEGORIES:
-        raise ConfigError(
-            path,
-            yamlfile.line_of(fields["category"][1]),
-            "category",
-            f"{category!r} is not a category; one of: {', '.join(CATEGORIES)}",
-        )
-
-    codes: set[str] = set()
-    classes: set[str] = set()
-    for value, at in texts("code"):
-        value = value.lower()
-        if not _CODE.fullmatch(value):
-            raise ConfigError(
-                path, at, "code", f"{value!r} is not a basic SMTP code like 550 or a class like 4xx"
-            )
-        (classes if value.endswith("xx") else codes).add(value)
-
-    enhanced: set[str] = set()
-    prefixes: list[str] = []
-    for value, at in texts("enhanced_code"):
-        if not _ENHANCED.fullmatch(value):
-            raise ConfigError(
-                path, at, "enhanced_code", f"{value!r} is not an enhanced code like 5.7.26, 5.7.* or 5.*"
-            )
-        if value.endswith("*"):
-            prefixes.append(value[:-1])
-        else:
-            enhanced.add(".".join(str(int(part)) for part in value.split(".")))
-
-    origin = text("origin")
-    if origin is not None and origin not in ("gsmtp", "gcdp"):
-        raise ConfigError(path, yamlfile.line_of(fields["origin"][1]), "origin", "must be gsmtp or gcdp")
-
-    phrases: list[str] = []
-    for value, at in texts("phrases"):
-        if len(value) > MAX_PHRASE_CHARS:
-            raise ConfigError(
-                path,
-                at,
-                "phrases",
-                f"{value[:30]!r}... has {len(value)} characters; a phrase may have {MAX_PHRASE_CHARS} at most "
-                "(a short stable part of Google's words)",
-            )
-        squeezed = squeeze(value)
-        if len(squeezed) < 3:
-            raise ConfigError(path, at, "phrases", f"{value!r} is too short to match reliably (3+ letters)")
-        phrases.append(squeezed)
-
-    if not (codes or classes or enhanced or prefixes or origin or phrases):
-        raise ConfigError(
-            path, line, "rule", "matches everything: give a code, enhanced_code, origin or phrases"
-        )
+def _rule_of(row: Any, path: str) -> Rule:
+    """A Rule from a cached row; TypeError when the row is not one."""
+    if not isinstance(row, list) or len(row) != 9:
+        raise TypeError("not a cached rule")
+    reason, category, codes, classes, enhanced, prefixes, origin, phrases, line = row
+    texts = [codes, classes, enhanced, prefixes, phrases]
+    if not (
+        isinstance(reason, str)
+        and category in CATEGORIES
+        and (origin is None or isinstance(origin, str))
+        and isinstance(line, int)
+        and all(isinstance(t, list) and all(isinstance(x, str) for x in t) for t in texts)
+    ):
+        raise TypeError("not a cached rule")
     return Rule(
         reason=reason,
         category=category,
@@ -532,3 +367,29 @@ def _parse_rule(path: str, node: yaml.Node) -> Rule:
         phrases=tuple(phrases),
         source=f"{path}:{line}",
     )
+
+
+def _keep(cache: str, key: str, rules: Sequence[Rule], path: str) -> None:
+    rows = [
+        [
+            r.reason,
+            r.category,
+            sorted(r.codes),
+            sorted(r.code_classes),
+            sorted(r.enhanced),
+            list(r.enhanced_prefixes),
+            r.origin,
+            list(r.phrases),
+            int(r.source.rpartition(":")[2]),
+        ]
+        for r in rules
+    ]
+    temporary = f"{cache}.{os.getpid()}"
+    try:
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump({"key": key, "rules": rows}, handle)
+        os.replace(temporary, cache)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
