@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e .
 	$(BIN)/python -m compileall -q exporter
+	$(BIN)/python -c 'from exporter.rules import load_rules; load_rules()'
 	touch $@
 
 $(TSTAMP): $(STAMP)
