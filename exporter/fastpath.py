@@ -212,7 +212,8 @@ class FastPath:
         self._clock = reference.clock
         self._templates: dict[tuple[bytes, bytes], Template] = {}
         self.starts: list[int] = []
-        """Where the lines found in the current block start, in order."""
+        """Where the lines kept from the current block start: in the order take() kept them, then (done()) in
+        order."""
         self._matches: list[re.Match[bytes]] = []
         """OUTCOME's match of each line kept: in the order take() kept them, then (done()) in the order of `starts`."""
         self._next = 0
@@ -236,6 +237,7 @@ class FastPath:
         kind = m.lastindex
         if kind == _ACCEPTED:
             self._matches.append(m)
+            self.starts.append(start)
             return True
         if kind == _QUIET:
             return True
@@ -252,16 +254,16 @@ class FastPath:
             return False
         self._refusals[start] = (end, space)
         self._matches.append(m)
+        self.starts.append(start)
         return True
 
     def done(self) -> None:
         """Puts the lines taken from the block in order, for take_until() (the prefilter's first marker finds them
         in order, unless a configured one comes first)."""
-        starts = [m.start() for m in self._matches]
+        starts = self.starts
         if starts != sorted(starts):
             self._matches.sort(key=_start)
             starts.sort()
-        self.starts = starts
 
     def has_line(self, start: int) -> bool:
         """Whether a line that take() kept starts there."""
