@@ -2,33 +2,37 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 _PR_SET_PDEATHSIG: Final = 1
 
 
-def _libc() -> ctypes.CDLL | None:
+def _prctl() -> Any | None:
+    """libc's prctl(): looked up among the symbols the interpreter already has (it is linked with libc), without
+    ctypes.util.find_library, which imports a dozen modules and runs ldconfig (a tenth of `report --jobs`'s
+    start); ctypes is imported only here."""
     if not sys.platform.startswith("linux"):
         return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:
-        return None
+    import ctypes
+
+    for name in (None, "libc.so.6"):
+        try:
+            return ctypes.CDLL(name, use_errno=True).prctl
+        except (OSError, AttributeError):
+            continue
+    return None
 
 
 def die_with_parent() -> Callable[[], None] | None:
     """A `preexec_fn` that asks Linux to send the child SIGTERM when the thread that started it ends (the
     exporter's reader thread, or the whole exporter after `kill -9`); None where that is not available."""
-    libc = _libc()
-    if libc is None:
+    prctl = _prctl()
+    if prctl is None:
         return None
-    prctl = libc.prctl
     parent = os.getpid()
 
     def preexec() -> None:
