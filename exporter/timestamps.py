@@ -95,6 +95,9 @@ class TimestampParser:
         self._iso_value: float | None = None
         self._leading = b"\x00"
         """The syslog stamp that began the last line when it began with one (most lines of a log)."""
+        self._fields: dict[bytes, tuple[int, ...]] = {}
+        """A syslog stamp's minute -> its month, day, hour and minute (empty when it is no time): a log's stamps
+        repeat their minute up to 60 times."""
         self._minutes: dict[tuple[int, int, int, int, int], float] = {}
         """(year, month, day, hour, minute) -> the local time of its start (see _minute)."""
 
@@ -192,10 +195,19 @@ class TimestampParser:
 
     def _infer(self, m: re.Match[bytes]) -> float | None:
         """The time of a syslog stamp, with the year nearest to the reference (see the class)."""
-        month = _MONTHS[m.group(1)]
-        day, hour, minute, second = int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5))
-        if not (1 <= day <= _DAYS[month] and hour < 24 and minute < 60 and second <= 60):
+        stamp = m.group(0)
+        fields = self._fields.get(stamp[:-3])  # its minute: 'Nov 28 06:00' of 'Nov 28 06:00:17'
+        if fields is None:
+            month = _MONTHS[m.group(1)]
+            day, hour, minute = int(m.group(2)), int(m.group(3)), int(m.group(4))
+            fields = (month, day, hour, minute) if 1 <= day <= _DAYS[month] and hour < 24 and minute < 60 else ()
+            if len(self._fields) >= MAX_MINUTES:
+                self._fields.clear()
+            self._fields[stamp[:-3]] = fields
+        second = int(stamp[-2:])
+        if not fields or second > 60:
             return None
+        month, day, hour, minute = fields
         now = self._clock()
         limit = now + MAX_AHEAD_SECONDS
         latest = self._latest
