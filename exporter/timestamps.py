@@ -200,7 +200,9 @@ class TimestampParser:
         if fields is None:
             month = _MONTHS[m.group(1)]
             day, hour, minute = int(m.group(2)), int(m.group(3)), int(m.group(4))
-            fields = (month, day, hour, minute) if 1 <= day <= _DAYS[month] and hour < 24 and minute < 60 else ()
+            fields = (
+                (month, day, hour, minute) if 1 <= day <= _DAYS[month] and hour < 24 and minute < 60 else ()
+            )
             if len(self._fields) >= MAX_MINUTES:
                 self._fields.clear()
             self._fields[stamp[:-3]] = fields
