@@ -425,7 +425,9 @@ class Analyser:
             covered = self._look_nearby(blob, 0, cut, spans, results, offsets, fast)
         if cut < size:
             spans = spans[: bisect.bisect_left(spans, (cut, -1))]
-        analyse_candidate, append, mark = self._analyse_candidate, results.append, offsets.append
+        # With the fast path, the prefilter kept only the lines that the byte-level tests passed.
+        analyse_candidate = self._analyse_candidate if fast is None else self._read_candidate
+        append, mark = results.append, offsets.append
         numbered = lines_out is not None
         stamps, ctx = self._stamps, self._ctx
         for start, end in spans:
@@ -616,6 +618,11 @@ class Analyser:
         for never_a_delivery in self._byte_tests:
             if never_a_delivery(line, self._ctx):
                 return None
+        return self._read_candidate(line)
+
+    def _read_candidate(self, line: bytes) -> Event | Skipped | str | None:
+        """_analyse_candidate() of a line that the formats' byte-level tests have passed already (the prefilter
+        tests the lines it keeps when the fast path is on)."""
         try:
             text = line.decode("utf-8")
             valid = True

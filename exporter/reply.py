@@ -199,6 +199,7 @@ def _anything(text: str, at: int) -> bool:
 
 
 _NOT_ALNUM_ASCII: Final = bytes(c for c in range(128) if not chr(c).isalnum())
+_LOWER_ASCII: Final = bytes(range(256)).lower()
 
 
 def squeeze(text: str) -> str:
@@ -206,7 +207,7 @@ def squeeze(text: str) -> str:
 
     Matching in this form makes phrases indifferent to case, punctuation, wrapping, doubled spaces and
     OpenSMTPD's glued lines ('message islikely unsolicited')."""
-    # Nearly every reply is ASCII: one C pass (bytes.translate) deletes what the regex would.
+    # Nearly every reply is ASCII: one C pass (bytes.translate) lower-cases it and deletes what the regex would.
     if text.isascii():
-        return text.lower().encode("ascii").translate(None, _NOT_ALNUM_ASCII).decode("ascii")
+        return text.encode("ascii").translate(_LOWER_ASCII, _NOT_ALNUM_ASCII).decode("ascii")
     return _NOT_ALNUM.sub("", text.lower())

@@ -103,6 +103,10 @@ class Rule:
         return True
 
 
+_Check = tuple[str, tuple[str, ...], Rule]
+"""A candidate rule as match() tests it: its first phrase ("" when it has none), its other phrases, the rule."""
+
+
 class Rules:
     """An ordered set of rules with bounded caches of verdicts per reply template."""
 
@@ -118,9 +122,14 @@ class Rules:
         self._named_codes = frozenset(code for rule in self.rules for code in rule.codes)
         self._named_enhanced = frozenset(code for rule in self.rules for code in rule.enhanced)
         self._index = _index(self.rules)
-        self._candidates: dict[tuple[str | None, str | None, str], tuple[Rule, ...]] = {}
+        self._checks: tuple[_Check, ...] = tuple(
+            (r.phrases[0] if r.phrases else "", r.phrases[1:], r) for r in self.rules
+        )
+        self._candidates: dict[tuple[str | None, str | None, str], tuple[_Check, ...]] = {}
 
-    def _candidates_for(self, code: str | None, enhanced: str | None, origin: str) -> tuple[Rule, ...]:
+    def _candidates_for(self, code: str | None, enhanced: str | None, origin: str) -> tuple[_Check, ...]:
+        """The rules a reply with these codes and origin is checked against, in order, each as its first phrase
+        ("" when it has none), its other phrases and itself."""
         if code is not None and code not in self._named_codes:
             code = code[:1] + "xx"
         if enhanced is not None and enhanced not in self._named_enhanced:
@@ -137,7 +146,8 @@ class Rules:
                 subject = enhanced[: enhanced.find(".", 2) + 1]
                 positions.update(index.get(enhanced, ()), index.get(enhanced[:2], ()), index.get(subject, ()))
             rules = self.rules
-            found = tuple(rules[i] for i in sorted(positions) if rules[i].admits(code, enhanced, origin))
+            checks = self._checks
+            found = tuple(checks[i] for i in sorted(positions) if rules[i].admits(code, enhanced, origin))
             if len(self._candidates) >= CANDIDATE_CACHE_SIZE:
                 self._candidates.clear()
             self._candidates[key] = found
@@ -146,12 +156,14 @@ class Rules:
     def match(self, reply: Reply) -> Rule | None:
         """The winning rule for a reply, or None."""
         squeezed = squeeze(reply.text)
-        for rule in self._candidates_for(reply.code, reply.enhanced_code, reply.origin):
-            for phrase in rule.phrases:
-                if phrase not in squeezed:
-                    break
-            else:
-                return rule
+        # Most rules have one phrase, most replies hold none of a code's phrases: one test per rule.
+        for first, others, rule in self._candidates_for(reply.code, reply.enhanced_code, reply.origin):
+            if first in squeezed:
+                for phrase in others:
+                    if phrase not in squeezed:
+                        break
+                else:
+                    return rule
         return None
 
     def guess_category(self, code: str | None, enhanced: str | None) -> str:
