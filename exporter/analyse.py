@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -165,6 +166,14 @@ class Analyser:
 
     def _deferred(self, queue_id: str) -> None:
         self._ctx.google_queue_ids.remember(queue_id, "")
+
+    def copy(self) -> Analyser:
+        """An analyser in this one's exact state, none of its state shared, sharing what this one knows that no
+        log's state shapes: the rules (with their caches of verdicts) and the fast path's reply templates. What
+        either learns the other knows. A deepcopy that leaves those out is some 25 times quicker (the rules were
+        most of its time)."""
+        known: tuple[object, ...] = (self.rules, *(self._fast.knowledge() if self._fast is not None else ()))
+        return deepcopy(self, {id(k): k for k in known})
 
     @classmethod
     def for_config(cls, cfg: Config, rules: Rules) -> Analyser:

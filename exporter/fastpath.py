@@ -222,6 +222,11 @@ class FastPath:
         """For the refusals among them: where the line ends and where the session id before Google's marker
         starts."""
 
+    def knowledge(self) -> tuple[object, ...]:
+        """What it has learnt that no log's state shapes, to share with a copy of its analyser: the reply templates
+        (what the analyser's path read of a refusal's reply: any line of a log may teach one or use it)."""
+        return (self._templates,)
+
     def begin(self) -> None:
         """Forgets the lines of the last block: take() then finds those of the next one."""
         self.starts, self._matches, self._next = [], [], 0

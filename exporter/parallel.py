@@ -11,8 +11,9 @@ began before the cut) has its piece summarised again in the parent, from the exa
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import dataclasses
+import fcntl
 import functools
 import os
 import pickle
@@ -20,6 +21,7 @@ import re
 import selectors
 import signal
 import stat
+import struct
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
@@ -159,7 +161,7 @@ class RecordingClock(TimestampParser):
 
     def _infer(self, m: re.Match[bytes]) -> float | None:
         value = super()._infer(m)
-        self._last = (m.group(0), value, self.state()["latest"])
+        self._last = (m.group(0), value, self._latest)
         if self.count < self._keep_until:
             self.kept[self.count] = self._last
         self.count += 1
@@ -471,85 +473,197 @@ def advance(
 
 T = TypeVar("T")
 
+_INDEX: Final = struct.Struct("=I")
+"""An item's number, as the parent gives a worker its next item."""
+_LENGTH: Final = struct.Struct("=Q")
+"""The length of the pickled result that follows."""
+RESULT_PIPE_BYTES: Final = 1 << 20
+"""The pipe a worker sends its results through is made this large where Linux lets it (a piece's result is a few
+tens of KiB): the worker goes on with its next item while the parent is busy merging."""
+
+
+@dataclass(eq=False)
+class _Worker:
+    """A forked process that summarises one item after another, as the parent gives them."""
+
+    pid: int
+    tasks: int | None
+    """The pipe the parent writes item numbers to (None once closed: the worker ends when it reads its end)."""
+    results: int
+    """The pipe the worker sends each result through: its length, then (ok, value) pickled."""
+    holding: int | None = None
+    """The item it is summarising."""
+    data: bytearray = field(default_factory=bytearray)
+
+    def give(self, index: int | None) -> None:
+        """Gives it an item to summarise, or none: then it ends."""
+        assert self.tasks is not None
+        if index is None:
+            os.close(self.tasks)
+            self.tasks = None
+            return
+        self.holding = index
+        with contextlib.suppress(BrokenPipeError):  # it died: its results pipe ends, and that says so
+            os.write(self.tasks, _INDEX.pack(index))
+
+    def result(self) -> bytes | None:
+        """The pickled result of the item it holds once all of it came, else None."""
+        data = self.data
+        if len(data) < _LENGTH.size:
+            return None
+        (length,) = _LENGTH.unpack_from(data)
+        if len(data) < _LENGTH.size + length:
+            return None
+        end = _LENGTH.size + length
+        assert len(data) == end  # it sends nothing more before it is given its next item
+        payload = bytes(data[_LENGTH.size : end])
+        self.data = bytearray()
+        self.holding = None
+        return payload
+
+    def close(self) -> None:
+        os.close(self.results)
+        if self.tasks is not None:
+            os.close(self.tasks)
+            self.tasks = None
+
 
 def in_processes(items: Sequence[Piece], jobs: int, work: Callable[[Piece], T]) -> Generator[T, None, None]:
-    """work(item) for each item, `jobs` forked processes at a time, yielded in the items' order. A process that
-    fails raises its error here (a read error as itself, anything else as WorkerError); none outlives the caller,
-    which kills those still running when it stops early, and Linux kills them if it dies."""
+    """work(item) for each item, by `jobs` forked worker processes that each take the next item when they are free
+    (one slowed by other work on the machine takes fewer), yielded in the items' order. A worker that fails raises
+    its error here (a read error as itself, anything else as WorkerError naming the item); none outlives the
+    caller, which kills those still running when it stops early, and Linux kills them if it dies."""
     preexec = die_with_parent()
     selector = selectors.DefaultSelector()
-    running: dict[int, tuple[int, int, bytearray]] = {}  # fd -> (pid, index, data)
+    workers: dict[int, _Worker] = {}  # by the fd its results come through
     done: dict[int, T] = {}
-    following, started = 0, 0
+    following, given = 0, 0
+
+    def next_item() -> int | None:
+        nonlocal given
+        if given == len(items):
+            return None
+        given += 1
+        return given - 1
+
     try:
+        for _ in range(min(jobs, len(items))):
+            worker = _start(items, work, preexec, list(workers.values()))
+            workers[worker.results] = worker
+            selector.register(worker.results, selectors.EVENT_READ)
+            worker.give(next_item())
         while following < len(items):
-            while len(running) < jobs and started < len(items):
-                fd, pid = _start(items[started], work, preexec)
-                running[fd] = (pid, started, bytearray())
-                selector.register(fd, selectors.EVENT_READ)
-                started += 1
             if following in done:
                 yield done.pop(following)
                 following += 1
                 continue
             for key, _ in selector.select():
-                fd = key.fd
-                pid, index, data = running[fd]
-                chunk = os.read(fd, 1 << 20)
+                worker = workers[key.fd]
+                chunk = os.read(key.fd, 1 << 20)
                 if chunk:
-                    data += chunk
+                    worker.data += chunk
+                    index = worker.holding
+                    payload = worker.result()
+                    if index is not None and payload is not None:
+                        worker.give(next_item())
+                        done[index] = _loaded(items[index], payload)
                     continue
-                selector.unregister(fd)
-                os.close(fd)
-                del running[fd]
-                done[index] = _finish(items[index], pid, bytes(data))
+                selector.unregister(key.fd)
+                del workers[key.fd]
+                worker.close()
+                _, status = os.waitpid(worker.pid, 0)
+                if worker.holding is not None:
+                    raise _died(items[worker.holding], status)
     finally:
-        for fd, (pid, _, _) in running.items():
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            os.close(fd)
+        for worker in workers.values():
+            os.kill(worker.pid, signal.SIGKILL)
+            os.waitpid(worker.pid, 0)
+            worker.close()
         selector.close()
 
 
-def _start(item: Piece, work: Callable[[Piece], Any], preexec: Callable[[], None] | None) -> tuple[int, int]:
-    read_end, write_end = os.pipe()
-    pid = os.fork()
+def _start(
+    items: Sequence[Piece],
+    work: Callable[[Piece], Any],
+    preexec: Callable[[], None] | None,
+    others: list[_Worker],
+) -> _Worker:
+    tasks_read, tasks_write = os.pipe()
+    results_read, results_write = os.pipe()
+    # Linux only, and no larger than /proc/sys/fs/pipe-max-size: elsewhere the worker waits for the parent to read.
+    with contextlib.suppress(AttributeError, OSError):
+        fcntl.fcntl(results_write, fcntl.F_SETPIPE_SZ, RESULT_PIPE_BYTES)
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (tasks_read, tasks_write, results_read, results_write):
+            os.close(fd)
+        raise
     if pid:
-        os.close(write_end)
-        return read_end, pid
+        os.close(tasks_read)
+        os.close(results_write)
+        return _Worker(pid, tasks_write, results_read)
     code = 1
-    try:  # the child: never returns into the caller's code
-        os.close(read_end)
+    try:  # the worker: never returns into the caller's code
+        os.close(tasks_write)
+        os.close(results_read)
+        for other in others:  # the other workers' pipes: theirs end only when the parent closes them
+            other.close()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         if preexec is not None:
             preexec()
-        try:
-            payload = pickle.dumps((True, work(item)), pickle.HIGHEST_PROTOCOL)
-            code = 0
-        except READ_ERRORS as err:
-            payload = pickle.dumps((False, err))
-        except BaseException as err:  # any failure goes to the parent, as text
-            payload = pickle.dumps((False, WorkerError(f"{item.describe()}: {type(err).__name__}: {err}")))
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(write_end, view) :]
+        _serve(items, work, tasks_read, results_write)
+        code = 0
     finally:
         os._exit(code)
 
 
-def _finish(item: Piece, pid: int, data: bytes) -> Any:
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        raise WorkerError(
-            f"{item.describe()}: the process summarising it was killed by signal {os.WTERMSIG(status)}"
-        )
+def _serve(items: Sequence[Piece], work: Callable[[Piece], Any], tasks: int, results: int) -> None:
+    """A worker's loop: the items the parent gives, each summarised and its result sent, until it gives none."""
+    while True:
+        header = _read_exactly(tasks, _INDEX.size)
+        if header is None:
+            return
+        (index,) = _INDEX.unpack(header)
+        item = items[index]
+        try:
+            payload = pickle.dumps((True, work(item)), pickle.HIGHEST_PROTOCOL)
+        except READ_ERRORS as err:
+            payload = pickle.dumps((False, err))
+        except BaseException as err:  # any failure goes to the parent, as text
+            payload = pickle.dumps((False, WorkerError(f"{item.describe()}: {type(err).__name__}: {err}")))
+        view = memoryview(_LENGTH.pack(len(payload)) + payload)
+        while view:
+            view = view[os.write(results, view) :]
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    """`size` bytes from a pipe, or None at its end."""
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def _loaded(item: Piece, payload: bytes) -> Any:
     try:
-        ok, value = pickle.loads(data)
+        ok, value = pickle.loads(payload)
     except Exception as err:
         raise WorkerError(f"{item.describe()}: the process summarising it sent no result ({err})") from None
     if not ok:
         raise value
     return value
+
+
+def _died(item: Piece, status: int) -> WorkerError:
+    if os.WIFSIGNALED(status):
+        return WorkerError(
+            f"{item.describe()}: the process summarising it was killed by signal {os.WTERMSIG(status)}"
+        )
+    return WorkerError(f"{item.describe()}: the process summarising it ended without its result")
 
 
 # --- The report -------------------------------------------------------------------------------------------------
@@ -564,19 +678,22 @@ def build_report(
 ) -> Report:
     """The report of `paths` from its pieces, summarised by `jobs` processes; equal to offline.build_report's.
     `progress` hears of each piece once merged."""
-    pristine = analyser  # never reads here: pieces fork from it, and this process reads with copies of it
-    scratch = functools.cache(lambda: copy.deepcopy(pristine))
+    pristine = analyser  # never reads: the workers fork from it, and each piece is read by a copy of it
+    scratch = functools.cache(pristine.copy)
 
     def work(piece: Piece) -> PieceResult:
-        finish = record(analyser.context)
-        report = Report(files=[], rules=analyser.rules)
-        summarise(report, analyser, piece.path, start=piece.start, end=piece.end, flush=piece.last)
+        """A piece's result, in a worker: read from the pristine state by a copy of the analyser, which shares what
+        the worker's earlier pieces taught it (see Analyser.copy)."""
+        reader = pristine.copy()
+        finish = record(reader.context)
+        report = Report(files=[], rules=reader.rules)
+        summarise(report, reader, piece.path, start=piece.start, end=piece.end, flush=piece.last)
         report.rules = None
-        return finish(report, not piece.last and analyser.holding())
+        return finish(report, not piece.last and reader.holding())
 
     def again(state: LogState, piece: Piece) -> tuple[Report, LogState]:
         """The piece summarised in this process, from the exact state the earlier ones left."""
-        fresh = copy.deepcopy(pristine)
+        fresh = pristine.copy()
         state.into(fresh.context)
         report = Report(files=[], rules=analyser.rules)
         summarise(report, fresh, piece.path, start=piece.start, end=piece.end, flush=piece.last)
@@ -597,7 +714,7 @@ def build_report(
                 )
             if piece.local:
                 if reader is None:
-                    reader = copy.deepcopy(pristine)
+                    reader = pristine.copy()
                     state.into(reader.context)
                 report = Report(files=[], rules=analyser.rules)
                 summarise(report, reader, piece.path)

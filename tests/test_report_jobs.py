@@ -401,6 +401,91 @@ def test_a_piece_whose_process_dies_is_a_clear_error_and_leaves_no_process(tmp_p
     assert no_children()
 
 
+def test_a_free_worker_takes_the_next_piece(tmp_path: Path) -> None:
+    """Persistent workers, not a process per piece: while one worker is held up by its first piece, the other takes
+    every later one (the held-up piece waits for the last); the results still come in the pieces' order."""
+    gate = tmp_path / "gate"
+    pieces = [Piece(f"/log/{i}", 0, None, last=True) for i in range(6)]
+
+    def work(piece: Piece) -> tuple[str, int]:
+        if piece.path == "/log/0":
+            deadline = time.monotonic() + 30
+            while not gate.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        if piece.path == "/log/5":
+            gate.touch()
+        return piece.path, os.getpid()
+
+    results = list(parallel.in_processes(pieces, 2, work))
+    assert [path for path, _ in results] == [piece.path for piece in pieces]
+    pids = [pid for _, pid in results]
+    assert pids[0] not in pids[1:] and len(set(pids[1:])) == 1
+    assert os.getpid() not in pids
+    assert no_children()
+
+
+def test_a_worker_killed_holding_a_later_piece_is_a_clear_error_and_leaves_no_process() -> None:
+    """A worker dies in a piece after others it read: the error names the piece it held, and the other worker is
+    killed and reaped."""
+    pieces = [Piece(f"/log/{i}", 0, None, last=True) for i in range(8)]
+    read_here = 0
+
+    def dies(piece: Piece) -> int:
+        nonlocal read_here  # counts in each worker: the pieces it has read
+        read_here += 1
+        if int(piece.path.rsplit("/", 1)[1]) >= 4 and read_here > 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return os.getpid()
+
+    with pytest.raises(WorkerError, match=r"/log/[4-7] \(bytes 0\.\.end\): .* killed by signal 9"):
+        list(parallel.in_processes(pieces, 2, dies))
+    assert no_children()
+
+
+def test_stopping_early_kills_the_workers_holding_later_pieces() -> None:
+    pieces = [Piece(f"/log/{i}", 0, None, last=True) for i in range(6)]
+
+    def slow(piece: Piece) -> str:
+        if piece.path != "/log/0":
+            time.sleep(30)
+        return piece.path
+
+    results = parallel.in_processes(pieces, 2, slow)
+    assert next(results) == "/log/0"
+    results.close()
+    assert no_children()
+
+
+def test_many_more_pieces_than_workers_give_the_same_report(
+    bench_log: Path, replaced_advance: list[str]
+) -> None:
+    """Each worker reads piece after piece, each from the pristine state (what it learnt of Google's replies and
+    the rules' verdicts kept from one to the next): the report is still the one of one process."""
+    expected = one_process([bench_log])
+    starts = line_starts(bench_log)
+    cuts = [starts[len(starts) * i // 25] for i in range(1, 25)]
+    for jobs in (2, 3):
+        assert in_pieces([bench_log], cut_at(bench_log, *cuts), jobs=jobs) == expected
+    assert replaced_advance == ["exact"] * 50  # 25 pieces, twice
+
+
+def test_a_copy_of_the_analyser_has_its_state_and_shares_what_it_learnt(bench_log: Path) -> None:
+    reader = analyser()
+    data = bench_log.read_bytes()
+    reader.summarise_block(data[: data.index(b"\n", len(data) // 2) + 1])
+    twin = reader.copy()
+    assert twin.memory() == reader.memory() and twin.memory()["google_queue_ids"]
+    assert twin.context is not reader.context and twin.context.clock is not reader.context.clock
+    assert twin.context.google_queue_ids is not reader.context.google_queue_ids
+    assert twin.rules is reader.rules  # the rules and their caches of verdicts
+    assert reader._fast is not None and twin._fast is not None and twin._fast is not reader._fast
+    assert twin._fast.knowledge() == reader._fast.knowledge() and reader._fast.knowledge()[0]
+    assert all(a is b for a, b in zip(twin._fast.knowledge(), reader._fast.knowledge(), strict=True))
+    before = reader.memory()
+    twin.summarise_block(data[len(data) // 2 :])
+    assert reader.memory() == before
+
+
 def run_report(*args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "exporter", "report", *args], capture_output=True, timeout=300, check=False
