@@ -25,7 +25,7 @@ import os
 import re
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -77,6 +77,34 @@ class Rule:
     """Squeezed phrases; all must occur."""
     source: str
     """file:line, for error messages and `check-rules`."""
+
+    @classmethod
+    def of(
+        cls,
+        path: str,
+        reason: str,
+        category: str,
+        codes: Iterable[str],
+        code_classes: Iterable[str],
+        enhanced: Iterable[str],
+        enhanced_prefixes: Iterable[str],
+        origin: str | None,
+        phrases: Iterable[str],
+        line: int,
+    ) -> Rule:
+        """The rule a rules file states at `path`:`line`, from what it lists (a cached row of the bundled file is
+        these arguments after the path, in order)."""
+        return cls(
+            reason=reason,
+            category=category,
+            codes=frozenset(codes),
+            code_classes=frozenset(code_classes),
+            enhanced=frozenset(enhanced),
+            enhanced_prefixes=tuple(enhanced_prefixes),
+            origin=origin,
+            phrases=tuple(phrases),
+            source=f"{path}:{line}",
+        )
 
     @property
     def specificity(self) -> tuple[int, int, int, int]:
@@ -339,7 +367,7 @@ def _bundled(path: str) -> list[Rule]:
 
     rules, _ = parse_file(path, MAX_RULES)
     if data:
-        _keep(cache, key, rules, path)
+        _keep(cache, key, rules)
     return rules
 
 
@@ -368,20 +396,10 @@ def _rule_of(row: Any, path: str) -> Rule:
         and all(isinstance(t, list) and all(isinstance(x, str) for x in t) for t in texts)
     ):
         raise TypeError("not a cached rule")
-    return Rule(
-        reason=reason,
-        category=category,
-        codes=frozenset(codes),
-        code_classes=frozenset(classes),
-        enhanced=frozenset(enhanced),
-        enhanced_prefixes=tuple(prefixes),
-        origin=origin,
-        phrases=tuple(phrases),
-        source=f"{path}:{line}",
-    )
+    return Rule.of(path, *row)
 
 
-def _keep(cache: str, key: str, rules: Sequence[Rule], path: str) -> None:
+def _keep(cache: str, key: str, rules: Sequence[Rule]) -> None:
     rows = [
         [
             r.reason,

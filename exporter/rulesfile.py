@@ -242,14 +242,4 @@ def _parse_rule(path: str, node: yaml.Node) -> Rule:
         raise ConfigError(
             path, line, "rule", "matches everything: give a code, enhanced_code, origin or phrases"
         )
-    return Rule(
-        reason=reason,
-        category=category,
-        codes=frozenset(codes),
-        code_classes=frozenset(classes),
-        enhanced=frozenset(enhanced),
-        enhanced_prefixes=tuple(prefixes),
-        origin=origin,
-        phrases=tuple(phrases),
-        source=f"{path}:{line}",
-    )
+    return Rule.of(path, reason, category, codes, classes, enhanced, prefixes, origin, phrases, line)
