@@ -19,7 +19,8 @@ from dataclasses import replace
 from types import FrameType
 from typing import Any
 
-from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client import ProcessCollector
+from prometheus_client.registry import Collector as PromCollector
 
 from exporter import __version__, config, web, webconfig
 from exporter.analyse import MAX_LINE_BYTES, SKIP_REASONS, Analyser
@@ -28,6 +29,7 @@ from exporter.errors import ConfigError
 from exporter.ingest import Ingest, LineAnalyser
 from exporter.metrics import Metrics
 from exporter.metrics import saved as saved_metrics
+from exporter.metrics.exposition import Exposition
 from exporter.metrics.families import Collector
 from exporter.queue import reader as queue_reader
 from exporter.queue.classify import QueueClassifier
@@ -179,15 +181,15 @@ class Daemon:
 
     def _serve(self, cfg: Config, security: webconfig.WebSecurity, metrics: Metrics) -> web.Server:
         """Raises OSError when the address cannot be bound."""
-        registry = CollectorRegistry(auto_describe=False)
         checkpointer = self.checkpointer
         assert checkpointer is not None
+        collectors: list[PromCollector] = []
         snapshot = None
         if self.queue is not None:
             queue = self.queue
             snapshot = lambda: queue.snapshot  # noqa: E731
-            registry.register(QueueCollector(snapshot))
-        registry.register(
+            collectors.append(QueueCollector(snapshot))
+        collectors.append(
             Collector(
                 metrics,
                 version=__version__,
@@ -195,11 +197,11 @@ class Daemon:
                 state_write_errors=lambda: checkpointer.write_errors,
             )
         )
-        ProcessCollector(registry=registry)
+        collectors.append(ProcessCollector(registry=None))
         app = web.App(
             version=__version__,
             metrics=metrics,
-            registry=registry,
+            exposition=Exposition(collectors),
             statuses=self.statuses,
             ready=self.ready,
             healthy=self.healthy,
@@ -265,7 +267,6 @@ class Daemon:
         ingest = self.ingest = Ingest(
             metrics,
             lambda: self._analyser_factory(cfg, rules),
-            learn=self.domains.learn,
             learn_domains=self.domains.learn_domains,
         )
         domains = self.domains

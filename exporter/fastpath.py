@@ -188,6 +188,14 @@ class Refused:
         self._end = end
         """Where the line ends."""
 
+    @property
+    def queue_id(self) -> str:
+        return self._match[2].decode()
+
+    @property
+    def recipient_domain(self) -> str | None:
+        return recipient_domain(self._match[3])
+
     def event(self) -> Event:
         m = self._match
         delivery = Delivery(
@@ -195,8 +203,8 @@ class Refused:
             "recipient",
             self.template.status,
             self.when,
-            m[2].decode(),
-            recipient_domain(m[3]),
+            self.queue_id,
+            self.recipient_domain,
             _host(m[4]),
             m.string[m.end() : self._end - 1].decode("utf-8", "replace"),
         )

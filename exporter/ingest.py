@@ -18,6 +18,7 @@ from exporter.events import Delivery, Event
 from exporter.fastpath import Accepted, Refused
 from exporter.metrics import Metrics
 from exporter.metrics.saved import dump
+from exporter.queue.domains import learnt_domain
 from exporter.sources import MAX_RETIRED
 from exporter.sources.position import Position
 from exporter.state import Checkpointer, Snapshot
@@ -69,10 +70,10 @@ class Ingest:
         self.metrics = metrics
         self.checkpointer = checkpointer
         self._learn = learn
-        """Told of every delivery event (the queue reader learns Google's customer domains from them)."""
+        """Told of every delivery (the queue reader learns Google's customer domains from them), unless:"""
         self._learn_domains = learn_domains
-        """Told of the recipient domains of accepted mail counted in runs, in order (else learn() is told of each
-        of their deliveries)."""
+        """Told of each block's deliveries at once, as the recipient domains they teach (learnt_domain()), in
+        order: one call a block rather than one a line, and accepted mail counted in runs makes no Delivery."""
         self._new_analyser = new_analyser
         self._streams: dict[str, Stream] = {}
         self._streams_lock = threading.Lock()
@@ -136,32 +137,34 @@ class Ingest:
     ) -> None:
         stream = self._stream(source)
         with stream.lock:
-            results: list[Event | Skipped | Accepted]
+            results: list[Event | Skipped | Accepted | Refused]
             if len(block) >= FAST_PATH_BYTES:
-                n, summarised = stream.analyser.summarise_block(block)
-                results = [r.event() if isinstance(r, Refused) else r for r in summarised]
+                n, results = stream.analyser.summarise_block(block)
             elif block or count:
                 n, results = stream.analyser.analyse_block(block)  # type: ignore[assignment]
             else:
                 n, results = 0, []
             if count is not None:
                 n = count
-            learn = self._learn
-            if learn is not None:
+            if self._learn_domains is not None:
+                self._learn_domains(_domains(results))
+            elif self._learn is not None:
+                learn = self._learn
                 for result in results:
                     if isinstance(result, Event):
                         learn(result.delivery)
+                    elif isinstance(result, Refused):
+                        learn(result.event().delivery)
                     elif isinstance(result, Accepted):
-                        if self._learn_domains is not None:
-                            self._learn_domains(result.recipient_domains())
-                        else:
-                            for delivery in result.deliveries():
-                                learn(delivery)
+                        for delivery in result.deliveries():
+                            learn(delivery)
             metrics = self.metrics
             with metrics.lock:
                 for result in results:
                     if isinstance(result, Event):
                         metrics.observe(result)
+                    elif isinstance(result, Refused):
+                        metrics.observe_refused(result)
                     elif isinstance(result, Skipped):
                         metrics.skip(source, result.reason)
                     else:
@@ -218,3 +221,16 @@ class Ingest:
             for lock in held:
                 lock.release()
         return Snapshot(positions=positions, metrics=metrics, memory=memory)
+
+
+def _domains(results: list[Event | Skipped | Accepted | Refused]) -> list[str | None]:
+    """learnt_domain() of each delivery of a block's results, in order."""
+    domains: list[str | None] = []
+    for result in results:
+        if isinstance(result, Accepted):
+            domains += result.recipient_domains()
+        elif isinstance(result, Refused):
+            domains.append(result.recipient_domain)  # a recipient's outcome at a Google host
+        elif isinstance(result, Event):
+            domains.append(learnt_domain(result.delivery))
+    return domains

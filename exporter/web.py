@@ -10,12 +10,10 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Final
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
-
 from exporter import landing
 from exporter.config import DEFAULT_RUNBOOK_URL, WebConfig
 from exporter.metrics import Metrics
+from exporter.metrics.exposition import Exposition
 from exporter.queue.reader import QueueSnapshot
 from exporter.sources import SourceStatus
 from exporter.webconfig import WebSecurity
@@ -34,7 +32,7 @@ class App:
         *,
         version: str,
         metrics: Metrics,
-        registry: CollectorRegistry,
+        exposition: Exposition,
         statuses: Callable[[], list[SourceStatus]],
         ready: Callable[[], bool],
         reload: Callable[[], str | None],
@@ -46,7 +44,7 @@ class App:
     ) -> None:
         self.version = version
         self.metrics = metrics
-        self.registry = registry
+        self.exposition = exposition
         self.statuses = statuses
         self.ready = ready
         self.healthy = healthy
@@ -121,8 +119,7 @@ class Handler(BaseHTTPRequestHandler):
                 # logged since are read again: served now, they would go down, and Prometheus sees a reset.
                 self._send(503, b"Not ready: reading what was logged while the exporter was down\n")
                 return
-            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-            body = encoder(app.registry)
+            body, content_type = app.exposition.render(self.headers.get("Accept", ""))
             if "gzip" in self.headers.get("Accept-Encoding", ""):
                 self._send(200, gzip.compress(body, 6), content_type, **{"Content-Encoding": "gzip"})
             else:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from support import process_running
 
@@ -320,6 +322,24 @@ def test_learned_domains_are_bounded_least_recently_seen_first_out() -> None:
     for name in ("a.example", "b.example", "c.example", "a.example", "d.example"):
         domains.add(name)
     assert domains.state()["domains"] == ["c.example", "a.example", "d.example"]
+
+
+@given(
+    st.lists(
+        st.sampled_from(["a.example", "B.example", "b.example.", "c.example", "gmail.com", "bad_", None])
+    )
+)
+def test_a_blocks_domains_learnt_at_once_leave_what_learning_them_one_by_one_leaves(
+    names: list[str | None],
+) -> None:
+    """learn_domains() keeps only each name's last time: the same domains in the same order, evictions
+    included."""
+    at_once, one_by_one = GoogleDomains(limit=2), GoogleDomains(limit=2)
+    at_once.learn_domains(names)
+    for name in names:
+        if name is not None:
+            one_by_one.learn(delivery(name, "aspmx.l.google.com"))
+    assert at_once.state() == one_by_one.state()
 
 
 def test_learned_domains_survive_a_save_and_restore_through_json() -> None:

@@ -117,18 +117,22 @@ FAMILIES: tuple[Family, ...] = (
 )  # fmt: skip
 
 
-def build(family: Family, view: View) -> Metric:
-    kind = CounterMetricFamily if family.counter else GaugeMetricFamily
-    metric: CounterMetricFamily | GaugeMetricFamily = kind(
-        family.name, family.help, labels=family.labels(view.metrics)
-    )
-    for key, value in family.values(view).items():
+Row = tuple[str, str, bool, list[str], Values]
+"""A family as a scrape reads it: name, help, whether a counter, label names, values."""
+
+
+def build(row: Row) -> Metric:
+    name, help_text, counter, labels, values = row
+    kind = CounterMetricFamily if counter else GaugeMetricFamily
+    metric: CounterMetricFamily | GaugeMetricFamily = kind(name, help_text, labels=labels)
+    for key, value in values.items():
         metric.add_metric(list(key), value)
     return metric
 
 
 class Collector:
-    """The prometheus_client collector of the exporter's families."""
+    """The prometheus_client collector of the exporter's families; exporter.metrics.exposition reads its rows()
+    without the library's Metric objects."""
 
     def __init__(
         self,
@@ -143,12 +147,17 @@ class Collector:
         self._statuses = statuses
         self._state_write_errors = state_write_errors
 
-    def collect(self) -> Iterator[Metric]:
+    def rows(self) -> list[Row]:
+        """Every family, its values copied under the store's lock: one consistent snapshot."""
         statuses = self._statuses()
         with self._metrics.lock:
             view = View(self._metrics, statuses, self._version, float(self._state_write_errors()))
-            families = [build(f, view) for f in FAMILIES]
-        yield from families
+            return [
+                (f.name, f.help, f.counter, f.labels(view.metrics), dict(f.values(view))) for f in FAMILIES
+            ]
+
+    def collect(self) -> Iterator[Metric]:
+        yield from [build(row) for row in self.rows()]
 
     def describe(self) -> Iterator[Metric]:
         return iter(())

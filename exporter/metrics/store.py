@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
-from exporter.events import CONNECTION_ERROR_KINDS, STATUSES, Event
-from exporter.fastpath import Accepted
+from exporter.events import CONNECTION_ERROR_KINDS, STATUSES, Event, Reply, Verdict
+from exporter.fastpath import Accepted, Refused
 from exporter.labels import NONE, OTHER, REASON_SHAPE, code_label, enhanced_label
 from exporter.redact import redact, shorten
 from exporter.sources import ROTATION_KINDS
@@ -204,10 +204,31 @@ class Metrics:
                 self.consecutive = 0
                 if when > self.last_sent:
                     self.last_sent = when
-        verdict = event.verdict
-        if verdict is None:
-            return
-        reply = event.reply
+        if event.verdict is not None:
+            self._rejection(event.verdict, event.reply, sender, when, delivery.queue_id)
+
+    def observe_refused(self, refused: Refused) -> None:
+        """Counts a refusal the fast path read as observe() counts its event(), without making it: a recipient's
+        deferral or bounce, with its template's reply and verdict and no connection error (no sender label: the
+        fast path is off when senders are tracked)."""
+        template = refused.template
+        when = self.log_time(refused.when)
+        sender = (self.sender_label(None),) if self.by_sender else ()
+        key = (template.status, *sender)
+        self.deliveries[key] = self.deliveries.get(key, 0.0) + 1
+        if when > self.last_delivery:
+            self.last_delivery = when
+        if template.verdict is not None:
+            self._rejection(template.verdict, template.reply, sender, when, refused.queue_id)
+
+    def _rejection(
+        self,
+        verdict: Verdict,
+        reply: Reply | None,
+        sender: tuple[str, ...],
+        when: float,
+        queue_id: str | None,
+    ) -> None:
         raw = (
             verdict.category,
             verdict.reason,
@@ -228,9 +249,9 @@ class Metrics:
         if when > self.last_rejection.get(category, 0.0):
             self.last_rejection[category] = when
         text = shorten(reply.text, RECENT_TEXT_CHARS) if reply is not None else ""
-        queue_id = queue_id_of(delivery.queue_id)
-        self.recent_rejections.append(RecentRejection(when, category, reason, code, enhanced, text, queue_id))
-        self.summarise(category, reason, ReasonSummary(1.0, when, when, code, enhanced, text, queue_id))
+        shown = queue_id_of(queue_id)
+        self.recent_rejections.append(RecentRejection(when, category, reason, code, enhanced, text, shown))
+        self.summarise(category, reason, ReasonSummary(1.0, when, when, code, enhanced, text, shown))
 
     def summarise(self, category: str, reason: str, seen: ReasonSummary) -> None:
         """Adds rejections to their reason's summary; the latest keeps its reply as the example."""

@@ -19,6 +19,13 @@ STATE_VERSION: Final = 1
 _DOMAIN: Final = re.compile(r"(?=.{1,253}\Z)[a-z0-9](?:[a-z0-9-]{0,62}\.)+[a-z0-9-]{1,63}")
 
 
+def learnt_domain(delivery: Delivery) -> str | None:
+    """The recipient domain an attempt tells is Google's: that of a recipient's outcome at a Google host."""
+    if delivery.google_host is None or delivery.scope != "recipient":
+        return None
+    return delivery.recipient_domain
+
+
 class GoogleDomains:
     """A bounded LRU set of domains seen delivered to Google; safe to feed and read from different threads."""
 
@@ -30,20 +37,18 @@ class GoogleDomains:
     def learn(self, delivery: Delivery) -> None:
         """Remembers the recipient domain of an attempt at a Google host (delivered, deferred or refused alike: the
         domain's mail goes to Google). Cheap for everything else: the daemon calls it for every event."""
-        domain = delivery.recipient_domain
-        if domain is None or delivery.google_host is None or delivery.scope != "recipient":
-            return
-        if domain not in GMAIL_DOMAINS:
+        domain = learnt_domain(delivery)
+        if domain is not None and domain not in GMAIL_DOMAINS:
             self.add(domain)
 
     def learn_domains(self, domains: Iterable[str | None]) -> None:
-        """learn() of deliveries at a Google host to these recipient domains, in order (the daemon's fast path
-        counts accepted mail in runs and hands over only their domains)."""
-        last = None  # learning the domain just learnt again changes nothing
-        for domain in domains:
-            if domain is not None and domain != last and domain not in GMAIL_DOMAINS:
+        """learn() of deliveries at a Google host to these recipient domains, in order (the daemon hands over a
+        block's at once: learnt_domain() of its events and the domains of the accepted mail counted in runs).
+        Only each domain's last time counts: what a bounded LRU set holds and in which order depends on nothing
+        else, and a block names a few domains over and over."""
+        for domain in reversed(dict.fromkeys(reversed(list(domains)))):
+            if domain is not None and domain not in GMAIL_DOMAINS:
                 self.add(domain)
-                last = domain
 
     def add(self, domain: str) -> None:
         """Remembers one domain (ignored unless it looks like a domain name)."""
