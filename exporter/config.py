@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from exporter import patterns
 from exporter.errors import ConfigError
 from exporter.mta import FORMATS
 from exporter.queue.programs import MTAS, mta_of_command, split_command
@@ -184,7 +185,7 @@ def _read_file(path: str) -> tuple[dict[str, Any], dict[str, int]]:
     return values, lines
 
 
-_DURATION: Final = re.compile(
+_DURATION: Final = patterns.compile(
     r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?"
 )
 _DURATION_UNITS: Final = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)

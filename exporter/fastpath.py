@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
+from exporter import patterns
 from exporter.events import Delivery, Event, Reply, Verdict
 from exporter.labels import reason_key
 from exporter.mta.common import domain_of
@@ -41,7 +42,7 @@ _LINE_START: Final = (
     rb"[0-9A-Za-z_.-]{1,255} [0-9A-Za-z_.-]{0,64}/"
 )
 """A Postfix line's syslog stamp, host and syslog name, up to its service: no '/' before the service's."""
-OUTCOME: Final = re.compile(
+OUTCOME: Final = patterns.compile(
     _LINE_START + rb"(?:smtp\[[0-9]{1,10}\]: "
     rb"(?P<qid>(?!(?:warning|error|fatal|panic|info|statistics|NOQUEUE): )[0-9A-Za-z]{3,24}): "
     rb"to=<(?P<rcpt>[!-;?-Z\\\]-~]{1,254})>, relay=(?P<host>[a-z0-9][a-z0-9.-]{0,200}\.(?:l\.google|googlemail)\.com)"
@@ -59,7 +60,7 @@ says so of the first, and of the second unless it holds 'status=expired' (the ta
 gives nothing and changes nothing."""
 _ACCEPTED, _REFUSED, _QUIET, _QMGR = 4, 5, 6, 7
 """OUTCOME's lastindex for each kind of line (its last group that matched: host, status or quiet)."""
-_SESSION_ID: Final = re.compile(rb"(?=[0-9A-Za-z_.-]*[0-9])[0-9A-Za-z_.-]{6,100}")
+_SESSION_ID: Final = patterns.compile(rb"(?=[0-9A-Za-z_.-]*[0-9])[0-9A-Za-z_.-]{6,100}")
 """Google's session id, as exporter.reply strips it before its marker."""
 _AFTER_MARKER: Final = frozenset(
     b"" if command is None else b" (in reply to " + command + b" command)"

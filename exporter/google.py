@@ -7,6 +7,8 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
+from exporter import patterns
+
 DEFAULT_HOSTS: Final = (
     "gmail-smtp-in.l.google.com",
     "aspmx.l.google.com",
@@ -85,15 +87,17 @@ the evidence check compares them squeezed (letters and digits only), so wrapping
 
 # Matched from its tail: a fixed shape after free letters and digits, which a backtracking regex over the whole
 # word would pay for with every way to split them.
-_SESSION_ID_TAIL: Final = re.compile(r"(?:si|sm|sor)\d{5,12}[a-z0-9]{1,6}(?:\.\d{1,4})?$", re.IGNORECASE)
-_SESSION_ID_PREFIX: Final = re.compile(r"[0-9a-z-]*\d[0-9a-z-]*", re.IGNORECASE)
-_SESSION_ID_2024: Final = re.compile(r"[0-9a-f]{13}-[0-9a-z]{10,40}\.\d{1,4}", re.IGNORECASE)
-_HOST_TOKEN: Final = re.compile(
+_SESSION_ID_TAIL: Final = patterns.compile(
+    r"(?:si|sm|sor)\d{5,12}[a-z0-9]{1,6}(?:\.\d{1,4})?$", re.IGNORECASE
+)
+_SESSION_ID_PREFIX: Final = patterns.compile(r"[0-9a-z-]*\d[0-9a-z-]*", re.IGNORECASE)
+_SESSION_ID_2024: Final = patterns.compile(r"[0-9a-f]{13}-[0-9a-z]{10,40}\.\d{1,4}", re.IGNORECASE)
+_HOST_TOKEN: Final = patterns.compile(
     r"(?<![\w@.-])([A-Za-z0-9][A-Za-z0-9-]{0,62}(?:\.[A-Za-z0-9-]{1,63}){1,8})\.?"
 )
 
 _APEX_DOMAINS: Final = frozenset({"gmail.com", "googlemail.com"})
-_AS_HOST: Final = re.compile(r"\s?(?:\[|\((?:\d|[0-9a-f]*:))|:\d", re.IGNORECASE)
+_AS_HOST: Final = patterns.compile(r"\s?(?:\[|\((?:\d|[0-9a-f]*:))|:\d", re.IGNORECASE)
 """What follows a host name where it names a host: its address ('gmail.com[142.251.31.83]', 'gmail.com
 (142.251.31.83)') or a port. Free text names Gmail's domains for much else ('not allowed to send from
 gmail.com', 'No SMTP servers were available for gmail.com')."""
@@ -118,7 +122,7 @@ def has_link(lower: str) -> bool:
     return "google.com" in lower and any(link in lower for link in LINKS)
 
 
-_NOT_WORDS: Final = re.compile(r"[2-5]\d\d[ -]|[245]\.\d{1,3}\.\d{1,3}|[\W_]+")
+_NOT_WORDS: Final = patterns.compile(r"[2-5]\d\d[ -]|[245]\.\d{1,3}\.\d{1,3}|[\W_]+")
 """Reply codes (an MTA's continuation prefixes) and what is not a letter or digit."""
 _SQUEEZED_WORDINGS: Final = tuple(_NOT_WORDS.sub("", w) for w in WORDINGS)
 

@@ -3,8 +3,9 @@ field."""
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Final
+
+from exporter import patterns
 
 if TYPE_CHECKING:
     from exporter.events import Reply, Verdict
@@ -16,10 +17,10 @@ OTHER: Final = "other"
 
 # RFC 5321 basic codes and RFC 3463 enhanced codes (subject 0-7, detail up to 99): together a few thousand
 # values at most, whatever the log contains.
-_CODE: Final = re.compile(r"[245][0-5]\d")
-_ENHANCED: Final = re.compile(r"[245]\.[0-7]\.\d{1,2}")
+_CODE: Final = patterns.compile(r"[245][0-5]\d")
+_ENHANCED: Final = patterns.compile(r"[245]\.[0-7]\.\d{1,2}")
 
-REASON_SHAPE: Final = re.compile(r"[a-z][a-z0-9_]{0,62}")
+REASON_SHAPE: Final = patterns.compile(r"[a-z][a-z0-9_]{0,62}")
 """What a reason may look like: snake_case from a letter on. A rules file is refused with any other reason;
 the metrics fold any other into "other"."""
 

@@ -9,11 +9,11 @@ https://support.google.com/.
 from __future__ import annotations
 
 import html
-import re
 import time
 from collections.abc import Callable
 from typing import Final
 
+from exporter import patterns
 from exporter.categories import WHAT_TO_FIX, runbook_anchor
 from exporter.events import CONNECTION_ERROR_KINDS
 from exporter.metrics import Metrics
@@ -31,7 +31,7 @@ CONTENT_SECURITY_POLICY: Final = (
 """Sent with the page unless the web config sets its own: nothing but our stylesheet may load or run."""
 SHOWN_REASONS: Final = 25
 
-_GOOGLE_LINK: Final = re.compile(
+_GOOGLE_LINK: Final = patterns.compile(
     r"https://support\.google\.com/(?:[A-Za-z0-9/?=&_.~%#+-]*[A-Za-z0-9/=&_~%#+-])?"
 )
 """A link into Google's help, as Gmail's replies carry them; a trailing full stop or comma is prose."""

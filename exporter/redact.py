@@ -7,21 +7,23 @@ import functools
 import re
 from typing import Final
 
-_LOCAL_PART = re.compile(r"[^\s@<>\"'(),;:\[\]]{1,256}@(?=[A-Za-z0-9.-]*[A-Za-z0-9])")
-_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
-_IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
+from exporter import patterns
+
+_LOCAL_PART = patterns.compile(r"[^\s@<>\"'(),;:\[\]]{1,256}@(?=[A-Za-z0-9.-]*[A-Za-z0-9])")
+_IPV4 = patterns.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_IPV6 = patterns.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
 # template() runs on every reply no rule matches: it looks for addresses and domain names where their '@' and
 # '.' are, not with a pattern tried at every position of the text.
-_AT_DOMAIN: Final = re.compile(r"@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}")
+_AT_DOMAIN: Final = patterns.compile(r"@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}")
 _LOCAL_CHARS: Final = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.!#$%&*+/=?^_`{|}~-"
 )
-_DOT_LETTER: Final = re.compile(r"\.[A-Za-z]")
-_DOMAIN: Final = re.compile(r"(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24}")
-_DIGITS: Final = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\d.])|\d+")
+_DOT_LETTER: Final = patterns.compile(r"\.[A-Za-z]")
+_DOMAIN: Final = patterns.compile(r"(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24}")
+_DIGITS: Final = patterns.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\d.])|\d+")
 """An IPv4 address or a number: one pass for both."""
 _TOKEN_ENDS: Final = "[]<>()\"',;:"
-MASK: Final = re.compile(r"<(?:address|ip|domain|n)>")
+MASK: Final = patterns.compile(r"<(?:address|ip|domain|n)>")
 """What template() puts where a reply varies."""
 
 

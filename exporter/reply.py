@@ -16,24 +16,25 @@ import re
 from collections.abc import Callable
 from typing import Final
 
+from exporter import patterns
 from exporter.events import Reply
 from exporter.google import is_session_id
 
 # A reply starts with a basic code, then '-' (more lines follow) or ' ' (last line) or its end, or MailKit's ': '
 # before the enhanced code ('535: 5.7.8 Username and Password not accepted.').
-_START: Final = re.compile(r"\s*['\"]?([2-5]\d\d)(?:[ -]|: ?(?=[245]\.)|$)")
-_LONE_ENHANCED: Final = re.compile(r"\s*['\"]?([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
-_ENHANCED: Final = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
-_MASKED: Final = re.compile(r"[xX#*]\.[xX#*]{1,3}\.[xX#*]{1,3}(?![\w.])")
+_START: Final = patterns.compile(r"\s*['\"]?([2-5]\d\d)(?:[ -]|: ?(?=[245]\.)|$)")
+_LONE_ENHANCED: Final = patterns.compile(r"\s*['\"]?([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_ENHANCED: Final = patterns.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_MASKED: Final = patterns.compile(r"[xX#*]\.[xX#*]{1,3}\.[xX#*]{1,3}(?![\w.])")
 # Line joins: Exim's literal backslash-n (also \r\n), real newlines with the indentation of a folded line, and
 # Postfix's '?' before the next code.
-_JOINS: Final = re.compile(r"\\r\\n|\\n|\\r|[\r\n\u21b5]+[ \t]*|\?(?=[2-5]\d\d[ -])")
-_QUESTION_JOIN: Final = re.compile(r"\?[2-5]\d\d[ -]")
-_SESSION_ID: Final = re.compile(r"(?=[\w.-]*\d)[\w.-]{6,100}")
+_JOINS: Final = patterns.compile(r"\\r\\n|\\n|\\r|[\r\n\u21b5]+[ \t]*|\?(?=[2-5]\d\d[ -])")
+_QUESTION_JOIN: Final = patterns.compile(r"\?[2-5]\d\d[ -]")
+_SESSION_ID: Final = patterns.compile(r"(?=[\w.-]*\d)[\w.-]{6,100}")
 """Google's session id: always holds a digit (a last word without one is reply text)."""
-_GCDP: Final = re.compile(r"\s*-\s*gcdp\b", re.IGNORECASE)
-_MTA_NOTE: Final = re.compile(r"\s*\((?:in reply to|conversation with)[^)]*\)\s*$", re.IGNORECASE)
-_NOT_ALNUM: Final = re.compile(r"[\W_]+")
+_GCDP: Final = patterns.compile(r"\s*-\s*gcdp\b", re.IGNORECASE)
+_MTA_NOTE: Final = patterns.compile(r"\s*\((?:in reply to|conversation with)[^)]*\)\s*$", re.IGNORECASE)
+_NOT_ALNUM: Final = patterns.compile(r"[\W_]+")
 
 MAX_REPLY_CHARS: Final = 4096
 """Longer replies are cut: Gmail's longest are about 600 characters."""

@@ -19,7 +19,6 @@ found through an index by code and enhanced code, so rules for other codes cost 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from exporter import cachefile, patterns
 from exporter.categories import CATEGORIES as CATEGORIES  # re-exported: stages import it from here
 from exporter.errors import ConfigError, did_you_mean
 from exporter.events import Reply, Verdict
@@ -40,8 +40,8 @@ UNMATCHED_REASON: Final = "unknown"
 NO_REPLY_REASON: Final = "no_reply_logged"
 """Reason of a refusal the MTA logged without Google's reply (old Sendmail's stat=Service unavailable)."""
 
-_CODE: Final = re.compile(r"[245]\d\d|[245]xx")
-_ENHANCED: Final = re.compile(r"[245]\.\d{1,3}\.\d{1,3}|[245]\.\d{1,3}\.\*|[245]\.\*")
+_CODE: Final = patterns.compile(r"[245]\d\d|[245]xx")
+_ENHANCED: Final = patterns.compile(r"[245]\.\d{1,3}\.\d{1,3}|[245]\.\d{1,3}\.\*|[245]\.\*")
 _RULE_KEYS: Final = ("reason", "category", "code", "enhanced_code", "origin", "phrases", "comment")
 _FILE_KEYS: Final = ("rules", "disable")
 
@@ -414,12 +414,4 @@ def _keep(cache: str, key: str, rules: Sequence[Rule]) -> None:
         ]
         for r in rules
     ]
-    temporary = f"{cache}.{os.getpid()}"
-    try:
-        os.makedirs(os.path.dirname(cache), exist_ok=True)
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump({"key": key, "rules": rows}, handle)
-        os.replace(temporary, cache)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
+    cachefile.keep(cache, json.dumps({"key": key, "rules": rows}).encode())

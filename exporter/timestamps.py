@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from exporter import patterns
+
 _MONTHS: Final = {
     m: i
     for i, m in enumerate(
@@ -16,10 +18,10 @@ _MONTHS: Final = {
 }
 _DAYS: Final = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 """Longest month lengths; February 29 exists in leap years only."""
-_ISO: Final = re.compile(
+_ISO: Final = patterns.compile(
     rb"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(\.\d{1,9})?(Z|[+-]\d\d:?\d\d)?(?=[\s\]|])"
 )
-_SYSLOG: Final = re.compile(
+_SYSLOG: Final = patterns.compile(
     rb"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) {1,2}(\d{1,2}) (\d\d):(\d\d):(\d\d)"
 )
 _SEARCH_BYTES: Final = 96

@@ -10,7 +10,6 @@ import base64
 import hashlib
 import hmac
 import os
-import re
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any, Final
 import bcrypt
 import yaml
 
+from exporter import patterns
 from exporter.config import typed_value
 from exporter.errors import ConfigError
 from exporter.yamlfile import compose, items, line_of
@@ -53,7 +53,7 @@ _TLS_KEYS: Final = {
 }
 
 
-BCRYPT_HASH: Final = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+BCRYPT_HASH: Final = patterns.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 """A bcrypt hash: $2a$, $2b$ or $2y$, the cost (4-31), 22 characters of salt and 31 of hash."""
 
 

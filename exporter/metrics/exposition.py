@@ -10,7 +10,6 @@ of sample this module does not render goes to the library's encoder, as before."
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final, Protocol
 
@@ -21,11 +20,13 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from exporter import patterns
+
 Values = dict[Any, float]
 """Label values (a tuple in the order of the family's labels) -> sample value."""
 
-_METRIC_NAME: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_METRIC_NAME: Final = patterns.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME: Final = patterns.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 """Names that every escaping scheme leaves as they are (the only ones rendered here)."""
 _KEEPS_NAMES: Final = frozenset((openmetrics.UNDERSCORES, openmetrics.ALLOWUTF8))
 _go_float: Final[Callable[[float], str]] = floatToGoString

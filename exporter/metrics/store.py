@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
+from exporter import patterns
 from exporter.events import CONNECTION_ERROR_KINDS, STATUSES, Event, Reply, Verdict
 from exporter.fastpath import Accepted, Refused
 from exporter.labels import NONE, OTHER, REASON_SHAPE, code_label, enhanced_label
@@ -32,7 +33,7 @@ LABEL_CACHE_SIZE: Final = 4096
 SEVERITIES: Final = ("temporary", "permanent")
 ORIGINS: Final = ("gsmtp", "gcdp")
 
-_QUEUE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
+_QUEUE_ID = patterns.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
 """Postfix, Exim, Sendmail and OpenSMTPD queue ids; nothing with an @ or a space (an address, free text)."""
 REJECTION_LABELS: Final = ("category", "reason", "code", "enhanced_code", "severity", "origin")
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from exporter import patterns
 from exporter.events import Delivery
 from exporter.google import GoogleHosts
 from exporter.timestamps import TimestampParser
@@ -17,13 +17,13 @@ _MEMORY: Final = 20_000
 
 GMAIL_DOMAINS: Final = frozenset(("gmail.com", "googlemail.com"))
 
-REPLY_START: Final = re.compile(
+REPLY_START: Final = patterns.compile(
     r"(?<![\w.])[245]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3}|[xX]\.[xX]{1,3}\.[xX]{1,3})(?![\w.])"
 )
 """Where a reply with an enhanced code starts inside an MTA's own words: 'NNN-N.N.N' or 'NNN N.N.N'."""
 
 
-_RFC5424: Final = re.compile(
+_RFC5424: Final = patterns.compile(
     r"(?:<\d{1,3}>)?1 (\S+) (\S+) (\S+) (\S+) \S+ (?:-|(?:\[(?:[^\]\\]|\\.)*\])+)(?: \ufeff?|$)"
 )
 """The header of a line in RFC 5424's syslog format (rsyslog's RSYSLOG_SyslogProtocol23Format, syslog-ng's

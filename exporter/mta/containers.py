@@ -18,10 +18,10 @@ its own (an MTA logging to stdout without a syslog prefix) takes the runtime's t
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from exporter import patterns
 from exporter.mta import ENVELOPES
 from exporter.timestamps import log_lead
 
@@ -30,7 +30,7 @@ DOCKER, CRI = ENVELOPES
 _DOCKER_STARTS: Final = (b'{"log":', b'{"stream":')
 """How the json-file driver starts every line (its keys come in a fixed order; `log` is left out when empty).
 A plain log of JSON events starts otherwise, and stays plain text."""
-_CRI_TAGS: Final = re.compile(rb"[A-Z](?::[A-Z])*")
+_CRI_TAGS: Final = patterns.compile(rb"[A-Z](?::[A-Z])*")
 _SIGNS: Final = (*_DOCKER_STARTS, b" stdout ", b" stderr ")
 """One of which a block holds when a line of it can be in a container envelope: a block of plain log lines
 costs a few C-speed searches."""

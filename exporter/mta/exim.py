@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
+from exporter import patterns
 from exporter.events import Delivery
 from exporter.mta.common import (
     GMAIL_DOMAINS,
@@ -17,24 +17,24 @@ from exporter.mta.common import (
 )
 
 # Message ids: 6-6-2 base62 (Exim < 4.97) or 6-11-4 (4.97 and later).
-_LINE: Final = re.compile(
+_LINE: Final = patterns.compile(
     r"(?:^|\s)([0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}) (\*\*|==|=>|->|<=|H=)\s?"
 )
 # Exim's debug output (exim -d, the container images that run it) logs the same lines behind the process id,
 # without the message id, which an earlier 'delivering <id>' line named: '  278   == a@gmail.com R=dnslookup …'.
-_DEBUG_LINE: Final = re.compile(r"^ {0,8}\d{1,8} {3}(\*\*|==|=>|->) ")
-_HOST: Final = re.compile(r"(?:^|\s)H=([^\s\[]{1,255})(?: \([^)]{0,255}\))? \[[^\]]{1,64}\]")
+_DEBUG_LINE: Final = patterns.compile(r"^ {0,8}\d{1,8} {3}(\*\*|==|=>|->) ")
+_HOST: Final = patterns.compile(r"(?:^|\s)H=([^\s\[]{1,255})(?: \([^)]{0,255}\))? \[[^\]]{1,64}\]")
 # Exim before 4.80 named the host inside the error: '…after RCPT TO:<a@b>: host gmail-smtp-in.l.google.com
 # [209.85.x.x]: 550-5.1.1 …'.
-_ERROR_HOST: Final = re.compile(r"host ([^\s\[]{1,255})(?: \[[^\]]{1,64}\])?:?\s*")
+_ERROR_HOST: Final = patterns.compile(r"host ([^\s\[]{1,255})(?: \[[^\]]{1,64}\])?:?\s*")
 # 'after RCPT TO:<a@b>:', 'after MAIL FROM:<a@b> SIZE=123:', 'after end of data:', 'after initial connection:'
-_SMTP_ERROR: Final = re.compile(
+_SMTP_ERROR: Final = patterns.compile(
     r"SMTP error from remote mail server after (?:[^:<]{0,100}:<[^>]{0,512}>[^:]{0,100}|[^:]{0,200}):\s*"
 )
-_CONFIRMATION: Final = re.compile(r' C="(.*?)"(?: |$)')
-_SENDER: Final = re.compile(r"\sF=<([^>]{0,512})>")
-_TRAILER: Final = re.compile(r"(?:\s+(?:DT|QT|ST|RT)=\S{1,40})+\s*$")
-_DEFER: Final = re.compile(r"\sdefer \((-?\d+)\)(?::\s*(.*))?")
+_CONFIRMATION: Final = patterns.compile(r' C="(.*?)"(?: |$)')
+_SENDER: Final = patterns.compile(r"\sF=<([^>]{0,512})>")
+_TRAILER: Final = patterns.compile(r"(?:\s+(?:DT|QT|ST|RT)=\S{1,40})+\s*$")
+_DEFER: Final = patterns.compile(r"\sdefer \((-?\d+)\)(?::\s*(.*))?")
 
 
 def claims(line: str) -> bool:

@@ -10,9 +10,9 @@ before it, Google's links, Gmail's session id, or a wording only Gmail uses. Tex
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
+from exporter import patterns
 from exporter.events import Delivery
 from exporter.google import has_link, has_wording, is_session_id
 from exporter.mta.common import Context, LogFormat, connection_delivery, connection_error_kind, domain_of
@@ -21,17 +21,17 @@ from exporter.mta.common import Context, LogFormat, connection_delivery, connect
 # '535: 5.7.8'), not glued to a word before (OpenSMTPD's and PHPMailer's glued continuation lines, dsn=, versions,
 # addresses).
 _NOT_BEFORE: Final = r"(?<![A-Za-z0-9_.\-/+@#%])"
-_FULL: Final = re.compile(
+_FULL: Final = patterns.compile(
     _NOT_BEFORE + r"([2-5]\d\d)(?:-|:?[ \t]*+(?:\n[ \t]*+)?)([245]\.\d{1,3}\.\d{1,3})(?![\w.])"
 )
 # An enhanced code standing alone before text: Python's smtplib and Go keep it on each line and put the basic
 # code elsewhere, .NET and MailKit drop the basic code.
-_ENHANCED_ONLY: Final = re.compile(
+_ENHANCED_ONLY: Final = patterns.compile(
     r"(?<![A-Za-z0-9_.\-/+@#%=])(?<!\S:)([245]\.\d{1,3}\.\d{1,3})(?=[ \t]++[^\s,;'\"\])}])"
 )
-_CODE_ONLY: Final = re.compile(_NOT_BEFORE + r"([2-5]\d\d)[ -] *+(?=[A-Za-z\[<])")
-_PYTHON_CODE: Final = re.compile(r"\(([2-5]\d\d),\s*b?$")
-_CODE_FIELD: Final = re.compile(
+_CODE_ONLY: Final = patterns.compile(_NOT_BEFORE + r"([2-5]\d\d)[ -] *+(?=[A-Za-z\[<])")
+_PYTHON_CODE: Final = patterns.compile(r"\(([2-5]\d\d),\s*b?$")
+_CODE_FIELD: Final = patterns.compile(
     r"(?i)(?:response_?code|smtp_?code|status_?code|reply_?code|(?<![a-z])code)[\"']?\s*[:=]\s*[\"']?([2-5]\d\d)(?!\d)"
 )
 _DOTNET_RESPONSE: Final = "the server response was:"
@@ -51,11 +51,11 @@ _DOTNET_CODES: Final = (
     ("local error in processing", "451"),
 )
 _QUOTES: Final = "'\"`"
-_JS_CONCAT: Final = re.compile(r"\s*\+\s*['\"]")
-_STATUS: Final = re.compile(r"\bstatus=(sent|deferred|bounced|expired)\b")
-_RECIPIENT: Final = re.compile(r"[\w.+'=-]{1,128}@([A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8})")
-_FIELD_LINE: Final = re.compile(r"\n([ \t]*)[A-Z][A-Za-z-]{1,30}(?: [A-Za-z-]{1,30})?:\s")
-_FIELD_START: Final = re.compile(r"[ \t]*[A-Z][A-Za-z-]{1,30}(?: [A-Za-z-]{1,30})?:\s")
+_JS_CONCAT: Final = patterns.compile(r"\s*\+\s*['\"]")
+_STATUS: Final = patterns.compile(r"\bstatus=(sent|deferred|bounced|expired)\b")
+_RECIPIENT: Final = patterns.compile(r"[\w.+'=-]{1,128}@([A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8})")
+_FIELD_LINE: Final = patterns.compile(r"\n([ \t]*)[A-Z][A-Za-z-]{1,30}(?: [A-Za-z-]{1,30})?:\s")
+_FIELD_START: Final = patterns.compile(r"[ \t]*[A-Z][A-Za-z-]{1,30}(?: [A-Za-z-]{1,30})?:\s")
 _TRAILING: Final = " \t\r\n'\"])},;."
 _CONNECT_WORDS: Final = ("connect", "dial ", "getaddrinfo", "lookup", "handshake")
 _FAILURE_WORDS: Final = (
@@ -344,10 +344,10 @@ def continues(entry: str, line: str) -> bool:
     )
 
 
-_CONTINUATION: Final = re.compile(
+_CONTINUATION: Final = patterns.compile(
     _NOT_BEFORE + r"(?:([2-5]\d\d)[ -](?:([245]\.\d{1,3}\.\d{1,3})(?![\w.]))?|([245]\.\d{1,3}\.\d{1,3})[ \t])"
 )
-_CODES_AHEAD: Final = re.compile(r"(?:[2-5]\d\d[ -])?\s*(?:[245]\.\d{1,3}\.\d{1,3})?\s*")
+_CODES_AHEAD: Final = patterns.compile(r"(?:[2-5]\d\d[ -])?\s*(?:[245]\.\d{1,3}\.\d{1,3})?\s*")
 
 
 def _first_words(text: str, at: int) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from exporter import patterns
 from exporter.events import Delivery
 from exporter.mta.common import (
     REPLY_START,
@@ -21,15 +22,17 @@ from exporter.mta.common import (
     domain_of,
 )
 
-_TAG: Final = re.compile(
+_TAG: Final = patterns.compile(
     r"smtpd\[\d+\]:\s+(?:(\w{16}) mta delivery |relay: (Ok|TempFail|PermFail|Loop) for (\w+): )"
 )
-_LINE: Final = re.compile(r"smtpd\[\d+\]:\s+(?:\w{16} |relay: |smtp-(?:in|out): |info: |warn: |debug: )")
-_SESSION: Final = re.compile(r"smtpd\[\d+\]:\s+(\w{16}) mta (connecting|error) ")
-_CONNECTING: Final = re.compile(r"address=\w+://\[?([^\s\]]{1,64}?)\]?(?::\d+)? host=([^\s]{1,255})")
+_LINE: Final = patterns.compile(
+    r"smtpd\[\d+\]:\s+(?:\w{16} |relay: |smtp-(?:in|out): |info: |warn: |debug: )"
+)
+_SESSION: Final = patterns.compile(r"smtpd\[\d+\]:\s+(\w{16}) mta (connecting|error) ")
+_CONNECTING: Final = patterns.compile(r"address=\w+://\[?([^\s\]]{1,64}?)\]?(?::\d+)? host=([^\s]{1,255})")
 _NO_REPLY: Final = "network error on destination mxs"
-_FIELD: Final = re.compile(r'(\w+)=(?:"((?:[^"\\]|\\.){0,8192})"|<([^>]{0,512})>|([^\s,]{0,512}))')
-_RELAY_HOST: Final = re.compile(r"\(([^)\s]{1,255})\)")
+_FIELD: Final = patterns.compile(r'(\w+)=(?:"((?:[^"\\]|\\.){0,8192})"|<([^>]{0,512})>|([^\s,]{0,512}))')
+_RELAY_HOST: Final = patterns.compile(r"\(([^)\s]{1,255})\)")
 _RESULTS: Final = {"Ok": "sent", "TempFail": "deferred", "PermFail": "bounced", "Loop": "bounced"}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from exporter import patterns
 from exporter.events import Delivery
 from exporter.mta.common import (
     GMAIL_DOMAINS,
@@ -21,24 +22,24 @@ _SERVICES: Final = ("/smtp[", "/lmtp[", "/error[", "/qmgr[")
 CLAIMS: Final = ("postfix/", "/smtp[", "/lmtp[", "/error[", "/qmgr[", "/smtpd[", "/cleanup[", "/bounce[")
 """Substrings that mark a Postfix line, whatever the service: such a line is never another MTA's."""
 # Short (hex) and long queue ids, or whatever a patched build writes; never a log level word.
-_QUEUE_ID: Final = re.compile(r"[0-9A-Za-z]{3,24}")
+_QUEUE_ID: Final = patterns.compile(r"[0-9A-Za-z]{3,24}")
 _NOT_QUEUE_IDS: Final = frozenset(("warning", "error", "fatal", "panic", "info", "statistics", "NOQUEUE"))
-_RELAY_NAME: Final = re.compile(r"[^\s,\[]{1,255}")
+_RELAY_NAME: Final = patterns.compile(r"[^\s,\[]{1,255}")
 _STATUSES: Final = frozenset(("sent", "deferred", "bounced", "expired"))
 # Where a reply starts inside the parenthesised text, and the Google host the MTA names for it.
-_SAID: Final = re.compile(
+_SAID: Final = patterns.compile(
     r"(?:host|server) ([^\s\[]{1,255})\[[^\]]{0,64}\](?::\d+)? (?:said|refused to talk to me):\s*"
 )
-_HOST_NAME: Final = re.compile(r"([^\s\[]{1,255})\[")
+_HOST_NAME: Final = patterns.compile(r"([^\s\[]{1,255})\[")
 _CONNECT_PHRASES: Final = ("connect to ", "conversation with ", "lost connection with ")
-_FROM: Final = re.compile(r"from=<([^>]{0,512})>")
+_FROM: Final = patterns.compile(r"from=<([^>]{0,512})>")
 
 
 NOT_DELIVERING: Final = rb"smtpd|cleanup|postscreen|pickup|anvil|dnsblog|bounce"
 """Services that never deliver: those that receive mail (on an MX most lines naming Google are mail *from*
 Google's servers) and the one that writes our own delivery notices."""
-_NEVER_DELIVERIES: Final = re.compile(rb"/(?:" + NOT_DELIVERING + rb")\[")
-SERVICE_TAGS: Final = re.compile(rb"/(?:(qmgr)|" + NOT_DELIVERING + rb")\[")
+_NEVER_DELIVERIES: Final = patterns.compile(rb"/(?:" + NOT_DELIVERING + rb")\[")
+SERVICE_TAGS: Final = patterns.compile(rb"/(?:(qmgr)|" + NOT_DELIVERING + rb")\[")
 """The service tags never_a_delivery() looks at: qmgr's, and those of the services that never deliver."""
 
 
@@ -88,7 +89,7 @@ def _connect_host(text: str) -> str | None:
     return None
 
 
-_CLAIMS: Final = re.compile("|".join(map(re.escape, CLAIMS)))
+_CLAIMS: Final = patterns.compile("|".join(map(re.escape, CLAIMS)))
 
 
 def claims(line: str) -> bool:

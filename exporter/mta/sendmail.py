@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
+from exporter import patterns
 from exporter.events import Delivery
 from exporter.mta.common import (
     REPLY_START,
@@ -16,12 +16,12 @@ from exporter.mta.common import (
 )
 
 _PROGRAMS: Final = ("sendmail[", "sm-mta[", "sm-msp-queue[")
-_TAG: Final = re.compile(r"(?:sendmail|sm-mta|sm-msp-queue)\[\d+\]:\s+(\w{6,20}):\s+")
-_RELAY: Final = re.compile(r"(?:^|, )relay=([^\s,\[]{1,255})")
-_DSN: Final = re.compile(r", dsn=(\d\.\d{1,3}\.\d{1,3})")
-_REPLY: Final = re.compile(r", reply=(.*?)(?=, stat=)")
-_STAT: Final = re.compile(r", stat=(.*)$")
-_FROM: Final = re.compile(r"from=<?([^,>\s]{0,512})")
+_TAG: Final = patterns.compile(r"(?:sendmail|sm-mta|sm-msp-queue)\[\d+\]:\s+(\w{6,20}):\s+")
+_RELAY: Final = patterns.compile(r"(?:^|, )relay=([^\s,\[]{1,255})")
+_DSN: Final = patterns.compile(r", dsn=(\d\.\d{1,3}\.\d{1,3})")
+_REPLY: Final = patterns.compile(r", reply=(.*?)(?=, stat=)")
+_STAT: Final = patterns.compile(r", stat=(.*)$")
+_FROM: Final = patterns.compile(r"from=<?([^,>\s]{0,512})")
 
 
 def claims(line: str) -> bool:

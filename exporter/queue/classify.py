@@ -3,10 +3,10 @@ kind of unanswered attempt: the same normaliser and rules as the log (see shared
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Final, NamedTuple
 
+from exporter import patterns
 from exporter.queue.domains import GoogleDomains
 from exporter.queue.listing import QueuedRecipient
 from exporter.queue.shared import (
@@ -23,9 +23,9 @@ NOT_TRIED: Final = "not_tried"
 UNANSWERED_KINDS: Final = (*CONNECTION_ERROR_KINDS, NOT_TRIED)
 """gmail_queue_unanswered_recipients' kinds: the log's connection-error kinds and a recipient not tried yet."""
 
-_BARE_CODE: Final = re.compile(r"(?:^|:\s|Deferred:\s)\s*([245]\d\d)(?=[ -]|$)")
+_BARE_CODE: Final = patterns.compile(r"(?:^|:\s|Deferred:\s)\s*([245]\d\d)(?=[ -]|$)")
 """A reply without an enhanced code: its basic code at the start or after an MTA's 'said:' or 'Deferred:'."""
-_HOST: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}\.)+[a-z][a-z0-9-]{1,62}\.?")
+_HOST: Final = patterns.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}\.)+[a-z][a-z0-9-]{1,62}\.?")
 _HOST_WORDS: Final = ("google", "gmail", "1e100")
 _MAX_HOSTS: Final = 16
 _CACHE_SIZE: Final = 1024

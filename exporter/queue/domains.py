@@ -3,12 +3,12 @@ being delivered to a Google MX, so that their queued mail counts before its firs
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, Final
 
+from exporter import patterns
 from exporter.events import Delivery
 from exporter.queue.shared import GMAIL_DOMAINS
 
@@ -16,7 +16,7 @@ MAX_DOMAINS: Final = 10_000
 """Domains remembered, least recently seen dropped first: memory and the state file stay bounded whatever the log
 holds."""
 STATE_VERSION: Final = 1
-_DOMAIN: Final = re.compile(r"(?=.{1,253}\Z)[a-z0-9](?:[a-z0-9-]{0,62}\.)+[a-z0-9-]{1,63}")
+_DOMAIN: Final = patterns.compile(r"(?=.{1,253}\Z)[a-z0-9](?:[a-z0-9-]{0,62}\.)+[a-z0-9-]{1,63}")
 
 
 def learnt_domain(delivery: Delivery) -> str | None:

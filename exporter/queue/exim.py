@@ -15,11 +15,11 @@ counting (a host-level line before it names the host when the recipient's line d
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
+from exporter import patterns
 from exporter.queue.listing import ListingStats, QueuedRecipient, recipient
 
 COMMAND: Final = ("exim", "-bpr")
@@ -27,15 +27,15 @@ MAX_LINE_BYTES: Final = 64 * 1024
 MAX_MSGLOG_BYTES: Final = 64 * 1024
 """Only the end of a message log is read: the last attempts are there."""
 
-MESSAGE_ID: Final = re.compile(r"[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}")
+MESSAGE_ID: Final = patterns.compile(r"[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}")
 """Exim's message ids: 4.96's 1xZ42l-0003D1-09 and 4.97's longer 1xZ42l-000000003D1-09Ab."""
-_HEAD: Final = re.compile(
+_HEAD: Final = patterns.compile(
     r"\s*(\d{1,6})([mhdw]?)\s+\S+\s+(" + MESSAGE_ID.pattern + r")\s+<[^>]{0,1024}>(?:\s.*)?"
 )
 _UNITS: Final = {"": 60.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _BASE62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_DEFER: Final = re.compile(r"(\S{1,1024}) (?:<[^>]{0,1024}> )?R=\S* T=\S* defer \(-?\d{1,6}\)(.*)")
-_HOST_LINE: Final = re.compile(r"H=\S+ \[[^\]]{1,64}\]")
+_DEFER: Final = patterns.compile(r"(\S{1,1024}) (?:<[^>]{0,1024}> )?R=\S* T=\S* defer \(-?\d{1,6}\)(.*)")
+_HOST_LINE: Final = patterns.compile(r"H=\S+ \[[^\]]{1,64}\]")
 
 MsglogReader = Callable[[str], bytes | None]
 """A message log's last bytes by message id; None when the message has none (yet) or is gone."""

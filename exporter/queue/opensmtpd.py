@@ -8,16 +8,16 @@ to the sender. An envelope with no retries and no error has not been tried yet.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from typing import Final
 
+from exporter import patterns
 from exporter.queue.listing import ListingStats, QueuedRecipient, recipient
 
 COMMAND: Final = ("smtpctl", "show", "queue")
 MAX_LINE_BYTES: Final = 64 * 1024
 _FIELDS: Final = 14
-_ID: Final = re.compile(r"[0-9a-f]{16}")
+_ID: Final = patterns.compile(r"[0-9a-f]{16}")
 _TYPES: Final = frozenset(("mta", "mda", "bounce"))
 
 

@@ -12,20 +12,20 @@ both forms are read. Sendmail keeps the first line of a reply only.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable, Iterator
 from typing import Final
 
+from exporter import patterns
 from exporter.queue.listing import ListingStats, QueuedRecipient, recipient
 
 COMMAND: Final = ("sendmail", "-bp", "-v")
 MAX_LINE_BYTES: Final = 64 * 1024
 
-_HEAD: Final = re.compile(
+_HEAD: Final = patterns.compile(
     r"(\w{6,32})[*X-]?\s+\d+\s+(?:\d+\s+)?(?:[A-Z][a-z]{2} )?([A-Z][a-z]{2}) +(\d{1,2}) (\d{1,2}):(\d{2})\s+(\S.*)"
 )
-_STATUS: Final = re.compile(r"\s+\((.*)\)\s*")
+_STATUS: Final = patterns.compile(r"\s+\((.*)\)\s*")
 _MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _NOISE: Final = ("-----Q-ID", "Total requests:", "QUARANTINE:", "Quarantined:")
 

@@ -6,17 +6,17 @@ Pure functions over a directory listing, except `listing`, which reads one.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
 from typing import Final
 
+from exporter import patterns
 from exporter.compressed import COMPRESSED_SUFFIXES
 
 SEPARATORS: Final = ".-_"
 """What stands between a log's name and its rotation suffix: mail.log.1, mail.log-20261129, mail.log_1."""
 TEMPORARY: Final = ".tmp"
-_NUMBERED: Final = re.compile(r"[.\-_]([0-9]{1,4})")
-_SUFFIX: Final = re.compile(r"[.\-_][0-9]+$")
+_NUMBERED: Final = patterns.compile(r"[.\-_]([0-9]{1,4})")
+_SUFFIX: Final = patterns.compile(r"[.\-_][0-9]+$")
 
 
 def listing(directory: str) -> list[str]:

@@ -6,16 +6,16 @@ hand or damaged on disk gives ValueError here, never a wrong offset or an except
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Final
 
+from exporter import patterns
 from exporter.sources.identity import FINGERPRINT_BYTES, FileId
 
 MAX_CURSOR_CHARS: Final = 4096
 """A journal cursor is a few hundred characters; anything longer is not one."""
 MAX_PATH_CHARS: Final = 4096
-_HEX64: Final = re.compile(r"[0-9a-f]{64}")
+_HEX64: Final = patterns.compile(r"[0-9a-f]{64}")
 
 
 def _int(data: dict[str, Any], key: str, where: str) -> int:
