@@ -13,11 +13,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Final, NamedTuple
 
 from exporter import patterns
 from exporter.events import CONNECTION_ERROR_KINDS, STATUSES, Event, Reply, Verdict
-from exporter.fastpath import Accepted, Refused
+from exporter.fastpath import Accepted, Refused, Template
 from exporter.labels import NONE, OTHER, REASON_SHAPE, code_label, enhanced_label
 from exporter.redact import redact, shorten
 from exporter.sources import ROTATION_KINDS
@@ -51,9 +51,9 @@ def queue_id_of(value: str | None) -> str:
     return value if value is not None and _QUEUE_ID.fullmatch(value) else ""
 
 
-@dataclass(frozen=True, slots=True)
-class RecentRejection:
-    """One line of the landing page's list of latest rejections."""
+class RecentRejection(NamedTuple):
+    """One line of the landing page's list of latest rejections (a tuple: one is made for every rejection, and a
+    frozen dataclass takes five times as long to make)."""
 
     timestamp: float
     category: str
@@ -100,6 +100,8 @@ class Metrics:
         self._sender_domains = frozenset(d.lower() for d in sender_domains)
         self.clock = clock
         self._labels: dict[tuple[str | None, ...], tuple[str, str, str, str, str, str]] = {}
+        self._by_template: dict[Template, tuple[tuple[str, str, str, str, str, str], str]] = {}
+        """_counted_as() of a fast-path refusal's template (every refusal with it is counted the same)."""
         self.deliveries: dict[tuple[str, ...], float] = {}
         self.rejections: dict[tuple[str, ...], float] = {}
         self.connection_errors: dict[str, float] = dict.fromkeys(CONNECTION_ERROR_KINDS, 0.0)
@@ -206,7 +208,7 @@ class Metrics:
                 if when > self.last_sent:
                     self.last_sent = when
         if event.verdict is not None:
-            self._rejection(event.verdict, event.reply, sender, when, delivery.queue_id)
+            self._rejection(*self._counted_as(event.verdict, event.reply), sender, when, delivery.queue_id)
 
     def observe_refused(self, refused: Refused) -> None:
         """Counts a refusal the fast path read as observe() counts its event(), without making it: a recipient's
@@ -220,16 +222,18 @@ class Metrics:
         if when > self.last_delivery:
             self.last_delivery = when
         if template.verdict is not None:
-            self._rejection(template.verdict, template.reply, sender, when, refused.queue_id)
+            counted = self._by_template.get(template)
+            if counted is None:
+                counted = self._counted_as(template.verdict, template.reply)
+                if len(self._by_template) >= LABEL_CACHE_SIZE:
+                    self._by_template.clear()
+                self._by_template[template] = counted
+            self._rejection(*counted, sender, when, refused.queue_id)
 
-    def _rejection(
-        self,
-        verdict: Verdict,
-        reply: Reply | None,
-        sender: tuple[str, ...],
-        when: float,
-        queue_id: str | None,
-    ) -> None:
+    def _counted_as(
+        self, verdict: Verdict, reply: Reply | None
+    ) -> tuple[tuple[str, str, str, str, str, str], str]:
+        """A rejection's label values and the text its recent line shows."""
         raw = (
             verdict.category,
             verdict.reason,
@@ -244,12 +248,21 @@ class Metrics:
             if len(self._labels) >= LABEL_CACHE_SIZE:
                 self._labels.clear()
             self._labels[raw] = labels
+        return labels, shorten(reply.text, RECENT_TEXT_CHARS) if reply is not None else ""
+
+    def _rejection(
+        self,
+        labels: tuple[str, str, str, str, str, str],
+        text: str,
+        sender: tuple[str, ...],
+        when: float,
+        queue_id: str | None,
+    ) -> None:
         self.count_rejection(labels, sender, 1.0)
         category, reason, code, enhanced, _, _ = labels
         self.consecutive += 1
         if when > self.last_rejection.get(category, 0.0):
             self.last_rejection[category] = when
-        text = shorten(reply.text, RECENT_TEXT_CHARS) if reply is not None else ""
         shown = queue_id_of(queue_id)
         self.recent_rejections.append(RecentRejection(when, category, reason, code, enhanced, text, shown))
         self.summarise(category, reason, ReasonSummary(1.0, when, when, code, enhanced, text, shown))
@@ -323,7 +336,7 @@ class Metrics:
 
     def recent(self) -> list[RecentRejection]:
         """The latest rejections, oldest first, reply texts redacted (caller holds the lock)."""
-        return [replace(r, text=redact(r.text)) for r in self.recent_rejections]
+        return [r._replace(text=redact(r.text)) for r in self.recent_rejections]
 
     def reason_summaries(self) -> list[tuple[str, str, ReasonSummary]]:
         """(category, reason, summary) latest first, reply texts redacted (caller holds the lock)."""
