@@ -88,8 +88,29 @@ class Shape:
         # limit at each byte found.
         newlines = len(blob) - len(blob.replace(b"\n", b"")) - (size < len(blob))
         lead = log_lead(blob, 0)
-        led = lead is not None and blob.count(b"\n" + lead, 0, size) == newlines
+        led = lead is not None and _all_led(blob, size, lead, newlines)
         return cls(size, newlines + 1, led, led and lead in SYSLOG_LEADS)
+
+
+_SHARED_START: Final = 15
+"""How much of the first line's start (a syslog stamp's length) _all_led() looks for in every line first."""
+
+
+def _all_led(blob: bytes, size: int, lead: bytes, newlines: int) -> bool:
+    """Whether each of the `newlines` newlines of blob[:size] is followed by `lead`. A block's lines mostly share
+    their stamp's day and hour, often its minute: the start that its first and last lines share (up to
+    _SHARED_START bytes) is counted first, and the lead only when fewer lines start with that. Each newline is
+    followed by at most one of either, and a line that starts with the longer starts with the lead, so the answer
+    is the same; but counting a longer needle skips further at each step (a third of the time of the lead's,
+    whose last byte, a space, is everywhere)."""
+    last = blob.rfind(b"\n", 0, size) + 1
+    shared = len(lead)
+    limit = min(_SHARED_START, size - last)
+    while shared < limit and blob[shared] == blob[last + shared]:  # no newline: the last line has none
+        shared += 1
+    if shared > len(lead) and blob.count(b"\n" + blob[:shared], 0, size) == newlines:
+        return True
+    return blob.count(b"\n" + lead, 0, size) == newlines
 
 
 @dataclass(frozen=True, slots=True)
