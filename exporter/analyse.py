@@ -407,7 +407,7 @@ class Analyser:
         if b"\x00" in blob or _has_long_line(blob, size):
             return count, None
         ends: dict[int, int] = {}
-        taken: set[int] = set()  # where the lines that the fast path reads, or knows to give nothing, start
+        left: list[tuple[int, int]] = []  # the lines found that the fast path leaves to the analyser
         low = blob.lower()  # same offsets; one pass instead of one search per letter case
         find, rfind = low.find, low.rfind
         take = fast.take if fast is not None else None
@@ -419,11 +419,11 @@ class Analyser:
             if end < 0:
                 end = size
             ends[start] = end
-            if take is not None and take(blob, start, end):
-                taken.add(start)
+            if take is None or not take(blob, start, end):
+                left.append((start, end))
             at = find(first, end, size)
         if others:
-            self._find_others(blob, low, size, ends, taken, take, compact=len(ends) * 16 >= count)
+            self._find_others(blob, low, size, ends, left, take, compact=len(ends) * 16 >= count)
         if fast is not None:
             fast.done()
         if not shape.led:
@@ -436,13 +436,14 @@ class Analyser:
                         end = size
                     if start not in ends and log_lead(blob, start) is None:
                         ends[start] = end
+                        left.append((start, end))
                     at = find(marker, end, size)
         if fast is None:
             return count, sorted(ends.items())
         # The lines a byte-level test rules out (mail from Google's servers, on an MX) give nothing and change
         # nothing: left out here, they cost one test instead of a turn of the analysing loop each.
         ctx = self._ctx
-        kept = [(s, e) for s, e in ends.items() if s not in taken] if taken else list(ends.items())
+        kept = left
         for test in self._byte_tests:
             kept = [(s, e) for s, e in kept if not test(blob[s:e], ctx)]
         return count, sorted(kept)
@@ -453,12 +454,12 @@ class Analyser:
         low: bytes,
         size: int,
         ends: dict[int, int],
-        taken: set[int],
+        left: list[tuple[int, int]],
         take: Callable[[bytes, int, int], bool] | None,
         *,
         compact: bool,
     ) -> None:
-        """The prefilter's search for the markers after the first, adding to `ends` and `taken` the lines that the
+        """The prefilter's search for the markers after the first, adding to `ends` and `left` the lines that the
         first did not find. In a mail log the first ('oogle') finds most lines about Google, a quarter of the bytes
         and nearly every hit of the others ('gsmtp' is on the same lines): those lines are left out of what the
         others search, the rest of `low` joined as it stands, so they search fewer bytes and find few lines twice.
@@ -487,8 +488,8 @@ class Analyser:
                     stop = find(b"\n", at, rsize)
                     end = (rsize if stop < 0 else stop) + shift
                     ends[start] = end
-                    if take is not None and take(blob, start, end):
-                        taken.add(start)
+                    if take is None or not take(blob, start, end):
+                        left.append((start, end))
                 at = find(marker, end - shift, rsize)
 
     def _analyse_blob(
