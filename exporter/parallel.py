@@ -421,9 +421,9 @@ def follow(before: BoundedMap, after: list[list[str]], touched: set[str] | None)
         return before
     merged = BoundedMap(before.limit)
     if touched is not None and len(after) < before.limit:
-        for key, value in before.items():
-            if key not in touched:
-                merged[key] = value
+        merged.update(before)  # copied in C, then the few keys the piece touched taken out: the parent merges
+        for key in touched:  # while the workers read, on the cores they read with
+            merged.pop(key, None)
     for key, value in after:
         merged[key] = value
     while len(merged) > merged.limit:
