@@ -175,15 +175,9 @@ class Metrics:
         the fast path that makes runs is off when senders are tracked)."""
         if not run.count:
             return
-        key = ("sent", *((self.sender_label(None),) if self.by_sender else ()))
-        self.deliveries[key] = self.deliveries.get(key, 0.0) + run.count
+        sender = (self.sender_label(None),) if self.by_sender else ()
         # log_time() of each line's stamp, at most: the latest stamp, or now when a line had none
-        when = self.log_time(None if run.unstamped else run.last)
-        if when > self.last_delivery:
-            self.last_delivery = when
-        self.consecutive = 0
-        if when > self.last_sent:
-            self.last_sent = when
+        self._delivery("sent", sender, self.log_time(None if run.unstamped else run.last), run.count)
 
     def observe(self, event: Event) -> None:
         """Counts one classified event."""
@@ -199,14 +193,7 @@ class Metrics:
             self.connection_errors[kind] += 1
         status = delivery.status
         if status is not None and status in STATUSES:
-            key = (status, *sender)
-            self.deliveries[key] = self.deliveries.get(key, 0.0) + 1
-            if when > self.last_delivery:
-                self.last_delivery = when
-            if status == "sent":
-                self.consecutive = 0
-                if when > self.last_sent:
-                    self.last_sent = when
+            self._delivery(status, sender, when, 1)
         if event.verdict is not None:
             self._rejection(*self._counted_as(event.verdict, event.reply), sender, when, delivery.queue_id)
 
@@ -217,10 +204,7 @@ class Metrics:
         template = refused.template
         when = self.log_time(refused.when)
         sender = (self.sender_label(None),) if self.by_sender else ()
-        key = (template.status, *sender)
-        self.deliveries[key] = self.deliveries.get(key, 0.0) + 1
-        if when > self.last_delivery:
-            self.last_delivery = when
+        self._delivery(template.status, sender, when, 1)
         if template.verdict is not None:
             counted = self._by_template.get(template)
             if counted is None:
@@ -229,6 +213,17 @@ class Metrics:
                     self._by_template.clear()
                 self._by_template[template] = counted
             self._rejection(*counted, sender, when, refused.queue_id)
+
+    def _delivery(self, status: str, sender: tuple[str, ...], when: float, count: int) -> None:
+        """Counts `count` recipient outcomes of one status, the latest at `when`."""
+        key = (status, *sender)
+        self.deliveries[key] = self.deliveries.get(key, 0.0) + count
+        if when > self.last_delivery:
+            self.last_delivery = when
+        if status == "sent":
+            self.consecutive = 0
+            if when > self.last_sent:
+                self.last_sent = when
 
     def _counted_as(
         self, verdict: Verdict, reply: Reply | None
