@@ -188,9 +188,19 @@ class Exporter:
 
     def wait_for(self, name: str, expected: float, timeout: float = 10.0, **labels: str) -> None:
         """Waits until the metric reaches `expected`, then checks it stays there (no double counting)."""
-        self.wait_until(
-            lambda: self.value(name, **labels) >= expected, timeout, f"{name}{labels} >= {expected}"
-        )
+        seen: list[float] = []
+
+        def reached() -> bool:
+            seen.append(self.value(name, **labels))
+            return seen[-1] >= expected
+
+        try:
+            self.wait_until(reached, timeout, f"{name}{labels} >= {expected}")
+        except AssertionError as timed_out:
+            # The last values tell a line that was lost (stuck) from a follower that was slow (still rising).
+            raise AssertionError(
+                f"{name}{labels}: last values {seen[-5:]}, expected {expected}; {timed_out}"
+            ) from None
         time.sleep(0.3)
         assert self.value(name, **labels) == expected, (name, labels, self.value(name, **labels), expected)
 

@@ -8,6 +8,7 @@ seen and the comparison can be exact.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import random
 import shutil
@@ -131,3 +132,48 @@ def test_a_generation_created_and_rotated_between_two_looks_is_read(tmp_path: Pa
         exporter.wait_for("gmail_deliveries_total", 14, status="sent")
         assert exporter.value("gmail_deliveries_total", status="bounced") == 1
         assert exporter.value("gmail_exporter_lines_total") == 15
+
+
+def _rotate(log: Path, method: str) -> None:
+    """One rotation of `log` by `method` (see fault_rotation.METHODS), with logrotate's shift of the generations."""
+    for path in sorted(
+        log.parent.glob(f"{log.name}.*"), key=lambda p: int(p.name.split(".")[2]), reverse=True
+    ):
+        number = int(path.name.split(".")[2])
+        path.rename(path.with_name(path.name.replace(f".{number}", f".{number + 1}", 1)))
+    first = log.with_name(f"{log.name}.1")
+    if method == "copytruncate":
+        shutil.copyfile(log, first)
+        os.truncate(log, 0)
+    elif method == "delete":
+        os.unlink(log)
+    else:
+        os.rename(log, first)
+        if method == "gzip":
+            with open(first, "rb") as src, gzip.open(f"{first}.gz", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.unlink(first)
+
+
+@pytest.mark.parametrize("second", ["copytruncate", "rename"])
+@pytest.mark.parametrize("first", METHODS)
+def test_two_rotations_between_two_looks_lose_and_repeat_no_line(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    """A stalled exporter (a slow disk, a busy host) misses a rotation and the next. The second one's generation
+    holds lines written after the first: after a deletion no generation is the file that was read, to count newer
+    ones from; after copytruncate, the lines of each copy but the first were never in the file as it was read."""
+    log = tmp_path / "mail.log"
+    append(log, sent_lines(0, 4))
+    with Exporter(tmp_path, "--log.path", str(log), "--from-beginning") as exporter:
+        exporter.wait_for("gmail_exporter_lines_total", 4)
+        with _frozen(exporter):
+            append(log, sent_lines(4, 2))  # written after the last read, before the first rotation
+            _rotate(log, first)
+            append(log, sent_lines(6, 3) + bounced(9))  # only ever in the file between the two rotations
+            _rotate(log, second)
+            append(log, sent_lines(100, 40 if second == "copytruncate" else 2))  # past the offset read before
+        lines = 10 + (40 if second == "copytruncate" else 2)
+        exporter.wait_for("gmail_exporter_lines_total", lines)
+        assert exporter.value("gmail_deliveries_total", status="sent") == lines - 1
+        assert exporter.value("gmail_deliveries_total", status="bounced") == 1

@@ -16,7 +16,15 @@ from dataclasses import replace
 
 from exporter.compressed import COMPRESSED_SUFFIXES, READ_ERRORS, damaged
 from exporter.sources import generations
-from exporter.sources.identity import ABSENT, FileId, fingerprint, head, matches, open_generation
+from exporter.sources.identity import (
+    ABSENT,
+    FINGERPRINT_BYTES,
+    FileId,
+    fingerprint,
+    head,
+    matches,
+    open_generation,
+)
 from exporter.sources.position import FilePosition
 from exporter.sources.reader import Reader, line_end_before, open_plain, open_saved
 
@@ -25,6 +33,14 @@ log = logging.getLogger(__name__)
 Deliver = Callable[[Reader, bytes, Callable[[], FilePosition]], None]
 """Hands a block read from `reader` to the sink with the position that follows it (asked once the reader has moved
 past the block)."""
+
+
+def _inode_of(path: str, position: FilePosition) -> bool:
+    """Whether `path` is the file of `position` by its inode."""
+    try:
+        return position.ident.same_inode(os.stat(path))
+    except OSError:
+        return False
 
 
 def _first_bytes(path: str) -> bytes:
@@ -281,6 +297,36 @@ class Backlog:
             last = FilePosition(FileId(st.st_dev, st.st_ino, fp, len(first)), 0, path=os.path.realpath(path))
             self._drain(path, last, None)
         return last
+
+    def drain_made_since(self, newest: FilePosition | None, consumed: set[str]) -> None:
+        """Reads, oldest first, the generations made since `newest` was the newest one (every generation when there
+        was none), leaving out those whose first bytes are in `consumed` or the live file's: after a rotation that
+        deleted the file being read, which no generation is to count from."""
+        if newest is not None:
+            found = self.locate(newest)
+            # A few first bytes name no file for sure: a generation found only by them may be another one.
+            if found is not None and (
+                newest.ident.fingerprint_len >= FINGERPRINT_BYTES or _inode_of(found, newest)
+            ):
+                self.drain_newer(newest, consumed, skipped=True)
+            return
+        directory, base = os.path.split(self._families[-1])
+        for name in generations.oldest_first(base, generations.listing(directory)):
+            path = os.path.join(directory, name)
+            try:
+                first = _first_bytes(path)
+            except READ_ERRORS:
+                continue
+            if first and fingerprint(first) not in consumed and not self._same_as_live(first):
+                log.warning("%s: %s was created and rotated between two looks; reading it", self.name, path)
+                consumed.add(fingerprint(first))
+                st = os.stat(path)
+                last = FilePosition(
+                    FileId(st.st_dev, st.st_ino, fingerprint(first), len(first)), 0, path=path
+                )
+                self._drain(path, last, None)
+                self.drain_newer(last, consumed, skipped=True)
+                return
 
     def _same_as_live(self, first: bytes) -> bool:
         try:

@@ -31,13 +31,24 @@ from exporter.compressed import READ_ERRORS
 from exporter.sources import MAX_RETIRED, Sink, SourceStatus, join
 from exporter.sources.backlog import Backlog
 from exporter.sources.generations import oldest_first, rotated
-from exporter.sources.identity import ABSENT, NotRegularFile, matches, open_generation
+from exporter.sources.identity import (
+    ABSENT,
+    FileId,
+    NotRegularFile,
+    fingerprint,
+    head,
+    matches,
+    open_generation,
+)
 from exporter.sources.pacer import DEFAULT_TIMING, Pacer, Timing, Wake, new_wake
 from exporter.sources.position import FilePosition
 from exporter.sources.reader import Reader, open_plain
 from exporter.sources.watch import DirectoryWatch
 
 log = logging.getLogger(__name__)
+
+MAX_FINISHED: Final = 8
+"""How many files read to their end are remembered by their first bytes (see FollowedFile._finished)."""
 
 STATE_OPEN: Final = "open"
 STATE_MISSING: Final = "missing"
@@ -104,6 +115,14 @@ class FollowedFile:
         self.retired = False
         """Set by the reader loop as its last act when it retired the file."""
         self._gone_since: float | None = None
+        self._newest_generation: tuple[FilePosition | None] | None = None
+        """The newest rotated generation when following began or the last rotation was seen ((None,) when there was
+        none; None when not known): a file deleted since leaves no generation to find the newer ones by, and those
+        newer than this one were made since."""
+        self._rotations_seen = 0
+        self._finished: list[str] = []
+        """The fingerprints of the last files read to their end: a generation that holds one of them (compressed
+        since) was read."""
 
     @property
     def settled(self) -> bool:
@@ -112,6 +131,7 @@ class FollowedFile:
 
     def _rotated(self, kind: str) -> None:
         self.changes += 1
+        self._rotations_seen += 1
         self._sink.rotated(self.path, kind)
 
     def position(self) -> FilePosition | None:
@@ -174,6 +194,8 @@ class FollowedFile:
         """Delivers an unterminated last line and closes the file."""
         self._deliver(reader, reader.splitter.flush())
         reader.file.close()
+        if reader.plain:
+            self._finished = [*self._finished[-(MAX_FINISHED - 1) :], reader.ident.fingerprint]
 
     def _open_live(self, offset_at_end: bool) -> bool:
         try:
@@ -223,6 +245,7 @@ class FollowedFile:
         if stop.is_set():
             return
         self.look(stop)
+        self._note_newest_generation()
         self._record_start()
         self.status.resumed = True
         self.status.started = True
@@ -288,6 +311,31 @@ class FollowedFile:
         self._look(stop)
 
     def _look(self, stop: threading.Event) -> None:
+        rotations = self._rotations_seen
+        self._look_once(stop)
+        if self._rotations_seen != rotations:
+            self._note_newest_generation()
+
+    def _note_newest_generation(self) -> None:
+        """Notes the newest rotated generation now (see _newest_generation)."""
+        live = self._live
+        directory, base = os.path.split((live.path if live is not None else "") or self.path)
+        try:
+            names = oldest_first(base, os.listdir(directory or "."))
+            if not names:
+                self._newest_generation = (None,)
+                return
+            path = os.path.join(directory, names[-1])
+            with open_generation(path) as f:
+                first = head(f)
+                st = os.fstat(f.fileno())
+        except READ_ERRORS:
+            self._newest_generation = None
+            return
+        ident = FileId(st.st_dev, st.st_ino, fingerprint(first), len(first))
+        self._newest_generation = (FilePosition(ident, 0, path=path),)
+
+    def _look_once(self, stop: threading.Event) -> None:
         now = self._clock()
         if self._old is not None:
             grew = self._read(self._old, stop)
@@ -301,6 +349,7 @@ class FollowedFile:
             if self._recreate_pending:
                 self._recreate_pending = False
                 self._rotated("recreate")
+                self._drain_skipped(None, stop)
             else:
                 self._record_start()  # a late file
         live = self._live
@@ -369,24 +418,43 @@ class FollowedFile:
             self._recreate_pending = True
             self.status.offset = self.status.size = 0
 
-    def _drain_skipped(self, old: Reader, stop: threading.Event) -> None:
+    def _drain_skipped(self, old: Reader | None, stop: threading.Event) -> None:
         """Reads the generations that were created and rotated away between two looks (a busy host, an inotify
-        overflow): the generations newer than where the file we were reading went. The newest of them becomes the
-        file drained with the grace."""
+        overflow): the generations newer than where the file we were reading went, or, when it was deleted (`old`
+        deleted, or None when it was finished already), than the newest generation when the last rotation was seen.
+        The newest of them becomes the file drained with the grace."""
+        deleted = old is None or os.fstat(old.file.fileno()).st_nlink == 0
+        if deleted and self._newest_generation is None:
+            return
+        previous = None
+        if old is not None:
+            reader = old
 
-        def position() -> FilePosition:
-            return self.position() or old.position()
+            def position() -> FilePosition:
+                return self.position() or reader.position()
 
+            previous = (old, position)
         backlog = Backlog(
-            self.path, self._max_line_bytes, self._deliver, stop, target=old.path, previous=(old, position)
+            self.path,
+            self._max_line_bytes,
+            self._deliver,
+            stop,
+            target=old.path if old is not None else "",
+            previous=previous,
         )
         try:
-            backlog.drain_newer(old.position(), {old.ident.fingerprint}, skipped=True)
+            # A deleted file may live on as a generation still (compressed, or copied): counted from there first.
+            if old is not None and (not deleted or backlog.locate(old.position()) is not None):
+                backlog.drain_newer(old.position(), {old.ident.fingerprint}, skipped=True)
+            elif self._newest_generation is not None:
+                consumed = {*self._finished, *((old.ident.fingerprint,) if old is not None else ())}
+                backlog.drain_made_since(self._newest_generation[0], consumed)
         except READ_ERRORS as err:
             log.warning("%s: cannot read a rotated file skipped between two looks: %s", self.path, err)
         newest = backlog.previous
         if newest is not old:  # the backlog finished `old` when it read a newer generation
-            self._old = None
+            if old is not None:
+                self._old = None
             self._adopt(newest)
 
     def _drain_copy(self, live: Reader, stop: threading.Event) -> None:
@@ -417,6 +485,29 @@ class FollowedFile:
             log.warning("%s: cannot read the end of the truncated file from %s: %s", self.path, found, err)
             return
         live.offset, live.consumed = copy.offset, copy.consumed
+        self._drain_later_copies(live, found, stop)
+
+    def _drain_later_copies(self, live: Reader, copy: str, stop: threading.Event) -> None:
+        """The copies that later copytruncates made between the same two looks (a stalled exporter) hold lines
+        written after the truncation that `copy` records and never read from the live file: each is read whole,
+        oldest first, after the end of `copy`'s last line."""
+        try:
+            st = os.stat(copy)
+        except OSError:
+            return
+        self._deliver(live, live.splitter.flush())
+        ident = live.ident
+        last = FilePosition(
+            FileId(st.st_dev, st.st_ino, ident.fingerprint, ident.fingerprint_len), live.offset, path=copy
+        )
+        backlog = Backlog(self.path, self._max_line_bytes, self._deliver, stop, target=live.path)
+        try:
+            # Not the live file itself, renamed meanwhile (it is read from its start next).
+            backlog.drain_newer(last, {ident.fingerprint, fingerprint(head(live.file))}, skipped=True)
+        except READ_ERRORS as err:
+            log.warning("%s: cannot read a copy made between two looks: %s", self.path, err)
+        finally:
+            backlog.let_go()
 
     def run(self, stop: threading.Event, wake: Wake, pacer: Pacer, watch: DirectoryWatch | None) -> None:
         """The reader loop: looks at every wake-up and at the safety net's pace until `stop` is set."""
