@@ -274,3 +274,21 @@ def test_restart_of_a_symlinked_log_resumes_in_the_file_the_link_leads_to(worlds
     world.append(1)
     second = Exporter(world, clock)
     assert (second.sent(), second.lines()) == (3, 3)
+
+
+def test_restart_does_not_take_the_file_being_drained_for_the_deleted_main_file(worlds: Worlds) -> None:
+    world, clock = worlds()
+    first = Exporter(world, clock)
+    world.rotate_rename()  # the MTA goes on writing to mail.log.1
+    first.kill()
+    world.append(1)
+    world.delete()
+    world.reopen()
+    world.append_split(1)  # the new log holds one byte, the first of every line: its fingerprint
+    second = Exporter(world, clock)  # drains mail.log.1 (line 0); the main file is the new log
+    assert second.sent() == 1
+    second.kill()
+    world.delete()  # the main file is gone; mail.log.1, being drained, starts with the same byte
+    world.reopen()
+    third = Exporter(world, clock)
+    assert third.sent() == 1

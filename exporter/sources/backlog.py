@@ -212,7 +212,8 @@ class Backlog:
             return None
         if main.ident == ABSENT:
             return self._open_live()
-        found = self.locate(main)
+        # The file being drained is another one than the main file, which a few first bytes may not tell.
+        found = self.locate(main, other=None if saved.draining is None else saved.draining.ident)
         if found == self.name:
             return open_plain(self.name, main.offset, self._max_line_bytes, discarding=main.discarding)
         if found is None and (cut := self._cut(main)) is not None:
