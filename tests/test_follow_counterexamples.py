@@ -292,3 +292,27 @@ def test_restart_does_not_take_the_file_being_drained_for_the_deleted_main_file(
     world.reopen()
     third = Exporter(world, clock)
     assert third.sent() == 1
+
+
+def test_restart_finds_the_drained_file_compressed_where_it_was_not_an_older_one_that_starts_the_same(
+    worlds: Worlds,
+) -> None:
+    world, clock = worlds()
+    first = Exporter(world, clock)
+    world.rotate_rename()
+    first.kill()
+    world.delete()
+    Exporter(world, clock).kill()  # reads mail.log.1 (empty); the name is missing
+    world.append_split(1)  # line 1 begun in mail.log.1, which the MTA then leaves unterminated
+    world.reopen()
+    world.append_split(1)  # line 2 begun in the new log
+    world.rotate_rename()  # mail.log.2 and mail.log.1 now both start with the same one byte
+    third = Exporter(world, clock)  # drains mail.log.1 (line 2 still in parts) at offset 0
+    third.flush()
+    third.kill()
+    world.append(1)  # line 2 ends and line 3 follows in mail.log.1
+    world.reopen()
+    (plain,) = [f for f in world.compressible() if f.path is not None and f.path.endswith(".1")]
+    world.compress(plain)  # mail.log.1.gz: found by its first byte, which mail.log.2 shares
+    fourth = Exporter(world, clock)
+    assert (fourth.sent(), fourth.lines()) == (2, 3)

@@ -102,7 +102,16 @@ class Backlog:
         found = []
         if saved.path:
             found.append(saved.path)
-            found.extend(generations.siblings(generations.family(saved.path) or saved.path))
+            live = generations.family(saved.path)
+            siblings = generations.siblings(live or saved.path)
+            if live is not None:
+                # Rotation only ages a file: it is where it was saved or older, and nearest first. A compressed
+                # generation found by a few first bytes could otherwise be an older file that starts the same.
+                base = os.path.basename(live)
+                saved_age = generations.age(base, os.path.basename(saved.path))
+                older = [p for p in siblings if generations.age(base, os.path.basename(p)) <= saved_age]
+                siblings = older[::-1] + [p for p in siblings if p not in older]
+            found.extend(siblings)
         found.extend(path for live in self._families for path in (live, *generations.siblings(live)))
         return list(dict.fromkeys(found))
 
