@@ -316,3 +316,35 @@ def test_restart_finds_the_drained_file_compressed_where_it_was_not_an_older_one
     world.compress(plain)  # mail.log.1.gz: found by its first byte, which mail.log.2 shares
     fourth = Exporter(world, clock)
     assert (fourth.sent(), fourth.lines()) == (2, 3)
+
+
+def test_restart_after_a_copy_drained_at_start_and_renamed_while_down_reads_on_in_the_live_file(
+    worlds: Worlds,
+) -> None:
+    # The crash loop's sequence: a copytruncate the exporter did not see before a kill, so the restart drains the
+    # copy (a file of its own inode) and saves it as the file being drained; a rename while down after a second
+    # kill. The drained copy must not be taken for the live file it was copied from, nor the live file excluded
+    # as the drained one.
+    world, clock = worlds()
+    first = Exporter(world, clock)
+    world.append(3)
+    first.look()
+    first.flush()
+    world.append(2)
+    world.copytruncate()
+    world.append(1)
+    first.kill()
+    second = Exporter(world, clock)
+    assert (second.sent(), second.lines()) == (6, 6)
+    drained = second.position()
+    assert drained is not None and drained.draining is not None
+    world.append(1)
+    second.look()
+    second.flush()
+    world.append(1)  # after the last write of the state: read again after the restart, from the renamed file
+    second.kill()
+    world.rotate_rename()
+    world.reopen()
+    world.append(1)
+    third = Exporter(world, clock)
+    assert (third.sent(), third.lines()) == (9, 9)

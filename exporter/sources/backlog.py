@@ -128,7 +128,11 @@ class Backlog:
                 continue
             # The live file (by its name or the path a symbolic link leads to) shorter than the saved offset was
             # truncated: a copy of what was read is looked for among the generations (copytruncate).
-            if other is not None and other.same_inode(st):
+            if (
+                other is not None
+                and other.same_inode(st)
+                and (other.fingerprint_len == 0 or matches(candidate, other))
+            ):
                 continue
             live = at_name is not None and (st.st_dev, st.st_ino) == (at_name.st_dev, at_name.st_ino)
             fits = not live or st.st_size >= saved.offset

@@ -474,11 +474,12 @@ class FollowedFile:
         if found is None:
             return
         try:
+            st = os.stat(found)
             with open_generation(found) as f:
                 f.seek(live.offset)
-                copy = Reader(
-                    f, live.ident, live.splitter, live.offset, live.consumed, plain=False, path=found
-                )
+                # The copy's own identity: the live file's inode is the truncated file's.
+                ident = FileId(st.st_dev, st.st_ino, live.ident.fingerprint, live.ident.fingerprint_len)
+                copy = Reader(f, ident, live.splitter, live.offset, live.consumed, plain=False, path=found)
                 while not stop.is_set() and (data := copy.read_chunk()):
                     self._deliver(copy, copy.splitter.feed(data), copy.position)
         except READ_ERRORS as err:

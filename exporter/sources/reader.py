@@ -139,13 +139,14 @@ def open_plain(path: str, offset: int, max_line_bytes: int, *, discarding: bool 
 
 
 def open_saved(path: str, saved: FilePosition, max_line_bytes: int) -> Reader:
-    """Opens the file a saved position was found in again, at its offset, keeping the identity it was saved under
-    (a copy or a compressed generation has another inode)."""
+    """Opens the file a saved position was found in again, at its offset. Its identity is its own: a copy or a
+    compressed generation has another inode than the file the position was taken in, which may be the live file
+    now (copytruncate) or a new file that was given the inode since."""
     if path.endswith(COMPRESSED_SUFFIXES):
+        st = os.stat(path)
         f = open_generation(path)
         f.seek(saved.offset)
         splitter = BlockSplitter(max_line_bytes, discarding=saved.discarding)
-        return Reader(f, saved.ident, splitter, saved.offset, saved.offset, False, path)
-    reader = open_plain(path, saved.offset, max_line_bytes, discarding=saved.discarding)
-    reader.ident = saved.ident
-    return reader
+        ident = FileId(st.st_dev, st.st_ino, saved.ident.fingerprint, saved.ident.fingerprint_len)
+        return Reader(f, ident, splitter, saved.offset, saved.offset, False, path)
+    return open_plain(path, saved.offset, max_line_bytes, discarding=saved.discarding)
