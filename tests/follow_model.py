@@ -325,7 +325,10 @@ class World:
         assert os.path.getsize(self.real()) < TAIL_BYTES
         os.truncate(self.real(), sum(len(line(n)) for n in live.lines[:keep]))
         del live.lines[keep:]
-        live.cut_unsaved, live.cut_seen, live.written_after_cut = True, False, False
+        # Lines written after an earlier cut that no state write followed may be among those kept: the limit holds
+        # for them until a state write follows a look at this cut.
+        live.written_after_cut = live.cut_unsaved and live.written_after_cut
+        live.cut_unsaved, live.cut_seen = True, False
 
     def delete(self) -> None:
         """Deletes the log; the writer finishes its line and stops writing until it reopens the name."""

@@ -35,6 +35,14 @@ Deliver = Callable[[Reader, bytes, Callable[[], FilePosition]], None]
 past the block)."""
 
 
+def _same_file(path: str, st: os.stat_result) -> bool:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return False
+    return (found.st_dev, found.st_ino) == (st.st_dev, st.st_ino)
+
+
 def _inode_of(path: str, position: FilePosition) -> bool:
     """Whether `path` is the file of `position` by its inode."""
     try:
@@ -264,8 +272,11 @@ class Backlog:
         was taken (a link re-pointed since)."""
         return list(dict.fromkeys(p for p in (self.name, os.path.realpath(self.name), target) if p))
 
-    def _unread_generation(self, last: FilePosition, consumed: set[str]) -> tuple[str, bytes] | None:
-        """The oldest generation newer than the file of `last` and not read yet: (path, first bytes)."""
+    def _unread_generation(
+        self, last: FilePosition, consumed: set[str], until: os.stat_result | None = None
+    ) -> tuple[str, bytes] | None:
+        """The oldest generation newer than the file of `last` and not read yet: (path, first bytes); None from the
+        file `until` on, when it is a generation."""
         found = self.locate(last)
         if found is None or found == self.name:
             return None
@@ -285,21 +296,31 @@ class Backlog:
                 )  # a symbolic link's former target: it was written after its generations
             for newer in newer_names:
                 path = os.path.join(directory, newer)
+                if until is not None and _same_file(path, until):
+                    return None
                 try:
                     first = _first_bytes(path)
                 except READ_ERRORS:
                     continue
-                if first and fingerprint(first) not in consumed and not self._same_as_live(first):
+                if first and fingerprint(first) not in consumed and not self._same_as_live(path, first):
                     return path, first
             return None
         return None
 
-    def drain_newer(self, last: FilePosition, consumed: set[str], *, skipped: bool = False) -> FilePosition:
+    def drain_newer(
+        self,
+        last: FilePosition,
+        consumed: set[str],
+        *,
+        skipped: bool = False,
+        until: os.stat_result | None = None,
+    ) -> FilePosition:
         """Reads, oldest first, the generations newer than the file of `last` that were not read yet, looking the
-        generations up again after each one (names move when the MTA rotates meanwhile). Returns the position of
-        the last file read. `skipped`: these were created and rotated away between two looks."""
+                generations up again after each one (names move when the MTA rotates meanwhile). Returns the position of
+                the last file read. `skipped`: these were created and rotated away between two looks. `until`: a file (by its
+        inode) that ends the generations to read, itself left out."""
         while not self._stop.is_set():
-            unread = self._unread_generation(last, consumed)
+            unread = self._unread_generation(last, consumed, until)
             if unread is None:
                 break
             path, first = unread
@@ -331,7 +352,7 @@ class Backlog:
                 first = _first_bytes(path)
             except READ_ERRORS:
                 continue
-            if first and fingerprint(first) not in consumed and not self._same_as_live(first):
+            if first and fingerprint(first) not in consumed and not self._same_as_live(path, first):
                 log.warning("%s: %s was created and rotated between two looks; reading it", self.name, path)
                 consumed.add(fingerprint(first))
                 st = os.stat(path)
@@ -342,8 +363,15 @@ class Backlog:
                 self.drain_newer(last, consumed, skipped=True)
                 return
 
-    def _same_as_live(self, first: bytes) -> bool:
+    def _same_as_live(self, path: str, first: bytes) -> bool:
+        """Whether the generation at `path`, which begins with `first`, holds what the live file holds: the live file
+        itself, or a copy of it that copytruncate has not truncated yet. Only a whole fingerprint tells a copy: a
+        generation shorter than that (an unterminated fragment, one line) may begin the live file by chance."""
         try:
+            if _same_file(path, os.stat(self.name)):
+                return True
+            if len(first) < FINGERPRINT_BYTES:
+                return False
             with open_generation(self.name) as f:
                 return head(f, len(first)) == first
         except OSError:

@@ -195,7 +195,11 @@ class FollowedFile:
         self._deliver(reader, reader.splitter.flush())
         reader.file.close()
         if reader.plain:
-            self._finished = [*self._finished[-(MAX_FINISHED - 1) :], reader.ident.fingerprint]
+            self._note_finished(reader.ident.fingerprint)
+
+    def _note_finished(self, fingerprint: str) -> None:
+        if fingerprint not in self._finished:
+            self._finished = [*self._finished[-(MAX_FINISHED - 1) :], fingerprint]
 
     def _open_live(self, offset_at_end: bool) -> bool:
         try:
@@ -405,6 +409,8 @@ class FollowedFile:
         else:
             self._drain_copy(live, stop)
             self._deliver(live, live.splitter.flush())
+            # What the file held is read to its end, and any copy of it begins with those bytes.
+            self._note_finished(live.ident.fingerprint)
             live.restart_at(0, self._max_line_bytes)
         self._rotated("truncate")
         return True
@@ -503,8 +509,14 @@ class FollowedFile:
         )
         backlog = Backlog(self.path, self._max_line_bytes, self._deliver, stop, target=live.path)
         try:
-            # Not the live file itself, renamed meanwhile (it is read from its start next).
-            backlog.drain_newer(last, {ident.fingerprint, fingerprint(head(live.file))}, skipped=True)
+            # Only copies of the live file: they end where the file itself is, renamed meanwhile (it and what is
+            # newer than it are read when the rename is seen, next).
+            backlog.drain_newer(
+                last,
+                {ident.fingerprint, fingerprint(head(live.file))},
+                skipped=True,
+                until=os.fstat(live.file.fileno()),
+            )
         except READ_ERRORS as err:
             log.warning("%s: cannot read a copy made between two looks: %s", self.path, err)
         finally:
