@@ -3,6 +3,9 @@ plain scenario on the same in-process core (see follow_model.py)."""
 
 from __future__ import annotations
 
+import gzip
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -389,3 +392,99 @@ def test_a_one_byte_generation_that_begins_the_live_file_too_is_read() -> None:
         "reopen look checkpoint append_split:first=1 checkpoint rotate_rename checkpoint kill_9 reopen "
         "append_split:first=1"
     )
+
+
+def test_a_copytruncated_file_renamed_while_down_is_read_on_where_the_writer_still_writes() -> None:
+    # The saved file was copied and emptied, then renamed, all while down; the restart finds the copy by its first
+    # bytes, and the emptied file, a generation now and still written to, is read from its start.
+    steps = (
+        "begin:link=False,late=False kill_9 append:count=1 restart copytruncate kill_9 rotate_rename restart"
+    )
+    _replay(steps + " append:count=1")
+    _replay(steps + " append_split:first=1")  # its unterminated last line, once the writer leaves it
+
+
+def _settle(x: Exporter, world: World, clock: FakeClock) -> None:
+    if world.writer_elsewhere():
+        world.reopen()
+    x.look()
+    for _ in range(2):
+        clock.advance(GRACE_PASSED)
+        x.look()
+
+
+def test_a_copytruncate_while_a_rotated_file_is_drained_keeps_that_file_in_the_position(
+    worlds: Worlds,
+) -> None:
+    world, clock = worlds()
+    first = Exporter(world, clock)
+    world.append(2)
+    first.look()
+    world.rotate_rename()
+    world.append_split(5)  # line 2 begun in the rotated file, which the MTA leaves unterminated
+    first.look()
+    world.reopen()
+    world.append(1)
+    first.look()
+    world.append(1)
+    world.copytruncate()  # line 4 is read from the copy while the rotated file is still drained
+    first.look()
+    position = first.position()
+    assert position is not None and position.draining is not None
+    first.flush()
+    first.kill()
+    second = Exporter(world, clock)
+    _settle(second, world, clock)
+    assert (second.sent(), second.lines() + second.held_lines()) == (4, 5)  # and the fragment, once
+
+
+def _given_again(world: World, freed: int, make: Callable[[], str]) -> bool:
+    """Makes the next file created in the log's directory likely to get inode `freed` (ext4 gives out the lowest
+    free inode of a group: the free ones below it are taken by files named like no generation), then `make`s it."""
+    directory = os.path.dirname(world.name)
+    for k in range(5000):
+        hold = os.path.join(directory, f"hold-{k}")
+        os.close(os.open(hold, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        if os.stat(hold).st_ino == freed:
+            os.unlink(hold)
+            break
+    return os.stat(make()).st_ino == freed
+
+
+@pytest.mark.parametrize("unread", [0, 1])
+def test_a_compressed_generation_given_the_inode_of_a_file_known_by_no_byte_is_not_taken_for_it(
+    worlds: Worlds, unread: int
+) -> None:
+    world, clock = worlds()
+    first = Exporter(world, clock)
+    world.append(2)
+    first.look()
+    first.stop()
+    world.rotate_rename()  # while down: the restart drains it and starts on the new, empty log
+    second = Exporter(world, clock)
+    saved = world.saved_position()
+    assert saved is not None and saved.draining is not None and saved.ident.fingerprint_len == 0
+    world.append(unread)  # still to the rotated file
+    second.kill()
+    world.reopen()
+    live = world.live()
+    assert live is not None and live.path is not None
+    world.close_writer()
+    freed = os.stat(live.path).st_ino
+    os.unlink(live.path)  # the empty log deleted for good: its inode is free
+    live.path = None
+    (rotated,) = world.compressible()
+    plain = rotated.path
+    assert plain is not None
+
+    def compress() -> str:
+        with open(plain, "rb") as src, gzip.open(f"{plain}.gz", "wb", compresslevel=1) as dst:
+            shutil.copyfileobj(src, dst)
+        os.unlink(plain)
+        rotated.path = f"{plain}.gz"
+        return rotated.path
+
+    if not _given_again(world, freed, compress):
+        pytest.skip("this filesystem did not give the inode again")
+    third = Exporter(world, clock)
+    assert (third.sent(), third.lines()) == (2 + unread, 2 + unread)

@@ -45,8 +45,12 @@ def _same_file(path: str, st: os.stat_result) -> bool:
 
 def _inode_of(path: str, position: FilePosition) -> bool:
     """Whether `path` is the file of `position` by its inode."""
+    return _inode_of_ident(path, position.ident)
+
+
+def _inode_of_ident(path: str, ident: FileId) -> bool:
     try:
-        return position.ident.same_inode(os.stat(path))
+        return ident.same_inode(os.stat(path))
     except OSError:
         return False
 
@@ -75,6 +79,8 @@ class Backlog:
         self._stop = stop
         self._families = self._families_of(target)
         self._previous = previous
+        self._truncated: FileId | None = None
+        """The file a copy read at resume was copied from, truncated since: read whole when it is a generation."""
         """The newest plain rotated file read so far, left open with its unterminated last line held (and its
         position): the MTA may still append to it until it reopens its log, so the follower drains it like a file it
         saw rotated. Finished as soon as a newer generation is read."""
@@ -136,15 +142,22 @@ class Backlog:
                 continue
             # The live file (by its name or the path a symbolic link leads to) shorter than the saved offset was
             # truncated: a copy of what was read is looked for among the generations (copytruncate).
+            # A file known by no byte yet is known by its inode alone, which a compressed generation (a new file)
+            # has only when the inode was freed and given again.
+            by_inode = not candidate.endswith(COMPRESSED_SUFFIXES) or saved.path.endswith(COMPRESSED_SUFFIXES)
             if (
                 other is not None
                 and other.same_inode(st)
-                and (other.fingerprint_len == 0 or matches(candidate, other))
+                and (matches(candidate, other) if other.fingerprint_len else by_inode)
             ):
                 continue
             live = at_name is not None and (st.st_dev, st.st_ino) == (at_name.st_dev, at_name.st_ino)
             fits = not live or st.st_size >= saved.offset
-            if fits and ident.same_inode(st) and (ident.fingerprint_len == 0 or matches(candidate, ident)):
+            if (
+                fits
+                and ident.same_inode(st)
+                and (matches(candidate, ident) if ident.fingerprint_len else by_inode)
+            ):
                 return self.name if live else candidate  # the live file, by whichever path it was found
             if by_fingerprint is None and not live and matches(candidate, ident):
                 by_fingerprint = candidate
@@ -246,6 +259,10 @@ class Backlog:
             )
             return self._open_live()
         self._drain(found, main, None)
+        if not _inode_of(found, main):
+            # Found by its first bytes: a copy. The file it was copied from was truncated and may have been renamed
+            # since; the MTA may still write to it, so it is read from its start even when empty.
+            self._truncated = main.ident
         consumed = {main.ident.fingerprint}
         last = main
         while not self._stop.is_set():
@@ -302,6 +319,9 @@ class Backlog:
                     first = _first_bytes(path)
                 except READ_ERRORS:
                     continue
+                if not first and self._truncated is not None and _inode_of_ident(path, self._truncated):
+                    self._truncated = None
+                    return path, first
                 if first and fingerprint(first) not in consumed and not self._same_as_live(path, first):
                     return path, first
             return None

@@ -486,8 +486,14 @@ class FollowedFile:
                 # The copy's own identity: the live file's inode is the truncated file's.
                 ident = FileId(st.st_dev, st.st_ino, live.ident.fingerprint, live.ident.fingerprint_len)
                 copy = Reader(f, ident, live.splitter, live.offset, live.consumed, plain=False, path=found)
+                old = self._old
+
+                def position() -> FilePosition:
+                    # A rotated file still drained stays in the position: its last line may be unterminated yet.
+                    return copy.position(None if old is None else old.position())
+
                 while not stop.is_set() and (data := copy.read_chunk()):
-                    self._deliver(copy, copy.splitter.feed(data), copy.position)
+                    self._deliver(copy, copy.splitter.feed(data), position)
         except READ_ERRORS as err:
             log.warning("%s: cannot read the end of the truncated file from %s: %s", self.path, found, err)
             return
