@@ -35,24 +35,18 @@ Deliver = Callable[[Reader, bytes, Callable[[], FilePosition]], None]
 past the block)."""
 
 
-def _same_file(path: str, st: os.stat_result) -> bool:
+def _has_inode(path: str, dev: int, ino: int) -> bool:
+    """Whether the file at `path` is the one with inode `ino` of device `dev` (False when none is there)."""
     try:
-        found = os.stat(path)
+        st = os.stat(path)
     except OSError:
         return False
-    return (found.st_dev, found.st_ino) == (st.st_dev, st.st_ino)
+    return (st.st_dev, st.st_ino) == (dev, ino)
 
 
 def _inode_of(path: str, position: FilePosition) -> bool:
     """Whether `path` is the file of `position` by its inode."""
-    return _inode_of_ident(path, position.ident)
-
-
-def _inode_of_ident(path: str, ident: FileId) -> bool:
-    try:
-        return ident.same_inode(os.stat(path))
-    except OSError:
-        return False
+    return _has_inode(path, position.ident.dev, position.ident.ino)
 
 
 def _first_bytes(path: str) -> bytes:
@@ -79,11 +73,11 @@ class Backlog:
         self._stop = stop
         self._families = self._families_of(target)
         self._previous = previous
-        self._truncated: FileId | None = None
-        """The file a copy read at resume was copied from, truncated since: read whole when it is a generation."""
         """The newest plain rotated file read so far, left open with its unterminated last line held (and its
         position): the MTA may still append to it until it reopens its log, so the follower drains it like a file it
         saw rotated. Finished as soon as a newer generation is read."""
+        self._truncated: FileId | None = None
+        """The file a copy read at resume was copied from, truncated since: read whole when it is a generation."""
 
     @property
     def previous(self) -> Reader | None:
@@ -313,13 +307,17 @@ class Backlog:
                 )  # a symbolic link's former target: it was written after its generations
             for newer in newer_names:
                 path = os.path.join(directory, newer)
-                if until is not None and _same_file(path, until):
+                if until is not None and _has_inode(path, until.st_dev, until.st_ino):
                     return None
                 try:
                     first = _first_bytes(path)
                 except READ_ERRORS:
                     continue
-                if not first and self._truncated is not None and _inode_of_ident(path, self._truncated):
+                if (
+                    not first
+                    and self._truncated is not None
+                    and _has_inode(path, self._truncated.dev, self._truncated.ino)
+                ):
                     self._truncated = None
                     return path, first
                 if first and fingerprint(first) not in consumed and not self._same_as_live(path, first):
@@ -336,9 +334,9 @@ class Backlog:
         until: os.stat_result | None = None,
     ) -> FilePosition:
         """Reads, oldest first, the generations newer than the file of `last` that were not read yet, looking the
-                generations up again after each one (names move when the MTA rotates meanwhile). Returns the position of
-                the last file read. `skipped`: these were created and rotated away between two looks. `until`: a file (by its
-        inode) that ends the generations to read, itself left out."""
+        generations up again after each one (names move when the MTA rotates meanwhile). Returns the position of
+        the last file read. `skipped`: these were created and rotated away between two looks. `until`: a file (by
+        its inode) that ends the generations to read, itself left out."""
         while not self._stop.is_set():
             unread = self._unread_generation(last, consumed, until)
             if unread is None:
@@ -388,7 +386,8 @@ class Backlog:
         itself, or a copy of it that copytruncate has not truncated yet. Only a whole fingerprint tells a copy: a
         generation shorter than that (an unterminated fragment, one line) may begin the live file by chance."""
         try:
-            if _same_file(path, os.stat(self.name)):
+            live = os.stat(self.name)
+            if _has_inode(path, live.st_dev, live.st_ino):
                 return True
             if len(first) < FINGERPRINT_BYTES:
                 return False
