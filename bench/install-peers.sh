@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The peers the benchmark compares against, from Debian: mtail and prometheus-postfix-exporter.
+# The peers the benchmark compares against, from Debian: mtail and prometheus-postfix-exporter; and GNU time,
+# which measures the peak memory of each command it runs.
 # Installs only what is missing; needs root (or sudo) the first time.
 set -euo pipefail
 
 missing=()
 command -v mtail >/dev/null || missing+=(mtail)
 command -v prometheus-postfix-exporter >/dev/null || missing+=(prometheus-postfix-exporter)
+[ -x /usr/bin/time ] || missing+=(time)  # GNU time: each command's own peak RSS (bench/procs.py)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
