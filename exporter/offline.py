@@ -154,6 +154,12 @@ def event_json(number: int, event: Event) -> dict[str, Any]:
     }
 
 
+def _reader_gone() -> None:
+    """Stdout's reader has gone (`report log | head`): the command stops writing and exits as it would have, and
+    what is still buffered goes to /dev/null, so that the interpreter's last flush does not fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def run_classify(args: argparse.Namespace) -> int:
     try:
         analyser = _analyser(args)
@@ -174,7 +180,7 @@ def run_classify(args: argparse.Namespace) -> int:
                     stream.close()
         out.flush()
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _reader_gone()
     except READ_ERRORS as err:
         print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
         return 1
@@ -612,11 +618,15 @@ def run_report(args: argparse.Namespace) -> int:
     except (*READ_ERRORS, WorkerError) as err:
         print(f"gmail-rejection-exporter: {err}", file=sys.stderr)
         return 1
-    if args.format == "json":
-        json.dump(report.as_json(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(report.as_text())
+    try:
+        if args.format == "json":
+            json.dump(report.as_json(), sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write(report.as_text())
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _reader_gone()
     # What the report was built from (rules, analysers, kept blocks) makes no cycles: the collector's last pass
     # over all of it as the interpreter ends is 1 % of a report's instructions for nothing.
     atexit.register(gc.freeze)

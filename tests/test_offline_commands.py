@@ -6,6 +6,7 @@ import bz2
 import gzip
 import json
 import lzma
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -244,3 +245,24 @@ def test_report_marks_a_cut_example_reply_with_an_ellipsis(tmp_path: Path) -> No
     assert len(examples["long"]) <= 300 and examples["long"].endswith("…")
     assert examples["long"][:-1] in (examples["short"] + " " + "Please contact the administrator of "
                                      "example.org if this was legitimate mail. " * 6)  # fmt: skip
+
+
+def test_a_reader_that_goes_away_ends_report_and_classify_quietly(tmp_path: Path) -> None:
+    """`report log | head` and `classify log | head`: once the reader has gone, the command stops writing and
+    exits 0 with nothing on stderr, as the filters it is piped into expect (no traceback)."""
+    log = tmp_path / "mail.log"
+    log.write_bytes(DMARC_LINE * 50 + NOISE)
+    for command in (["report"], ["report", "--format", "json"], ["classify"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # the reader is gone before the first byte is written
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "exporter", *command, str(log)],
+                stdout=write_end,
+                stderr=subprocess.PIPE,
+                timeout=120,
+                check=False,
+            )
+        finally:
+            os.close(write_end)
+        assert (command, done.returncode, done.stderr) == (command, 0, b"")
