@@ -66,6 +66,34 @@ def test_batch_of_mta_lines_gives_what_single_lines_give(batch: list[bytes]) -> 
     assert many.analyse_batch(batch) + many.flush()[1] == expected
 
 
+def test_the_prefilter_finds_each_marker_in_any_case_and_the_configured_hosts() -> None:
+    """The markers that begin with the first one's byte share one pass (a configured host that does too joins
+    it), each other marker has its own: a block finds exactly the lines that name one, in any letter case, and the
+    lines without one give nothing."""
+    analyser = Analyser(RULES, google_hosts=("gw.relay.example", "mx.relay.example"))
+    named = [
+        b"relay=ASPMX.L.GOOGLE.COM[192.0.2.1]:25",
+        b"(250 2.0.0 OK 1764300001 h49si8816909stz.039 - GSMTP)",
+        b"to=<a@GMail.Com>, status=sent",
+        b"connect from mail-wr1-f54.1E100.NET[192.0.2.3]",
+        b"relay=GW.relay.example[192.0.2.4]:25",
+        b"relay=mx.RELAY.example[192.0.2.5]:25",
+        b"1x1h2n-00003H-00: from=<x@example.org>, status=EXPIRED, returned to sender",
+        b"network error on destination MXs for gmail-ish.example",
+    ]
+    others = [b"connect from goo.gle.example[192.0.2.6]", b"to=<a@gmail.co>, status=sent", b"smtp gsmt p"]
+    unnamed = (others * 3)[: len(named)]
+    lines = [
+        b"Nov 29 21:32:49 mx1 postfix/qmgr[1]: " + x
+        for pair in zip(named, unnamed, strict=True)
+        for x in pair
+    ]
+    block = b"\n".join(lines) + b"\n"
+    count, spans = analyser.prefilter(block)
+    assert spans is not None
+    assert (count, [block[start:end] for start, end in spans]) == (len(lines), lines[::2])
+
+
 ORDINARY_LINE = (
     b"Nov 29 21:32:49 mx1 postfix/smtp[1]: ABC123: to=<a@gmail.com>, relay=gmail-smtp-in.l.google.com"
     b"[192.0.2.7]:25, delay=1, delays=0/0/0/1, dsn=5.7.1, status=bounced (host gmail-smtp-in.l.google.com"
