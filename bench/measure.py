@@ -64,8 +64,11 @@ class Measure:
 
     @property
     def best(self) -> float | None:
-        """The highest sample: for a speed, the round least disturbed by other work on the machine."""
-        return max(self.samples) if self.samples else None
+        """The round least disturbed by other work on the machine: the highest speed (a unit per second), the
+        least of anything else (a time, a size)."""
+        if not self.samples:
+            return None
+        return max(self.samples) if self.unit.endswith("/s") else min(self.samples)
 
     def absorb(self, other: Measure) -> None:
         """Adds the samples of another round of the same measure; its checks replace ours and peaks add up to
