@@ -412,33 +412,28 @@ class Analyser:
         low = blob.lower()  # same offsets; one pass instead of one search per letter case
         find, rfind = low.find, low.rfind
         take = fast.take if fast is not None else None
-        search, others = self._first_pass.search, self._other_markers
+
+        def found(at: int) -> int:
+            """Keeps the line that holds a hit at `at` (offered to the fast path first), once; where it ends."""
+            start = rfind(b"\n", 0, at) + 1
+            end = ends.get(start)
+            if end is None:
+                end = find(b"\n", at, size)
+                if end < 0:
+                    end = size
+                ends[start] = end
+                if take is None or not take(blob, start, end):
+                    left.append((start, end))
+            return end
+
+        search = self._first_pass.search
         hit = search(low, 0, size)
         while hit is not None:  # each hit in a line after the last hit's
-            at = hit.start()
-            start = rfind(b"\n", 0, at) + 1
-            end = find(b"\n", at, size)
-            if end < 0:
-                end = size
-            ends[start] = end
-            if take is None or not take(blob, start, end):
-                left.append((start, end))
-            hit = search(low, end, size)
-        for marker in others:
+            hit = search(low, found(hit.start()), size)
+        for marker in self._other_markers:
             at = find(marker, 0, size)
             while at >= 0:
-                start = rfind(b"\n", 0, at) + 1
-                known = ends.get(start)
-                if known is None:  # a line that no earlier marker found
-                    end = find(b"\n", at, size)
-                    if end < 0:
-                        end = size
-                    ends[start] = end
-                    if take is None or not take(blob, start, end):
-                        left.append((start, end))
-                else:
-                    end = known
-                at = find(marker, end, size)
+                at = find(marker, found(at), size)
         if fast is not None:
             fast.done()
         if not shape.led:
