@@ -163,7 +163,7 @@ class Analyser:
         self._all_markers = tuple(m for m in markers if not any(o != m and o in m for o in markers))
         # The markers that begin with the first one's byte are searched together, in one pass: sre scans for that
         # byte at C speed and tries only them where it finds it, quicker than bytes.find does one of them.
-        first = tuple(m for m in self._all_markers if m[0] == self._all_markers[0][0])
+        first = tuple(m for m in self._all_markers if m[:1] == self._all_markers[0][:1])
         self._first_pass = patterns.compile(b"|".join(map(re.escape, first)))
         others = [m for m in self._all_markers if m not in first]
         self._other_markers = tuple(others)

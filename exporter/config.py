@@ -453,7 +453,7 @@ _CHECKS: Final[list[tuple[str, str, Callable[[Config], bool]]]] = [
     ("web.max_connections", "must be at least 1", lambda c: c.web.max_connections >= 1),
     ("web.runbook_url", "must be an http:// or https:// URL without a #fragment, e.g. https://wiki.example.com/runbook", lambda c: re.fullmatch(r"https?://[^\s\"'<>#`\\]+", c.web.runbook_url) is not None),
     ("metrics.sender_domains", "must be domain names like example.com", lambda c: all(re.fullmatch(r"[a-z0-9.-]+\.[a-z0-9-]+", d) for d in c.sender_domains)),
-    ("google.hosts", "must be host names", lambda c: all(re.fullmatch(r"[a-z0-9.*-]+", h) for h in c.google_hosts)),
+    ("google.hosts", "must be host names", lambda c: all(re.fullmatch(r"[a-z0-9*-]+(?:\.[a-z0-9*-]+)*\.?", h) for h in c.google_hosts)),
     ("log.paths", "standard input (-) can be named only once", lambda c: list(c.log.paths).count("-") <= 1),
 ]  # fmt: skip
 

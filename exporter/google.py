@@ -140,7 +140,7 @@ class GoogleHosts:
         self._exact = frozenset(h.lower().rstrip(".") for h in (*DEFAULT_HOSTS, *extra_hosts))
         self._suffixes = DEFAULT_SUFFIXES
         self.markers: tuple[bytes, ...] = tuple(
-            sorted({h.encode() for h in self._exact if not h.endswith((".google.com", ".gmail.com"))})
+            sorted({h.encode() for h in self._exact if h and not h.endswith((".google.com", ".gmail.com"))})
         )
         """Byte strings besides Google's own names that make a line worth a closer look (user hosts)."""
         self._hints = ("google", "1e100", "gmail", *(h.decode() for h in self.markers))

@@ -36,6 +36,11 @@ from exporter import config
             "log:\n  paths: [a]\nweb:\n  max_connections: many\n",
             ":4: web.max_connections: must be an integer",
         ),
+        ("log:\n  paths: [a]\ngoogle:\n  hosts: ['.']\n", ":4: google.hosts: must be host names"),
+        (
+            "log:\n  paths: [a]\ngoogle:\n  hosts: [relay..example.net]\n",
+            ":4: google.hosts: must be host names",
+        ),
         (
             "log:\n  paths: [a]\nweb:\n  runbook_url: javascript:alert(1)\n",
             ":4: web.runbook_url: must be an http:// or https:// URL",

@@ -207,9 +207,10 @@ def test_offline_commands_check_the_shared_flags_as_run_does() -> None:
             "gmail-rejection-exporter: command line: log.format: must be one of "
             "auto, postfix, sendmail, opensmtpd, exim, generic, docker, cri"
         )
-        done = run(command, "--google.host", "relay example", "-")
-        assert done.returncode == 2
-        assert "command line: google.hosts: must be host names" in done.stderr.decode()
+        for host in ("relay example", ".", "..", ".relay.example"):  # a name of no label names no host
+            done = run(command, "--google.host", host, "-")
+            assert (host, done.returncode) == (host, 2)
+            assert "command line: google.hosts: must be host names" in done.stderr.decode()
 
 
 def test_google_host_flag_names_a_relay_for_every_command(tmp_path: Path) -> None:
