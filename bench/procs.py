@@ -74,7 +74,7 @@ def run_timed(argv: Sequence[str], *, cwd: Path | None = None) -> Finished:
     The peak comes from GNU time, which runs the command as its own child. A process's peak RSS as wait4()
     reports it is the largest of every memory image the process had, and a child spawned from this process
     (fork or vfork, then exec) starts with this process's image: wait4() would report this process's size
-    whenever it is the larger (`true` run from a 200 MB parent: 225 MB). GNU time is a few hundred kB."""
+    whenever it is the larger (`true` run from a 200 MB parent: 225 MB). GNU time's own image is about 1 MB."""
     with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as peak:
         start = time.perf_counter()
         proc = subprocess.Popen(

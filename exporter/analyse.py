@@ -165,8 +165,7 @@ class Analyser:
         # byte at C speed and tries only them where it finds it, quicker than bytes.find does one of them.
         first = tuple(m for m in self._all_markers if m[:1] == self._all_markers[0][:1])
         self._first_pass = patterns.compile(b"|".join(map(re.escape, first)))
-        others = [m for m in self._all_markers if m not in first]
-        self._other_markers = tuple(others)
+        self._other_markers = tuple(m for m in self._all_markers if m not in first)
         self._free = generic.FORMAT if generic.FORMAT in self._formats else None
         self._mta_formats = tuple(f for f in self._formats if f is not self._free)
         """The formats whose lines stand alone, in the order they are asked whether a line is theirs."""
